@@ -1,0 +1,3 @@
+//! Runnable examples for session-store (work in progress)
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

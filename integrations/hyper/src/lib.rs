@@ -1,0 +1,3 @@
+//! Plain hyper integration for session-store (work in progress)
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

@@ -1,0 +1,35 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clock;
+pub mod codec;
+mod error;
+mod id;
+mod lazy;
+mod manager;
+mod memory;
+mod record;
+mod session;
+pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+pub use async_trait::async_trait;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::{CookieCodec, FnCodec, PlainCodec, PrivateCodec, SignedCodec};
+pub use error::{BoxError, Error, Result};
+pub use id::{IdGenerator, MAX_ID_LEN, SessionId};
+pub use lazy::LazySession;
+pub use manager::{
+    CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, SessionManager, SessionManagerBuilder,
+};
+pub use memory::MemoryStore;
+pub use record::{Codec, PAYLOAD_FORMAT, Record};
+pub use session::Session;
+pub use store::{Capabilities, CasOutcome, SessionStore};
+
+/// The `time` crate, whose `OffsetDateTime` the record and the trait use.
+pub use time;

@@ -1,0 +1,585 @@
+//! The session manager: next-session's `nextSession(options)`.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{COOKIE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use time::OffsetDateTime;
+
+use crate::clock::{Clock, SystemClock};
+use crate::codec::{CookieCodec, PlainCodec};
+use crate::error::{Error, Result};
+use crate::id::{IdGenerator, SessionId};
+use crate::record::Codec;
+use crate::session::Session;
+use crate::store::{Capabilities, SessionStore};
+
+/// Longest cookie value the manager looks at; longer values mean "no session".
+pub const MAX_COOKIE_VALUE_LEN: usize = 4096;
+
+/// JavaScript's `encodeURIComponent` set: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// The `SameSite` cookie attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Strict`
+    Strict,
+    /// `SameSite=Lax`
+    Lax,
+    /// `SameSite=None` (requires `Secure`)
+    None,
+}
+
+/// Attributes of the session cookie.
+#[derive(Debug, Clone)]
+pub struct CookieOptions {
+    /// `Secure` (default `false`).
+    pub secure: bool,
+    /// `HttpOnly` (default `true`).
+    pub http_only: bool,
+    /// `Path` (default `/`).
+    pub path: String,
+    /// `Domain` (default unset).
+    pub domain: Option<String>,
+    /// `SameSite` (default unset).
+    pub same_site: Option<SameSite>,
+    /// Lifetime; `None` (the default) makes a browser-session cookie.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CookieOptions {
+    fn default() -> Self {
+        Self {
+            secure: false,
+            http_only: true,
+            path: "/".into(),
+            domain: None,
+            same_site: None,
+            max_age: None,
+        }
+    }
+}
+
+pub(crate) struct Config {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) caps: Capabilities,
+    pub(crate) name: String,
+    pub(crate) ids: IdGenerator,
+    pub(crate) cookie_codec: Arc<dyn CookieCodec>,
+    pub(crate) touch_after: Option<Duration>,
+    pub(crate) auto_commit: bool,
+    pub(crate) cookie: CookieOptions,
+    pub(crate) idle_lifetime: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) codec: Codec,
+    pub(crate) max_size: Option<usize>,
+    pub(crate) compare_and_set: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) save_on_server_error: bool,
+}
+
+impl Config {
+    /// How long a record lives from its last extension: `maxAge`, or the idle lifetime for
+    /// browser-session cookies.
+    pub(crate) fn lifetime(&self) -> Duration {
+        self.cookie.max_age.unwrap_or(self.idle_lifetime)
+    }
+
+    pub(crate) async fn timed<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.store_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                store: self.store.name(),
+                after: self.store_timeout,
+            }),
+        }
+    }
+
+    /// `Set-Cookie` for `id`; `expires` is the cookie's expiry (`None`: browser session).
+    pub(crate) fn set_cookie(
+        &self,
+        id: &SessionId,
+        expires: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
+        let value = self.cookie_codec.encode(&self.name, id.as_str());
+        let value = utf8_percent_encode(&value, URI_COMPONENT).to_string();
+        let mut cookie = self.cookie_base(value);
+        if let Some(expires) = expires {
+            let seconds = ((expires - now).whole_milliseconds() + 500).div_euclid(1000);
+            cookie.set_max_age(time::Duration::seconds(seconds.max(0) as i64));
+            cookie.set_expires(expires);
+        }
+        header_value(&cookie)
+    }
+
+    /// The removal cookie: empty value, `Max-Age=0`, `Expires` in 1970.
+    pub(crate) fn removal_cookie(&self) -> HeaderValue {
+        let mut cookie = self.cookie_base(String::new());
+        cookie.set_max_age(time::Duration::ZERO);
+        cookie.set_expires(OffsetDateTime::UNIX_EPOCH);
+        header_value(&cookie)
+    }
+
+    fn cookie_base(&self, value: String) -> cookie::Cookie<'static> {
+        let o = &self.cookie;
+        let mut cookie = cookie::Cookie::new(self.name.clone(), value);
+        cookie.set_path(o.path.clone());
+        if let Some(domain) = &o.domain {
+            cookie.set_domain(domain.clone());
+        }
+        if o.http_only {
+            cookie.set_http_only(true);
+        }
+        if o.secure {
+            cookie.set_secure(true);
+        }
+        cookie.set_same_site(o.same_site.map(|s| match s {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        }));
+        cookie
+    }
+}
+
+fn header_value(cookie: &cookie::Cookie<'_>) -> HeaderValue {
+    // Every part was validated by the builder or percent-encoded, so this cannot fail; an
+    // empty header would be harmless anyway.
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Reads sessions from requests and writes them back: next-session's `nextSession(options)`.
+///
+/// Cheap to clone (all clones share one configuration). Framework-agnostic: it reads the
+/// request's [`HeaderMap`] and writes `Set-Cookie` into the response's; the integration
+/// crates call it for you.
+///
+/// ```
+/// use session_store::{MemoryStore, SessionManager};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> session_store::Result<()> {
+/// let manager = SessionManager::builder(MemoryStore::new())
+///     .cookie_name("sid")
+///     .max_age(Duration::from_secs(3600))
+///     .touch_after(Duration::from_secs(60))
+///     .build()?;
+///
+/// // One request: load, use, commit, copy the cookie into the response.
+/// let request_headers = http::HeaderMap::new();
+/// let session = manager.load(&request_headers).await?;
+/// let visits: u32 = session.get("visits")?.unwrap_or(0);
+/// session.insert("visits", visits + 1)?;
+/// let mut response_headers = http::HeaderMap::new();
+/// manager.finish(&session, http::StatusCode::OK, &mut response_headers).await?;
+/// assert!(response_headers.contains_key(http::header::SET_COOKIE));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SessionManager {
+    pub(crate) config: Arc<Config>,
+}
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("SessionManager")
+            .field("store", &c.store.name())
+            .field("cookie_name", &c.name)
+            .field("cookie", &c.cookie)
+            .field("touch_after", &c.touch_after)
+            .field("auto_commit", &c.auto_commit)
+            .field("idle_lifetime", &c.idle_lifetime)
+            .field("store_timeout", &c.store_timeout)
+            .field("codec", &c.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// A manager over `store` with every default (cookie `sid`, nanoid ids, plain cookie
+    /// value, `HttpOnly`, `Path=/`, browser-session cookie, auto commit).
+    pub fn new(store: impl SessionStore) -> Self {
+        Self::builder(store)
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// Starts a configuration over `store`.
+    pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
+        SessionManagerBuilder::new(Arc::new(store))
+    }
+
+    /// Starts a configuration over a shared store.
+    pub fn builder_arc(store: Arc<dyn SessionStore>) -> SessionManagerBuilder {
+        SessionManagerBuilder::new(store)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.config.store
+    }
+
+    /// The cookie name.
+    pub fn cookie_name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Whether sessions are committed automatically at the end of each request.
+    pub fn auto_commit(&self) -> bool {
+        self.config.auto_commit
+    }
+
+    /// The session cookie's value in `headers`: the first cookie of our name across every
+    /// `Cookie` field, surrounding quotes removed, percent-decoded. `None` when absent,
+    /// longer than [`MAX_COOKIE_VALUE_LEN`], or not valid UTF-8 once decoded.
+    pub fn cookie_value(&self, headers: &HeaderMap) -> Option<String> {
+        let name = self.config.name.as_bytes();
+        for field in headers.get_all(COOKIE) {
+            for pair in field.as_bytes().split(|&b| b == b';') {
+                let pair = pair.trim_ascii();
+                let (key, value) = match pair.iter().position(|&b| b == b'=') {
+                    Some(at) => (&pair[..at], &pair[at + 1..]),
+                    None => continue,
+                };
+                if key.trim_ascii() != name {
+                    continue;
+                }
+                // First occurrence wins, whether or not it is usable.
+                return decode_cookie_value(value.trim_ascii());
+            }
+        }
+        None
+    }
+
+    /// Loads the session of a request from its headers. See [`SessionManager::load_value`].
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Session> {
+        self.load_value(self.cookie_value(headers).as_deref()).await
+    }
+
+    /// Loads the session for a (percent-decoded) cookie value.
+    ///
+    /// The value is decoded with the cookie codec and checked with the id generator's
+    /// validator; an implausible id never reaches the store. A missing, expired or
+    /// undecodable record gives a fresh session under a **new** id (never the one the client
+    /// sent). A store error is returned as an error.
+    pub async fn load_value(&self, cookie_value: Option<&str>) -> Result<Session> {
+        let c = &self.config;
+        let had_cookie = cookie_value.is_some();
+        let id = cookie_value
+            .and_then(|v| c.cookie_codec.decode(&c.name, v))
+            .filter(|id| c.ids.is_valid(id));
+        let Some(id) = id.map(SessionId::new) else {
+            return Ok(Session::fresh(self.clone(), had_cookie));
+        };
+        match c.timed(c.store.get(&id)).await {
+            Ok(Some(record)) => {
+                let now = c.clock.now();
+                if record.is_expired(now) {
+                    return Ok(Session::fresh(self.clone(), had_cookie));
+                }
+                Ok(Session::loaded(self.clone(), id, record, now))
+            }
+            Ok(None) => Ok(Session::fresh(self.clone(), had_cookie)),
+            Err(error @ Error::Corrupt { .. }) => {
+                tracing::warn!(
+                    store = c.store.name(),
+                    error = &error as &dyn std::error::Error,
+                    "stored session could not be decoded; starting a fresh session"
+                );
+                Ok(Session::fresh(self.clone(), had_cookie))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A new, empty session (nothing is stored until it holds data and is committed).
+    pub fn new_session(&self) -> Session {
+        Session::fresh(self.clone(), false)
+    }
+
+    /// The end of a request: commits `session` if auto commit is on (and, unless
+    /// configured otherwise, only when `status` is not a 5xx), then appends any pending
+    /// `Set-Cookie` to `response_headers`. A failed commit is returned, not swallowed.
+    pub async fn finish(
+        &self,
+        session: &Session,
+        status: StatusCode,
+        response_headers: &mut HeaderMap,
+    ) -> Result<()> {
+        let c = &self.config;
+        if c.auto_commit && (c.save_on_server_error || !status.is_server_error()) {
+            session.commit().await?;
+        }
+        if let Some(cookie) = session.take_set_cookie() {
+            response_headers.append(SET_COOKIE, cookie);
+        }
+        Ok(())
+    }
+}
+
+fn decode_cookie_value(raw: &[u8]) -> Option<String> {
+    if raw.len() > MAX_COOKIE_VALUE_LEN * 3 {
+        return None;
+    }
+    let raw = std::str::from_utf8(raw).ok()?;
+    let raw = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    let value = percent_decode_str(raw).decode_utf8().ok()?;
+    if value.is_empty() || value.len() > MAX_COOKIE_VALUE_LEN {
+        return None;
+    }
+    Some(value.into_owned())
+}
+
+/// Configures a [`SessionManager`]; every option of next-session plus ours.
+pub struct SessionManagerBuilder {
+    store: Arc<dyn SessionStore>,
+    name: String,
+    ids: IdGenerator,
+    cookie_codec: Arc<dyn CookieCodec>,
+    touch_after: Option<Duration>,
+    auto_commit: bool,
+    cookie: CookieOptions,
+    idle_lifetime: Duration,
+    store_timeout: Duration,
+    clock: Arc<dyn Clock>,
+    codec: Codec,
+    max_size: Option<usize>,
+    compare_and_set: bool,
+    max_attempts: u32,
+    save_on_server_error: bool,
+}
+
+impl fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("cookie_name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManagerBuilder {
+    fn new(store: Arc<dyn SessionStore>) -> Self {
+        Self {
+            store,
+            name: "sid".into(),
+            ids: IdGenerator::nanoid(),
+            cookie_codec: Arc::new(PlainCodec),
+            touch_after: None,
+            auto_commit: true,
+            cookie: CookieOptions::default(),
+            idle_lifetime: Duration::from_secs(24 * 60 * 60),
+            store_timeout: Duration::from_secs(5),
+            clock: Arc::new(SystemClock),
+            codec: Codec::MessagePack,
+            max_size: Some(1024 * 1024),
+            compare_and_set: true,
+            max_attempts: 5,
+            save_on_server_error: false,
+        }
+    }
+
+    /// Cookie name (`name`, default `sid`; express-session uses `connect.sid`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Id generator and its validator (`genid`; default nanoid).
+    pub fn id_generator(mut self, ids: IdGenerator) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Cookie value codec (`encode` / `decode`; default: the id itself).
+    pub fn cookie_codec(mut self, codec: impl CookieCodec) -> Self {
+        self.cookie_codec = Arc::new(codec);
+        self
+    }
+
+    /// Extend the expiry only when at least this long has passed since the last extension
+    /// (`touchAfter`; default: never extend automatically). `Duration::ZERO` extends on
+    /// every request (rolling sessions).
+    pub fn touch_after(mut self, after: Duration) -> Self {
+        self.touch_after = Some(after);
+        self
+    }
+
+    /// Commit automatically at the end of each request (`autoCommit`, default `true`).
+    pub fn auto_commit(mut self, on: bool) -> Self {
+        self.auto_commit = on;
+        self
+    }
+
+    /// All cookie attributes at once.
+    pub fn cookie(mut self, options: CookieOptions) -> Self {
+        self.cookie = options;
+        self
+    }
+
+    /// `cookie.secure`.
+    pub fn secure(mut self, on: bool) -> Self {
+        self.cookie.secure = on;
+        self
+    }
+
+    /// `cookie.httpOnly` (default `true`).
+    pub fn http_only(mut self, on: bool) -> Self {
+        self.cookie.http_only = on;
+        self
+    }
+
+    /// `cookie.path` (default `/`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.cookie.path = path.into();
+        self
+    }
+
+    /// `cookie.domain`.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie.domain = Some(domain.into());
+        self
+    }
+
+    /// `cookie.sameSite`.
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.cookie.same_site = Some(same_site);
+        self
+    }
+
+    /// `cookie.maxAge`: session lifetime (whole seconds in the cookie).
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.cookie.max_age = Some(max_age);
+        self
+    }
+
+    /// How long the store keeps a browser-session cookie's record after its last extension
+    /// (default one day; sliding, extended by touch like `maxAge`).
+    pub fn idle_lifetime(mut self, lifetime: Duration) -> Self {
+        self.idle_lifetime = lifetime;
+        self
+    }
+
+    /// Per-store-call timeout (default 5 s); a call that takes longer is
+    /// [`Error::Timeout`] (HTTP 503).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Where time comes from (default the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Value codec for new sessions (default MessagePack).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Largest total size of keys and encoded values (default 1 MiB; `None`: unlimited).
+    /// An insert that would exceed it fails with [`Error::TooLarge`].
+    pub fn max_size(mut self, limit: Option<usize>) -> Self {
+        self.max_size = limit;
+        self
+    }
+
+    /// Use the store's compare-and-set for existing sessions, merging key by key when
+    /// another request wrote in between (default on where the store supports it).
+    pub fn compare_and_set(mut self, on: bool) -> Self {
+        self.compare_and_set = on;
+        self
+    }
+
+    /// Still save when the handler answered 5xx (default `false`: skip the save).
+    pub fn save_on_server_error(mut self, on: bool) -> Self {
+        self.save_on_server_error = on;
+        self
+    }
+
+    /// Checks the configuration and builds the manager.
+    ///
+    /// Rejected: an empty or non-token cookie name, `SameSite=None` without `Secure`,
+    /// `__Secure-` names without `Secure`, `__Host-` names without `Secure`, `Path=/` and no
+    /// `Domain`, a `Path` or `Domain` with `;` or control characters, zero lifetimes.
+    pub fn build(self) -> Result<SessionManager> {
+        let bad = |m: &str| Err(Error::Config(m.to_owned()));
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|b| {
+                    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
+                })
+        };
+        if !token(&self.name) {
+            return bad("the cookie name must be a non-empty token");
+        }
+        let o = &self.cookie;
+        let clean = |s: &str| !s.bytes().any(|b| b.is_ascii_control() || b == b';');
+        if !clean(&o.path) || !o.path.starts_with('/') {
+            return bad("the cookie path must start with `/` and hold no `;` or controls");
+        }
+        if o.domain.as_deref().is_some_and(|d| d.is_empty() || !clean(d)) {
+            return bad("the cookie domain must be non-empty and hold no `;` or controls");
+        }
+        if o.same_site == Some(SameSite::None) && !o.secure {
+            return bad("SameSite=None requires Secure");
+        }
+        if self.name.starts_with("__Secure-") && !o.secure {
+            return bad("`__Secure-` cookies require Secure");
+        }
+        if self.name.starts_with("__Host-") && (!o.secure || o.path != "/" || o.domain.is_some())
+        {
+            return bad("`__Host-` cookies require Secure, Path=/ and no Domain");
+        }
+        if o.max_age.is_some_and(|d| d < Duration::from_secs(1)) {
+            return bad("maxAge must be at least one second");
+        }
+        if self.idle_lifetime < Duration::from_secs(1) || self.store_timeout.is_zero() {
+            return bad("the idle lifetime and the store timeout must be positive");
+        }
+        let caps = self.store.capabilities();
+        Ok(SessionManager {
+            config: Arc::new(Config {
+                caps,
+                store: self.store,
+                name: self.name,
+                ids: self.ids,
+                cookie_codec: self.cookie_codec,
+                touch_after: self.touch_after,
+                auto_commit: self.auto_commit,
+                cookie: self.cookie,
+                idle_lifetime: self.idle_lifetime,
+                store_timeout: self.store_timeout,
+                clock: self.clock,
+                codec: self.codec,
+                max_size: self.max_size,
+                compare_and_set: self.compare_and_set,
+                max_attempts: self.max_attempts,
+                save_on_server_error: self.save_on_server_error,
+            }),
+        })
+    }
+}

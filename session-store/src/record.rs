@@ -1,0 +1,320 @@
+//! The session record that stores keep, the value [`Codec`], and the binary payload
+//! envelope that blob-oriented stores write.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+
+/// How session values are turned into bytes.
+///
+/// Each value is encoded once, when it is inserted, and kept encoded in the record, so a
+/// store never needs to know the value's type.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// MessagePack via `rmp-serde`, structs as maps (field names kept, so adding a
+    /// `#[serde(default)]` field to a stored struct does not break old sessions). Lossless
+    /// for every serde type, including bytes, `u64::MAX`, `i64::MIN`, `-0.0` and NaN.
+    #[default]
+    MessagePack,
+    /// JSON via `serde_json`. Required by JSON layouts (express-session interop). Floats
+    /// that JSON cannot express (NaN, infinities) become `null`.
+    Json,
+}
+
+impl Codec {
+    /// The tag written in payload envelopes.
+    pub const fn tag(self) -> u8 {
+        match self {
+            Codec::MessagePack => 1,
+            Codec::Json => 2,
+        }
+    }
+
+    /// The codec of a payload tag.
+    pub const fn from_tag(tag: u8) -> Option<Codec> {
+        match tag {
+            1 => Some(Codec::MessagePack),
+            2 => Some(Codec::Json),
+            _ => None,
+        }
+    }
+
+    /// Encodes one value.
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>> {
+        match self {
+            Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(Error::serialization),
+            Codec::Json => serde_json::to_vec(value).map_err(Error::serialization),
+        }
+    }
+
+    /// Decodes one value.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T> {
+        match self {
+            Codec::MessagePack => rmp_serde::from_slice(bytes).map_err(Error::serialization),
+            Codec::Json => serde_json::from_slice(bytes).map_err(Error::serialization),
+        }
+    }
+
+    /// Whether two encoded values mean the same thing: equal bytes, or equal once maps are
+    /// put in a canonical key order (a `HashMap` encodes its entries in any order). Floats
+    /// compare by their bits. Undecodable input compares by bytes only.
+    pub fn same_value(self, a: &[u8], b: &[u8]) -> bool {
+        if a == b {
+            return true;
+        }
+        match (self.canonical(a), self.canonical(b)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn canonical(self, bytes: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Codec::MessagePack => {
+                let mut rest = bytes;
+                let value = rmpv::decode::read_value(&mut rest).ok()?;
+                if !rest.is_empty() {
+                    return None;
+                }
+                let mut out = Vec::with_capacity(bytes.len());
+                rmpv::encode::write_value(&mut out, &sort_maps(value)).ok()?;
+                Some(out)
+            }
+            // serde_json's `Map` is ordered by key, so a round trip is canonical.
+            Codec::Json => {
+                let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+                serde_json::to_vec(&value).ok()
+            }
+        }
+    }
+}
+
+/// Orders every map's entries by the encoding of their keys.
+fn sort_maps(value: rmpv::Value) -> rmpv::Value {
+    match value {
+        rmpv::Value::Array(items) => rmpv::Value::Array(items.into_iter().map(sort_maps).collect()),
+        rmpv::Value::Map(entries) => {
+            let mut keyed: Vec<(Vec<u8>, rmpv::Value, rmpv::Value)> = entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let k = sort_maps(k);
+                    let mut key_bytes = Vec::new();
+                    // Writing into a Vec cannot fail.
+                    let _ = rmpv::encode::write_value(&mut key_bytes, &k);
+                    (key_bytes, k, sort_maps(v))
+                })
+                .collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            rmpv::Value::Map(keyed.into_iter().map(|(_, k, v)| (k, v)).collect())
+        }
+        other => other,
+    }
+}
+
+/// What a store keeps for one session.
+///
+/// The data is a map from key to the key's value, already encoded by [`Record::codec`].
+/// Stores own only the envelope: how data, expiry and version are laid out in the backend.
+/// [`Record::encode_payload`] / [`Record::decode_payload`] give blob stores a versioned
+/// binary envelope for the data part.
+#[derive(Clone, PartialEq)]
+pub struct Record {
+    /// Key → encoded value.
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// Absolute expiry. Stores keep at least millisecond precision and never return a record
+    /// whose expiry has passed.
+    pub expires: OffsetDateTime,
+    /// Version for [`SessionStore::compare_and_set`](crate::SessionStore::compare_and_set).
+    /// Stores persist it as given; the manager increments it.
+    pub version: u64,
+    /// The codec the values are encoded with. A record written with another codec than the
+    /// manager's current one is still read correctly.
+    pub codec: Codec,
+    /// Fields of foreign layouts that this library does not interpret (e.g. unknown
+    /// `cookie` attributes in express-session's JSON). Kept and written back unchanged.
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("keys", &self.data.len())
+            .field("expires", &self.expires)
+            .field("version", &self.version)
+            .field("codec", &self.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+/// First byte of every payload envelope.
+const PAYLOAD_MAGIC: u8 = 0xA5;
+/// Envelope format version written by this release.
+pub const PAYLOAD_FORMAT: u8 = 1;
+
+impl Record {
+    /// An empty record with the given expiry, version 0.
+    pub fn new(expires: OffsetDateTime, codec: Codec) -> Self {
+        Self {
+            data: BTreeMap::new(),
+            expires,
+            version: 0,
+            codec,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the record has expired at `now`.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expires <= now
+    }
+
+    /// Encodes data, codec and extra fields (not expiry or version, which the backend keeps
+    /// in its own fields) into a versioned binary envelope:
+    /// `0xA5, format, codec tag`, then a MessagePack map of key → bin, then the extra fields
+    /// as a MessagePack map.
+    pub fn encode_payload(&self) -> Vec<u8> {
+        let size: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+        let mut out = Vec::with_capacity(size + 8);
+        out.extend_from_slice(&[PAYLOAD_MAGIC, PAYLOAD_FORMAT, self.codec.tag()]);
+        // Writing into a Vec cannot fail; lengths above u32::MAX are impossible in practice.
+        let _ = rmp::encode::write_map_len(&mut out, self.data.len() as u32);
+        for (key, value) in &self.data {
+            let _ = rmp::encode::write_str(&mut out, key);
+            let _ = rmp::encode::write_bin(&mut out, value);
+        }
+        let _ = rmp::encode::write_map_len(&mut out, self.extra.len() as u32);
+        for (key, value) in &self.extra {
+            let _ = rmp::encode::write_str(&mut out, key);
+            let json = serde_json::to_vec(value).unwrap_or_default();
+            let _ = rmp::encode::write_bin(&mut out, &json);
+        }
+        out
+    }
+
+    /// Decodes an envelope written by [`Record::encode_payload`]; expiry and version come from
+    /// the backend's own fields. Garbage gives an error, never a panic.
+    pub fn decode_payload(bytes: &[u8], expires: OffsetDateTime, version: u64) -> Result<Self> {
+        let corrupt = |what: &str| Error::corrupt("payload", what.to_owned());
+        let [magic, format, tag, rest @ ..] = bytes else {
+            return Err(corrupt("payload too short"));
+        };
+        if *magic != PAYLOAD_MAGIC {
+            return Err(corrupt("not a session payload"));
+        }
+        if *format != PAYLOAD_FORMAT {
+            return Err(corrupt("unknown payload format version"));
+        }
+        let codec = Codec::from_tag(*tag).ok_or_else(|| corrupt("unknown value codec"))?;
+        let mut input = rest;
+        let data = read_bin_map(&mut input).ok_or_else(|| corrupt("malformed data map"))?;
+        let raw_extra = read_bin_map(&mut input).ok_or_else(|| corrupt("malformed extra map"))?;
+        if !input.is_empty() {
+            return Err(corrupt("trailing bytes after payload"));
+        }
+        let mut extra = BTreeMap::new();
+        for (key, json) in raw_extra {
+            let value = serde_json::from_slice(&json).map_err(|e| Error::corrupt("payload", e))?;
+            extra.insert(key, value);
+        }
+        Ok(Self {
+            data,
+            expires,
+            version,
+            codec,
+            extra,
+        })
+    }
+
+    /// Total size of keys and encoded values, the measure of the manager's size limit.
+    pub fn data_size(&self) -> usize {
+        self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+}
+
+/// Reads a MessagePack map of str → bin, checking every length against the input left.
+fn read_bin_map(input: &mut &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
+    let len = rmp::decode::read_map_len(input).ok()? as usize;
+    // Each entry takes at least two bytes: refuse lengths the input cannot hold.
+    if len > input.len() / 2 {
+        return None;
+    }
+    let mut map = BTreeMap::new();
+    for _ in 0..len {
+        let key_len = rmp::decode::read_str_len(input).ok()? as usize;
+        let key = take(input, key_len)?;
+        let key = std::str::from_utf8(key).ok()?.to_owned();
+        let value_len = rmp::decode::read_bin_len(input).ok()? as usize;
+        let value = take(input, value_len)?.to_vec();
+        map.insert(key, value);
+    }
+    Some(map)
+}
+
+fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    if input.len() < len {
+        return None;
+    }
+    let (head, tail) = input.split_at(len);
+    *input = tail;
+    Some(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn payload_round_trip() {
+        let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
+        r.data.insert("a".into(), vec![1, 2, 3]);
+        r.data.insert("ü".into(), vec![]);
+        r.extra.insert("cookie".into(), serde_json::json!({"path": "/"}));
+        let bytes = r.encode_payload();
+        let back = Record::decode_payload(&bytes, r.expires, 0).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn garbage_payloads_are_errors() {
+        let good = {
+            let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::Json);
+            r.data.insert("k".into(), b"\"v\"".to_vec());
+            r.encode_payload()
+        };
+        for cut in 0..good.len() {
+            assert!(Record::decode_payload(&good[..cut], OffsetDateTime::UNIX_EPOCH, 0).is_err());
+        }
+        for bad in [&b"\xA5\x01\x01\xdf\xff\xff\xff\xff"[..], b"{}", b"\xA5\x02\x01\x80\x80"] {
+            assert!(Record::decode_payload(bad, OffsetDateTime::UNIX_EPOCH, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn hash_map_order_is_not_a_change() {
+        for codec in [Codec::MessagePack, Codec::Json] {
+            let a: HashMap<String, u32> = (0..50).map(|i| (format!("k{i}"), i)).collect();
+            let mut b = HashMap::new();
+            for i in (0..50).rev() {
+                b.insert(format!("k{i}"), i);
+            }
+            let (ea, eb) = (codec.encode(&a).unwrap(), codec.encode(&b).unwrap());
+            assert!(codec.same_value(&ea, &eb));
+            let c: HashMap<String, u32> = (0..50).map(|i| (format!("k{i}"), i + 1)).collect();
+            assert!(!codec.same_value(&ea, &codec.encode(&c).unwrap()));
+        }
+    }
+
+    #[test]
+    fn negative_zero_is_a_change_in_msgpack() {
+        let c = Codec::MessagePack;
+        assert!(!c.same_value(&c.encode(&0.0f64).unwrap(), &c.encode(&-0.0f64).unwrap()));
+        assert!(c.same_value(&c.encode(&f64::NAN).unwrap(), &c.encode(&f64::NAN).unwrap()));
+    }
+}

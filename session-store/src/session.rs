@@ -1,0 +1,652 @@
+//! The [`Session`] handle a request works with.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::HeaderValue;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::id::SessionId;
+use crate::manager::{Config, SessionManager};
+use crate::record::{Codec, Record};
+use crate::store::CasOutcome;
+
+/// One session, as a request sees it.
+///
+/// Cheap to clone; clones share state, and the handle can be held across `.await`. Values
+/// are encoded when inserted, so `insert` reports serialization errors (and the size
+/// limit) at once. Nothing reaches the store before [`Session::commit`], which auto commit
+/// calls at the end of the request.
+///
+/// What `commit` does (SEMANTICS.md):
+///
+/// | state | `Set-Cookie` | store call |
+/// |---|---|---|
+/// | new, empty | none | none |
+/// | new, populated | yes | `create` (a fresh id on collision) |
+/// | existing, modified | only if the expiry changed | `compare_and_set` / `update` / `set` |
+/// | existing, unmodified, no touch due | none | none |
+/// | existing, touch due, unmodified | yes if `maxAge` is set | `touch` |
+/// | destroyed | removal cookie | `destroy` |
+/// | regenerated | yes, new id | `create` under the new id, then `destroy` of the old |
+///
+/// "Modified" compares values, not calls: setting a key to the value it had is no change.
+/// A session that another request destroyed meanwhile is never written back: its changes
+/// are dropped, and the response clears the cookie.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    manager: SessionManager,
+    state: Mutex<State>,
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+struct State {
+    id: SessionId,
+    /// A record exists in the store under `id`, as far as this request knows.
+    stored: bool,
+    data: BTreeMap<String, Vec<u8>>,
+    size: usize,
+    /// For each key changed since the last load or commit: its value then.
+    originals: BTreeMap<String, Option<Vec<u8>>>,
+    codec: Codec,
+    extra: BTreeMap<String, serde_json::Value>,
+    version: u64,
+    /// The store expiry to write.
+    expires: OffsetDateTime,
+    expiry_dirty: bool,
+    cookie_dirty: bool,
+    /// Stored ids to destroy (after regenerate or destroy).
+    old_ids: Vec<SessionId>,
+    destroy_requested: bool,
+    /// The browser holds a cookie of ours (sent with the request, or set by us).
+    client_cookie: bool,
+    pending_cookie: Option<HeaderValue>,
+    /// Bumped by regenerate and destroy, to notice them while a commit awaits the store.
+    generation: u64,
+}
+
+impl State {
+    fn note_original(&mut self, key: &str) {
+        if !self.originals.contains_key(key) {
+            let old = self.data.get(key).cloned();
+            self.originals.insert(key.to_owned(), old);
+        }
+    }
+
+    /// Keys whose value differs (by value) from the last load or commit, with their
+    /// current value (`None`: removed).
+    fn changes(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        self.originals
+            .iter()
+            .filter(|(key, old)| match (old, self.data.get(key.as_str())) {
+                (None, None) => false,
+                (Some(a), Some(b)) => !self.codec.same_value(a, b),
+                _ => true,
+            })
+            .map(|(key, _)| (key.clone(), self.data.get(key).cloned()))
+            .collect()
+    }
+
+    fn record(&self, version: u64) -> Record {
+        Record {
+            data: self.data.clone(),
+            expires: self.expires,
+            version,
+            codec: self.codec,
+            extra: self.extra.clone(),
+        }
+    }
+
+    /// After a successful write of `written`: keys changed since the snapshot keep their
+    /// change relative to what is now stored; with `merged`, keys this request did not
+    /// change take the stored values (another request's changes).
+    fn settle(&mut self, written: &Record, merged: bool) {
+        for (key, old) in self.originals.iter_mut() {
+            *old = written.data.get(key).cloned();
+        }
+        if merged {
+            let keys: Vec<String> = written
+                .data
+                .keys()
+                .chain(self.data.keys())
+                .filter(|k| !self.originals.contains_key(*k))
+                .cloned()
+                .collect();
+            for key in keys {
+                match written.data.get(&key) {
+                    Some(v) => self.data.insert(key, v.clone()),
+                    None => self.data.remove(&key),
+                };
+            }
+            self.size = self.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+            self.extra = written.extra.clone();
+            self.codec = written.codec;
+        }
+        self.version = written.version;
+    }
+
+    /// Restores what a failed commit took out of the state.
+    fn restore(&mut self, taken: BTreeMap<String, Option<Vec<u8>>>, expiry: bool, cookie: bool) {
+        for (key, old) in taken {
+            self.originals.insert(key, old);
+        }
+        self.expiry_dirty |= expiry;
+        self.cookie_dirty |= cookie;
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.lock();
+        f.debug_struct("Session")
+            .field("id", &st.id)
+            .field("is_new", &!st.stored)
+            .field("keys", &st.data.len())
+            .field("expires", &st.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    fn new(manager: SessionManager, state: State) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                manager,
+                state: Mutex::new(state),
+                commit_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub(crate) fn fresh(manager: SessionManager, client_cookie: bool) -> Self {
+        let c = &manager.config;
+        let state = State {
+            id: c.ids.generate(),
+            stored: false,
+            data: BTreeMap::new(),
+            size: 0,
+            originals: BTreeMap::new(),
+            codec: c.codec,
+            extra: BTreeMap::new(),
+            version: 0,
+            expires: c.clock.now() + c.lifetime(),
+            expiry_dirty: false,
+            cookie_dirty: false,
+            old_ids: Vec::new(),
+            destroy_requested: false,
+            client_cookie,
+            pending_cookie: None,
+            generation: 0,
+        };
+        Self::new(manager, state)
+    }
+
+    pub(crate) fn loaded(
+        manager: SessionManager,
+        id: SessionId,
+        record: Record,
+        now: OffsetDateTime,
+    ) -> Self {
+        let c = &manager.config;
+        let lifetime = c.lifetime();
+        let mut expires = record.expires;
+        let mut due = false;
+        if let Some(after) = c.touch_after {
+            let last_extension = record.expires - lifetime;
+            if now - last_extension >= after {
+                expires = now + lifetime;
+                due = true;
+            }
+        }
+        let state = State {
+            id,
+            stored: true,
+            size: record.data_size(),
+            data: record.data,
+            originals: BTreeMap::new(),
+            codec: record.codec,
+            extra: record.extra,
+            version: record.version,
+            expires,
+            expiry_dirty: due,
+            cookie_dirty: due && c.cookie.max_age.is_some(),
+            old_ids: Vec::new(),
+            destroy_requested: false,
+            client_cookie: true,
+            pending_cookie: None,
+            generation: 0,
+        };
+        Self::new(manager, state)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // State changes are single assignments; a panic elsewhere cannot tear them.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn config(&self) -> &Config {
+        &self.shared.manager.config
+    }
+
+    /// The manager this session belongs to.
+    pub fn manager(&self) -> &SessionManager {
+        &self.shared.manager
+    }
+
+    /// The session id (redacted in `Debug`). Changes on [`regenerate`](Self::regenerate),
+    /// [`destroy`](Self::destroy), and when a new id is needed at commit.
+    pub fn id(&self) -> SessionId {
+        self.lock().id.clone()
+    }
+
+    /// `true` until the session exists in the store (not found when loaded, or regenerated
+    /// or destroyed since, and not committed yet).
+    pub fn is_new(&self) -> bool {
+        !self.lock().stored
+    }
+
+    /// The expiry the store holds (or will hold after commit).
+    pub fn expires(&self) -> OffsetDateTime {
+        self.lock().expires
+    }
+
+    /// The value under `key`, decoded as `T`; `Ok(None)` if absent; an error if the stored
+    /// value is not a `T`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let st = self.lock();
+        match st.data.get(key) {
+            Some(bytes) => st.codec.decode(bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `value` under `key`. Fails, changing nothing, if `value` cannot be serialized
+    /// or the session would exceed the manager's size limit.
+    pub fn insert<T: Serialize>(&self, key: impl Into<String>, value: T) -> Result<()> {
+        let key = key.into();
+        let codec = self.lock().codec;
+        let bytes = codec.encode(&value)?;
+        let mut st = self.lock();
+        if st.codec != codec {
+            // The codec changed while encoding (a concurrent merge); encode again.
+            drop(st);
+            return self.insert(key, value);
+        }
+        let old = st.data.get(&key).map_or(0, |v| key.len() + v.len());
+        let size = st.size - old + key.len() + bytes.len();
+        if let Some(limit) = self.config().max_size {
+            if size > limit {
+                return Err(Error::TooLarge { size, limit });
+            }
+        }
+        st.note_original(&key);
+        st.size = size;
+        st.data.insert(key, bytes);
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn remove(&self, key: &str) -> bool {
+        let mut st = self.lock();
+        if !st.data.contains_key(key) {
+            return false;
+        }
+        st.note_original(key);
+        if let Some(v) = st.data.remove(key) {
+            st.size -= key.len() + v.len();
+        }
+        true
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.lock().data.contains_key(key)
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().data.keys().cloned().collect()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.lock().data.len()
+    }
+
+    /// Whether the session holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.lock().data.is_empty()
+    }
+
+    /// Removes every key (the session itself stays; see [`destroy`](Self::destroy)).
+    pub fn clear(&self) {
+        let mut st = self.lock();
+        let keys: Vec<String> = st.data.keys().cloned().collect();
+        for key in keys {
+            st.note_original(&key);
+        }
+        st.data.clear();
+        st.size = 0;
+    }
+
+    /// Whether the data differs (by value) from what was loaded or last committed.
+    pub fn is_modified(&self) -> bool {
+        !self.lock().changes().is_empty()
+    }
+
+    /// Extends the expiry now (to now + `maxAge`, or the idle lifetime), whatever
+    /// `touchAfter` says. Written at commit.
+    pub fn touch(&self) {
+        let c = self.config();
+        let now = c.clock.now();
+        let mut st = self.lock();
+        st.expires = now + c.lifetime();
+        st.expiry_dirty = st.stored;
+        st.cookie_dirty = c.cookie.max_age.is_some();
+    }
+
+    /// Ends the session: at commit its record is destroyed and the response clears the
+    /// cookie. Data inserted afterwards starts a new session under a new id.
+    pub fn destroy(&self) {
+        let new_id = self.config().ids.generate();
+        let mut st = self.lock();
+        let old = std::mem::replace(&mut st.id, new_id);
+        if st.stored {
+            st.old_ids.push(old);
+        }
+        st.stored = false;
+        st.data.clear();
+        st.size = 0;
+        st.originals.clear();
+        st.extra.clear();
+        st.version = 0;
+        st.expiry_dirty = false;
+        st.cookie_dirty = false;
+        st.destroy_requested = true;
+        st.generation += 1;
+    }
+
+    /// Moves the session to a new id, keeping its data: at commit the data is saved under
+    /// the new id, the old record is destroyed and the cookie carries the new id. Call it
+    /// at login (prevents session fixation).
+    pub fn regenerate(&self) {
+        let new_id = self.config().ids.generate();
+        let mut st = self.lock();
+        let old = std::mem::replace(&mut st.id, new_id);
+        if st.stored {
+            st.old_ids.push(old);
+        }
+        st.stored = false;
+        st.originals.clear();
+        st.version = 0;
+        st.expiry_dirty = false;
+        st.generation += 1;
+    }
+
+    /// The `Set-Cookie` value queued by the last commit, if any (taken: a second call
+    /// returns `None`). The integrations copy it into the response.
+    pub fn take_set_cookie(&self) -> Option<HeaderValue> {
+        self.lock().pending_cookie.take()
+    }
+
+    /// Writes what changed since the last load or commit to the store and queues the
+    /// `Set-Cookie` header (see the table on [`Session`]). Calling it again, or letting auto
+    /// commit run after it, writes only what changed since (nothing, if nothing did).
+    ///
+    /// Store failures, timeouts and exhausted compare-and-set retries are returned; the
+    /// session keeps its changes, so a later commit tries again.
+    pub async fn commit(&self) -> Result<()> {
+        let _serial = self.shared.commit_lock.lock().await;
+        let stored = self.lock().stored;
+        if stored {
+            self.commit_existing().await
+        } else {
+            self.commit_new().await
+        }
+    }
+
+    async fn commit_new(&self) -> Result<()> {
+        let c = self.config();
+        let now = c.clock.now();
+        let (mut id, record, taken, generation) = {
+            let mut st = self.lock();
+            if st.data.is_empty() {
+                drop(st);
+                return self.destroy_old_ids().await;
+            }
+            st.expires = now + c.lifetime();
+            let record = st.record(0);
+            let taken = std::mem::take(&mut st.originals);
+            (st.id.clone(), record, taken, st.generation)
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let created = match self.create(&id, &record).await {
+                Ok(created) => created,
+                Err(e) => {
+                    self.lock().restore(taken, false, false);
+                    return Err(e);
+                }
+            };
+            if created {
+                break;
+            }
+            if attempts >= 3 {
+                self.lock().restore(taken, false, false);
+                return Err(Error::Conflict { attempts });
+            }
+            // Another session has this id: a fresh one.
+            id = c.ids.generate();
+        }
+        {
+            let mut st = self.lock();
+            if st.generation == generation {
+                let cookie_expiry = c.cookie.max_age.map(|_| record.expires);
+                st.id = id.clone();
+                st.stored = true;
+                st.expiry_dirty = false;
+                st.cookie_dirty = false;
+                st.settle(&record, false);
+                st.pending_cookie = Some(c.set_cookie(&id, cookie_expiry, now));
+                st.client_cookie = true;
+            } else {
+                // Regenerated or destroyed while the record was being written.
+                st.old_ids.push(id);
+            }
+        }
+        self.destroy_old_ids().await
+    }
+
+    /// Destroys the records of earlier ids; queues the removal cookie where the browser
+    /// would otherwise keep pointing at a destroyed session.
+    async fn destroy_old_ids(&self) -> Result<()> {
+        let c = self.config();
+        let old_ids = std::mem::take(&mut self.lock().old_ids);
+        for (done, old) in old_ids.iter().enumerate() {
+            if let Err(e) = c.timed(c.store.destroy(old)).await {
+                let mut st = self.lock();
+                let mut rest = old_ids[done..].to_vec();
+                rest.append(&mut st.old_ids);
+                st.old_ids = rest;
+                return Err(e);
+            }
+        }
+        let mut st = self.lock();
+        let ended = st.destroy_requested || !old_ids.is_empty();
+        st.destroy_requested = false;
+        if ended && !st.stored && st.client_cookie {
+            st.pending_cookie = Some(c.removal_cookie());
+            st.client_cookie = false;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
+        let c = self.config();
+        if c.caps.create {
+            return c.timed(c.store.create(id, record)).await;
+        }
+        if c.timed(c.store.get(id)).await?.is_some() {
+            return Ok(false);
+        }
+        c.timed(c.store.set(id, record)).await.map(|()| true)
+    }
+
+    async fn commit_existing(&self) -> Result<()> {
+        let c = self.config();
+        let now = c.clock.now();
+        let (id, changes, record, expected, taken, touched, cookie) = {
+            let mut st = self.lock();
+            let changes = st.changes();
+            if changes.is_empty() {
+                st.originals.clear();
+                if !st.expiry_dirty {
+                    if st.cookie_dirty {
+                        st.cookie_dirty = false;
+                        let expiry = c.cookie.max_age.map(|_| st.expires);
+                        st.pending_cookie = Some(c.set_cookie(&st.id, expiry, now));
+                    }
+                    drop(st);
+                    return self.destroy_old_ids().await;
+                }
+            }
+            let record = (!changes.is_empty()).then(|| st.record(st.version + 1));
+            let taken = std::mem::take(&mut st.originals);
+            let touched = std::mem::take(&mut st.expiry_dirty);
+            let cookie = std::mem::take(&mut st.cookie_dirty);
+            (st.id.clone(), changes, record, st.version, taken, touched, cookie)
+        };
+        let outcome = match record {
+            None => {
+                let expires = self.lock().expires;
+                c.timed(c.store.touch(&id, expires))
+                    .await
+                    .map(|found| found.then_some(None))
+            }
+            Some(record) => self
+                .write(&id, record, expected, &changes, touched)
+                .await
+                .map(|w| w.map(Some)),
+        };
+        let written = match outcome {
+            Ok(Some(written)) => written,
+            Ok(None) => {
+                self.gone();
+                return Ok(());
+            }
+            Err(e) => {
+                self.lock().restore(taken, touched, cookie);
+                return Err(e);
+            }
+        };
+        let mut st = self.lock();
+        if let Some((record, merged)) = &written {
+            st.settle(record, *merged);
+            if *merged {
+                st.expires = record.expires;
+            }
+        }
+        if cookie && st.id == id {
+            let expiry = c.cookie.max_age.map(|_| st.expires);
+            st.pending_cookie = Some(c.set_cookie(&id, expiry, now));
+        }
+        drop(st);
+        self.destroy_old_ids().await
+    }
+
+    /// Writes an existing session, never recreating it; `Ok(None)` if it is gone. With
+    /// compare-and-set, a conflicting write is merged key by key onto the stored record and
+    /// retried (same key: this request wins). Returns the written record and whether it was
+    /// merged.
+    async fn write(
+        &self,
+        id: &SessionId,
+        mut record: Record,
+        mut expected: u64,
+        changes: &[(String, Option<Vec<u8>>)],
+        touched: bool,
+    ) -> Result<Option<(Record, bool)>> {
+        let c = self.config();
+        if !(c.compare_and_set && c.caps.compare_and_set) {
+            if c.caps.update {
+                let found = c.timed(c.store.update(id, &record)).await?;
+                return Ok(found.then_some((record, false)));
+            }
+            c.timed(c.store.set(id, &record)).await?;
+            return Ok(Some((record, false)));
+        }
+        for attempt in 0..c.max_attempts {
+            match c.timed(c.store.compare_and_set(id, &record, expected)).await? {
+                CasOutcome::Written => return Ok(Some((record, attempt > 0))),
+                CasOutcome::Missing => return Ok(None),
+                CasOutcome::Conflict => {}
+            }
+            let Some(theirs) = c.timed(c.store.get(id)).await? else {
+                return Ok(None);
+            };
+            expected = theirs.version;
+            if theirs.codec != record.codec {
+                // Values in different codecs cannot be mixed: this request's data wins.
+                record.version = expected + 1;
+                continue;
+            }
+            let mut data = theirs.data;
+            for (key, value) in changes {
+                match value {
+                    Some(v) => data.insert(key.clone(), v.clone()),
+                    None => data.remove(key),
+                };
+            }
+            let expires = if touched {
+                record.expires.max(theirs.expires)
+            } else {
+                theirs.expires
+            };
+            record = Record {
+                data,
+                expires,
+                version: expected + 1,
+                codec: theirs.codec,
+                extra: theirs.extra,
+            };
+        }
+        Err(Error::Conflict {
+            attempts: c.max_attempts,
+        })
+    }
+
+    /// The record was destroyed by someone else: drop this request's changes, never
+    /// recreate it, clear the cookie.
+    fn gone(&self) {
+        let c = self.config();
+        tracing::debug!(
+            store = c.store.name(),
+            "session was destroyed elsewhere; its changes were dropped"
+        );
+        let new_id = c.ids.generate();
+        let mut st = self.lock();
+        st.id = new_id;
+        st.stored = false;
+        st.data.clear();
+        st.size = 0;
+        st.originals.clear();
+        st.extra.clear();
+        st.version = 0;
+        st.expiry_dirty = false;
+        st.cookie_dirty = false;
+        st.generation += 1;
+        if st.client_cookie {
+            st.pending_cookie = Some(c.removal_cookie());
+            st.client_cookie = false;
+        }
+    }
+}

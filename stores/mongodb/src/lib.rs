@@ -1,0 +1,3 @@
+//! MongoDB store for session-store (work in progress)
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

@@ -1,0 +1,3 @@
+//! SQL stores (Postgres, SQLite, MySQL) for session-store (work in progress)
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]

@@ -280,7 +280,10 @@ mod tests {
         let value = old.encode("sid", "abc");
         assert_eq!(rotated.decode("sid", &value).as_deref(), Some("abc"));
         assert!(rotated.encode("sid", "abc") != value);
-        assert_eq!(SignedCodec::new(["new"]).unwrap().decode("sid", &value), None);
+        assert_eq!(
+            SignedCodec::new(["new"]).unwrap().decode("sid", &value),
+            None
+        );
         for bad in [
             "abc",
             "s:abc",
@@ -305,7 +308,12 @@ mod tests {
         assert!(!sealed.contains("the-id"));
         assert_eq!(ab.decode("sid", &sealed).as_deref(), Some("the-id"));
         assert_eq!(ab.decode("other", &sealed), None);
-        assert_eq!(PrivateCodec::from_secrets([[2u8; 32]]).unwrap().decode("sid", &sealed), None);
+        assert_eq!(
+            PrivateCodec::from_secrets([[2u8; 32]])
+                .unwrap()
+                .decode("sid", &sealed),
+            None
+        );
         assert_eq!(a.decode("sid", "garbage!!"), None);
         assert!(PrivateCodec::from_secrets([b"short"]).is_err());
     }

@@ -529,9 +529,8 @@ impl SessionManagerBuilder {
         let bad = |m: &str| Err(Error::Config(m.to_owned()));
         let token = |s: &str| {
             !s.is_empty()
-                && s.bytes().all(|b| {
-                    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
-                })
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
         };
         if !token(&self.name) {
             return bad("the cookie name must be a non-empty token");
@@ -541,7 +540,10 @@ impl SessionManagerBuilder {
         if !clean(&o.path) || !o.path.starts_with('/') {
             return bad("the cookie path must start with `/` and hold no `;` or controls");
         }
-        if o.domain.as_deref().is_some_and(|d| d.is_empty() || !clean(d)) {
+        if o.domain
+            .as_deref()
+            .is_some_and(|d| d.is_empty() || !clean(d))
+        {
             return bad("the cookie domain must be non-empty and hold no `;` or controls");
         }
         if o.same_site == Some(SameSite::None) && !o.secure {
@@ -550,8 +552,7 @@ impl SessionManagerBuilder {
         if self.name.starts_with("__Secure-") && !o.secure {
             return bad("`__Secure-` cookies require Secure");
         }
-        if self.name.starts_with("__Host-") && (!o.secure || o.path != "/" || o.domain.is_some())
-        {
+        if self.name.starts_with("__Host-") && (!o.secure || o.path != "/" || o.domain.is_some()) {
             return bad("`__Host-` cookies require Secure, Path=/ and no Domain");
         }
         if o.max_age.is_some_and(|d| d < Duration::from_secs(1)) {

@@ -275,7 +275,8 @@ mod tests {
         let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
         r.data.insert("a".into(), vec![1, 2, 3]);
         r.data.insert("ü".into(), vec![]);
-        r.extra.insert("cookie".into(), serde_json::json!({"path": "/"}));
+        r.extra
+            .insert("cookie".into(), serde_json::json!({"path": "/"}));
         let bytes = r.encode_payload();
         let back = Record::decode_payload(&bytes, r.expires, 0).unwrap();
         assert_eq!(back, r);
@@ -291,7 +292,11 @@ mod tests {
         for cut in 0..good.len() {
             assert!(Record::decode_payload(&good[..cut], OffsetDateTime::UNIX_EPOCH, 0).is_err());
         }
-        for bad in [&b"\xA5\x01\x01\xdf\xff\xff\xff\xff"[..], b"{}", b"\xA5\x02\x01\x80\x80"] {
+        for bad in [
+            &b"\xA5\x01\x01\xdf\xff\xff\xff\xff"[..],
+            b"{}",
+            b"\xA5\x02\x01\x80\x80",
+        ] {
             assert!(Record::decode_payload(bad, OffsetDateTime::UNIX_EPOCH, 0).is_err());
         }
     }

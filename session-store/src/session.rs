@@ -523,7 +523,15 @@ impl Session {
             let taken = std::mem::take(&mut st.originals);
             let touched = std::mem::take(&mut st.expiry_dirty);
             let cookie = std::mem::take(&mut st.cookie_dirty);
-            (st.id.clone(), changes, record, st.version, taken, touched, cookie)
+            (
+                st.id.clone(),
+                changes,
+                record,
+                st.version,
+                taken,
+                touched,
+                cookie,
+            )
         };
         let outcome = match record {
             None => {
@@ -585,7 +593,10 @@ impl Session {
             return Ok(Some((record, false)));
         }
         for attempt in 0..c.max_attempts {
-            match c.timed(c.store.compare_and_set(id, &record, expected)).await? {
+            match c
+                .timed(c.store.compare_and_set(id, &record, expected))
+                .await?
+            {
                 CasOutcome::Written => return Ok(Some((record, attempt > 0))),
                 CasOutcome::Missing => return Ok(None),
                 CasOutcome::Conflict => {}

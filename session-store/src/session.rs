@@ -52,6 +52,8 @@ struct State {
     id: SessionId,
     /// A record exists in the store under `id`, as far as this request knows.
     stored: bool,
+    /// No stored session was found when loading (or it was destroyed since).
+    new: bool,
     data: BTreeMap<String, Vec<u8>>,
     size: usize,
     /// For each key changed since the last load or commit: its value then.
@@ -148,7 +150,7 @@ impl fmt::Debug for Session {
         let st = self.lock();
         f.debug_struct("Session")
             .field("id", &st.id)
-            .field("is_new", &!st.stored)
+            .field("is_new", &st.new)
             .field("keys", &st.data.len())
             .field("expires", &st.expires)
             .finish_non_exhaustive()
@@ -171,6 +173,7 @@ impl Session {
         let state = State {
             id: c.ids.generate(),
             stored: false,
+            new: true,
             data: BTreeMap::new(),
             size: 0,
             originals: BTreeMap::new(),
@@ -209,6 +212,7 @@ impl Session {
         let state = State {
             id,
             stored: true,
+            new: false,
             size: record.data_size(),
             data: record.data,
             originals: BTreeMap::new(),
@@ -247,10 +251,11 @@ impl Session {
         self.lock().id.clone()
     }
 
-    /// `true` until the session exists in the store (not found when loaded, or regenerated
-    /// or destroyed since, and not committed yet).
+    /// `true` if this request started the session: no stored session was found when it was
+    /// loaded, or it was destroyed since. Committing does not change it (next-session's
+    /// `isNew`).
     pub fn is_new(&self) -> bool {
-        !self.lock().stored
+        self.lock().new
     }
 
     /// The expiry the store holds (or will hold after commit).
@@ -282,10 +287,8 @@ impl Session {
         }
         let old = st.data.get(&key).map_or(0, |v| key.len() + v.len());
         let size = st.size - old + key.len() + bytes.len();
-        if let Some(limit) = self.config().max_size {
-            if size > limit {
-                return Err(Error::TooLarge { size, limit });
-            }
+        if let Some(limit) = self.config().max_size.filter(|limit| size > *limit) {
+            return Err(Error::TooLarge { size, limit });
         }
         st.note_original(&key);
         st.size = size;
@@ -371,6 +374,7 @@ impl Session {
         st.expiry_dirty = false;
         st.cookie_dirty = false;
         st.destroy_requested = true;
+        st.new = true;
         st.generation += 1;
     }
 
@@ -416,16 +420,19 @@ impl Session {
     async fn commit_new(&self) -> Result<()> {
         let c = self.config();
         let now = c.clock.now();
-        let (mut id, record, taken, generation) = {
+        let snapshot = {
             let mut st = self.lock();
             if st.data.is_empty() {
-                drop(st);
-                return self.destroy_old_ids().await;
+                None
+            } else {
+                st.expires = now + c.lifetime();
+                let record = st.record(0);
+                let taken = std::mem::take(&mut st.originals);
+                Some((st.id.clone(), record, taken, st.generation))
             }
-            st.expires = now + c.lifetime();
-            let record = st.record(0);
-            let taken = std::mem::take(&mut st.originals);
-            (st.id.clone(), record, taken, st.generation)
+        };
+        let Some((mut id, record, taken, generation)) = snapshot else {
+            return self.destroy_old_ids().await;
         };
         let mut attempts = 0;
         loop {
@@ -504,34 +511,30 @@ impl Session {
     async fn commit_existing(&self) -> Result<()> {
         let c = self.config();
         let now = c.clock.now();
-        let (id, changes, record, expected, taken, touched, cookie) = {
+        let snapshot = {
             let mut st = self.lock();
             let changes = st.changes();
-            if changes.is_empty() {
+            if changes.is_empty() && !st.expiry_dirty {
                 st.originals.clear();
-                if !st.expiry_dirty {
-                    if st.cookie_dirty {
-                        st.cookie_dirty = false;
-                        let expiry = c.cookie.max_age.map(|_| st.expires);
-                        st.pending_cookie = Some(c.set_cookie(&st.id, expiry, now));
-                    }
-                    drop(st);
-                    return self.destroy_old_ids().await;
-                }
+                None
+            } else {
+                let record = (!changes.is_empty()).then(|| st.record(st.version + 1));
+                let taken = std::mem::take(&mut st.originals);
+                let touched = std::mem::take(&mut st.expiry_dirty);
+                let cookie = std::mem::take(&mut st.cookie_dirty);
+                Some((
+                    st.id.clone(),
+                    changes,
+                    record,
+                    st.version,
+                    taken,
+                    touched,
+                    cookie,
+                ))
             }
-            let record = (!changes.is_empty()).then(|| st.record(st.version + 1));
-            let taken = std::mem::take(&mut st.originals);
-            let touched = std::mem::take(&mut st.expiry_dirty);
-            let cookie = std::mem::take(&mut st.cookie_dirty);
-            (
-                st.id.clone(),
-                changes,
-                record,
-                st.version,
-                taken,
-                touched,
-                cookie,
-            )
+        };
+        let Some((id, changes, record, expected, taken, touched, cookie)) = snapshot else {
+            return self.destroy_old_ids().await;
         };
         let outcome = match record {
             None => {
@@ -556,18 +559,19 @@ impl Session {
                 return Err(e);
             }
         };
-        let mut st = self.lock();
-        if let Some((record, merged)) = &written {
-            st.settle(record, *merged);
-            if *merged {
-                st.expires = record.expires;
+        {
+            let mut st = self.lock();
+            if let Some((record, merged)) = &written {
+                st.settle(record, *merged);
+                if *merged {
+                    st.expires = record.expires;
+                }
+            }
+            if cookie && st.id == id {
+                let expiry = c.cookie.max_age.map(|_| st.expires);
+                st.pending_cookie = Some(c.set_cookie(&id, expiry, now));
             }
         }
-        if cookie && st.id == id {
-            let expiry = c.cookie.max_age.map(|_| st.expires);
-            st.pending_cookie = Some(c.set_cookie(&id, expiry, now));
-        }
-        drop(st);
         self.destroy_old_ids().await
     }
 
@@ -647,6 +651,7 @@ impl Session {
         let mut st = self.lock();
         st.id = new_id;
         st.stored = false;
+        st.new = true;
         st.data.clear();
         st.size = 0;
         st.originals.clear();

@@ -1,0 +1,152 @@
+//! The manager's per-request cost on `MemoryStore`, and `MemoryStore` under concurrency.
+//!
+//! `cargo bench -p session-benches --bench core`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use session_store::testing::{new_id, now_ms, sample_record};
+use session_store::{MemoryStore, SessionManager, SessionStore};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A stored session of ten small keys and one 1 KB value; returns its request headers.
+fn existing_session(rt: &tokio::runtime::Runtime, manager: &SessionManager) -> HeaderMap {
+    rt.block_on(async {
+        let session = manager.load(&HeaderMap::new()).await.unwrap();
+        for i in 0..10 {
+            session
+                .insert(format!("key{i}"), format!("value {i}"))
+                .unwrap();
+        }
+        session.insert("blob", vec![7u8; 1024]).unwrap();
+        session.insert("counter", 0u64).unwrap();
+        let mut out = HeaderMap::new();
+        manager
+            .finish(&session, StatusCode::OK, &mut out)
+            .await
+            .unwrap();
+        let set_cookie = out.get(http::header::SET_COOKIE).unwrap().to_str().unwrap();
+        let pair = set_cookie.split(';').next().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_str(pair).unwrap());
+        headers
+    })
+}
+
+fn manager_per_request(c: &mut Criterion) {
+    let rt = runtime();
+    let manager = SessionManager::builder(MemoryStore::new())
+        .max_age(Duration::from_secs(3600))
+        .touch_after(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let headers = existing_session(&rt, &manager);
+    let mut group = c.benchmark_group("manager");
+    group.bench_function("read (load, get, commit: no write)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let session = manager.load(&headers).await.unwrap();
+            let value: Option<String> = session.get("key3").unwrap();
+            black_box(value);
+            let mut out = HeaderMap::new();
+            manager
+                .finish(&session, StatusCode::OK, &mut out)
+                .await
+                .unwrap();
+            black_box(out);
+        })
+    });
+    group.bench_function("write (load, increment, commit)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let session = manager.load(&headers).await.unwrap();
+            let n: u64 = session.get("counter").unwrap().unwrap_or(0);
+            session.insert("counter", n + 1).unwrap();
+            let mut out = HeaderMap::new();
+            manager
+                .finish(&session, StatusCode::OK, &mut out)
+                .await
+                .unwrap();
+            black_box(out);
+        })
+    });
+    let empty = HeaderMap::new();
+    group.bench_function("new (no cookie, insert, create)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let session = manager.load(&empty).await.unwrap();
+            session.insert("user", "alice").unwrap();
+            let mut out = HeaderMap::new();
+            manager
+                .finish(&session, StatusCode::OK, &mut out)
+                .await
+                .unwrap();
+            black_box(out);
+        })
+    });
+    group.finish();
+}
+
+fn memory_store_concurrency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("memory_store");
+    for tasks in [1usize, 8, 64] {
+        const OPS: u64 = 100;
+        group.throughput(Throughput::Elements(tasks as u64 * OPS * 2));
+        group.bench_with_input(BenchmarkId::new("get+set", tasks), &tasks, |b, &tasks| {
+            let store = MemoryStore::new();
+            let ids: Vec<_> = (0..tasks).map(|_| new_id()).collect();
+            let record = sample_record(now_ms() + Duration::from_secs(3600));
+            rt.block_on(async {
+                for id in &ids {
+                    store.set(id, &record).await.unwrap();
+                }
+            });
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        let handles: Vec<_> = ids
+                            .iter()
+                            .map(|id| {
+                                let (store, id, record) =
+                                    (store.clone(), id.clone(), record.clone());
+                                tokio::spawn(async move {
+                                    for _ in 0..OPS {
+                                        let got = store.get(&id).await.unwrap();
+                                        black_box(&got);
+                                        store.set(&id, &record).await.unwrap();
+                                    }
+                                })
+                            })
+                            .collect();
+                        for h in handles {
+                            h.await.unwrap();
+                        }
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = manager_per_request, memory_store_concurrency
+}
+criterion_main!(benches);

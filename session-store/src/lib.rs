@@ -16,6 +16,7 @@ pub mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod wrappers;
 
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -65,11 +65,13 @@ impl CacheOptions {
 /// cache, where logout must take effect everywhere at once.
 pub struct CachingStore<R> {
     remote: R,
-    shards: Arc<[Mutex<HashMap<Box<str>, Cached>>]>,
+    shards: Arc<[Mutex<Shard>]>,
     hasher: RandomState,
     options: CacheOptions,
     clock: Arc<dyn Clock>,
 }
+
+type Shard = HashMap<Box<str>, Cached>;
 
 struct Cached {
     record: Record,
@@ -118,7 +120,7 @@ impl<R: SessionStore> CachingStore<R> {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    fn shard(&self, id: &SessionId) -> MutexGuard<'_, HashMap<Box<str>, Cached>> {
+    fn shard(&self, id: &SessionId) -> MutexGuard<'_, Shard> {
         lock(&self.shards[(self.hasher.hash_one(id.as_str()) as usize) % SHARDS])
     }
 

@@ -5,6 +5,7 @@
 
 mod clock;
 pub mod codec;
+mod cookie_only;
 mod error;
 mod id;
 mod lazy;
@@ -21,6 +22,7 @@ pub mod wrappers;
 pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CookieCodec, FnCodec, PlainCodec, PrivateCodec, SignedCodec};
+pub use cookie_only::MAX_COOKIE_LEN;
 pub use error::{BoxError, Error, Result};
 pub use id::{IdGenerator, MAX_ID_LEN, SessionId};
 pub use lazy::LazySession;

@@ -11,7 +11,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use time::OffsetDateTime;
 
 use crate::clock::{Clock, SystemClock};
-use crate::codec::{CookieCodec, PlainCodec};
+use crate::codec::{CookieCodec, PlainCodec, PrivateCodec};
+use crate::cookie_only;
 use crate::error::{Error, Result};
 use crate::id::{IdGenerator, SessionId};
 use crate::record::Codec;
@@ -91,6 +92,7 @@ pub(crate) struct Config {
     pub(crate) compare_and_set: bool,
     pub(crate) max_attempts: u32,
     pub(crate) save_on_server_error: bool,
+    pub(crate) cookie_only: Option<PrivateCodec>,
 }
 
 impl Config {
@@ -118,7 +120,23 @@ impl Config {
         now: OffsetDateTime,
     ) -> HeaderValue {
         let value = self.cookie_codec.encode(&self.name, id.as_str());
-        let value = utf8_percent_encode(&value, URI_COMPONENT).to_string();
+        self.set_cookie_value(&value, expires, now)
+    }
+
+    /// The cookie's value as it goes on the wire (percent-encoded like
+    /// `encodeURIComponent`).
+    pub(crate) fn wire_value(&self, value: &str) -> String {
+        utf8_percent_encode(value, URI_COMPONENT).to_string()
+    }
+
+    /// `Set-Cookie` carrying `value` (before percent-encoding).
+    pub(crate) fn set_cookie_value(
+        &self,
+        value: &str,
+        expires: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> HeaderValue {
+        let value = self.wire_value(value);
         let mut cookie = self.cookie_base(value);
         if let Some(expires) = expires {
             let seconds = ((expires - now).whole_milliseconds() + 500).div_euclid(1000);
@@ -228,6 +246,26 @@ impl SessionManager {
         SessionManagerBuilder::new(Arc::new(store))
     }
 
+    /// Starts a configuration for cookie-only sessions: no store; the whole session travels
+    /// in the cookie, encrypted and authenticated with `keys` (the first encrypts, all
+    /// decrypt, for rotation).
+    ///
+    /// The cookie is re-sent whenever the data or the expiry changes; a session whose
+    /// encoded cookie would exceed 4096 bytes fails to commit with [`Error::TooLarge`]; the
+    /// expiry is enforced from the authenticated payload, not from the browser. Weaker than
+    /// a store: a destroyed session cannot be revoked (an old cookie can be replayed until it
+    /// expires), and concurrent requests cannot merge.
+    pub fn cookie_only(keys: PrivateCodec) -> SessionManagerBuilder {
+        let mut builder = SessionManagerBuilder::new(Arc::new(cookie_only::NoStore));
+        builder.cookie_only = Some(keys);
+        builder
+    }
+
+    /// Whether this manager keeps sessions in the cookie only.
+    pub fn is_cookie_only(&self) -> bool {
+        self.config.cookie_only.is_some()
+    }
+
     /// Starts a configuration over a shared store.
     pub fn builder_arc(store: Arc<dyn SessionStore>) -> SessionManagerBuilder {
         SessionManagerBuilder::new(store)
@@ -284,6 +322,17 @@ impl SessionManager {
     pub async fn load_value(&self, cookie_value: Option<&str>) -> Result<Session> {
         let c = &self.config;
         let had_cookie = cookie_value.is_some();
+        if let Some(codec) = &c.cookie_only {
+            let now = c.clock.now();
+            return Ok(
+                match cookie_value.and_then(|v| cookie_only::open(codec, &c.name, v)) {
+                    Some((id, record)) if !record.is_expired(now) => {
+                        Session::loaded(self.clone(), id, record, now)
+                    }
+                    _ => Session::fresh(self.clone(), had_cookie),
+                },
+            );
+        }
         let id = cookie_value
             .and_then(|v| c.cookie_codec.decode(&c.name, v))
             .filter(|id| c.ids.is_valid(id));
@@ -369,6 +418,7 @@ pub struct SessionManagerBuilder {
     compare_and_set: bool,
     max_attempts: u32,
     save_on_server_error: bool,
+    cookie_only: Option<PrivateCodec>,
 }
 
 impl fmt::Debug for SessionManagerBuilder {
@@ -397,6 +447,7 @@ impl SessionManagerBuilder {
             compare_and_set: true,
             max_attempts: 5,
             save_on_server_error: false,
+            cookie_only: None,
         }
     }
 
@@ -580,6 +631,7 @@ impl SessionManagerBuilder {
                 compare_and_set: self.compare_and_set,
                 max_attempts: self.max_attempts,
                 save_on_server_error: self.save_on_server_error,
+                cookie_only: self.cookie_only,
             }),
         })
     }

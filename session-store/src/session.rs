@@ -409,12 +409,66 @@ impl Session {
     /// session keeps its changes, so a later commit tries again.
     pub async fn commit(&self) -> Result<()> {
         let _serial = self.shared.commit_lock.lock().await;
+        if let Some(keys) = &self.config().cookie_only {
+            return self.commit_cookie_only(keys);
+        }
         let stored = self.lock().stored;
         if stored {
             self.commit_existing().await
         } else {
             self.commit_new().await
         }
+    }
+
+    /// Cookie-only sessions: every write is a new sealed cookie.
+    fn commit_cookie_only(&self, keys: &crate::codec::PrivateCodec) -> Result<()> {
+        let c = self.config();
+        let now = c.clock.now();
+        let mut st = self.lock();
+        if st.data.is_empty() && !st.stored {
+            let ended = st.destroy_requested || !st.old_ids.is_empty();
+            st.old_ids.clear();
+            st.destroy_requested = false;
+            st.originals.clear();
+            if ended && st.client_cookie {
+                st.pending_cookie = Some(c.removal_cookie());
+                st.client_cookie = false;
+            }
+            return Ok(());
+        }
+        let changed = !st.changes().is_empty();
+        if st.stored && !changed && !st.expiry_dirty {
+            st.originals.clear();
+            return Ok(());
+        }
+        let expires = if st.stored {
+            st.expires
+        } else {
+            now + c.lifetime()
+        };
+        let version = if st.stored { st.version + 1 } else { 0 };
+        let mut record = st.record(version);
+        record.expires = expires;
+        let sealed = crate::cookie_only::seal(keys, &c.name, &st.id, &record);
+        let size = c.name.len() + 1 + c.wire_value(&sealed).len();
+        if size > crate::cookie_only::MAX_COOKIE_LEN {
+            return Err(Error::TooLarge {
+                size,
+                limit: crate::cookie_only::MAX_COOKIE_LEN,
+            });
+        }
+        let cookie_expiry = c.cookie.max_age.map(|_| expires);
+        st.pending_cookie = Some(c.set_cookie_value(&sealed, cookie_expiry, now));
+        st.expires = expires;
+        st.version = version;
+        st.stored = true;
+        st.client_cookie = true;
+        st.originals.clear();
+        st.old_ids.clear();
+        st.destroy_requested = false;
+        st.expiry_dirty = false;
+        st.cookie_dirty = false;
+        Ok(())
     }
 
     async fn commit_new(&self) -> Result<()> {

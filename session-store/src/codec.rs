@@ -201,6 +201,14 @@ impl PrivateCodec {
         Ok(Self { keys: keys.into() })
     }
 
+    /// A codec with one freshly generated random key: cookies it seals can be opened only by
+    /// this process (they stop working at restart).
+    pub fn random() -> Self {
+        Self {
+            keys: vec![Key::generate()].into(),
+        }
+    }
+
     /// Keys derived from master secrets of at least 32 bytes each (first encrypts).
     pub fn from_secrets<S: AsRef<[u8]>>(secrets: impl IntoIterator<Item = S>) -> Result<Self> {
         let keys = secrets

@@ -7,6 +7,7 @@ mod clock;
 pub mod codec;
 mod cookie_only;
 mod error;
+pub mod express;
 mod id;
 mod lazy;
 mod manager;

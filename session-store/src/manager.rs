@@ -276,6 +276,11 @@ impl SessionManager {
         &self.config.store
     }
 
+    /// The cookie attributes.
+    pub fn cookie_options(&self) -> &CookieOptions {
+        &self.config.cookie
+    }
+
     /// The cookie name.
     pub fn cookie_name(&self) -> &str {
         &self.config.name

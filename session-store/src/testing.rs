@@ -368,6 +368,20 @@ pub async fn touch_missing_creates_nothing(store: &dyn SessionStore) {
         store.get(&id).await.unwrap().is_none(),
         "[{name}] touch recreated a destroyed record"
     );
+    // An expired record (not yet reclaimed by the backend) is not revived by touch.
+    let expired = new_id();
+    let _ = store
+        .set(&expired, &sample_record(now_ms() - Duration::from_secs(10)))
+        .await;
+    assert!(
+        !store.touch(&expired, later).await.unwrap(),
+        "[{name}] touch revived an expired record"
+    );
+    assert!(
+        store.get(&expired).await.unwrap().is_none(),
+        "[{name}] touch revived an expired record"
+    );
+    store.destroy(&expired).await.unwrap();
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

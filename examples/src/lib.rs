@@ -1,3 +1,0 @@
-//! Runnable examples for session-store (work in progress)
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]

@@ -1,0 +1,519 @@
+//! The session-store demo server (axum + `session-store-tower`).
+//!
+//! ```text
+//! cargo run --release -p session-demo -- [--store URL] [--listen ADDR] [--max-age DUR]
+//!                                         [--touch-after DUR] [--secret S]...
+//! ```
+//!
+//! - `GET /`: counts visits in the session:
+//!   `In this session, you have visited this website N time(s).`
+//! - `POST /login?user=NAME`: stores the user and regenerates the session id (the data
+//!   stays).
+//! - `POST /logout`: destroys the session.
+//! - `GET /whoami`: reads the session without modifying it.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, Uri};
+use axum::routing::{get, post};
+use session_store::{MemoryStore, PrivateCodec, SessionManager, SessionStore, SignedCodec};
+use session_store_mongodb::MongoStore;
+use session_store_redis::RedisStore;
+use session_store_tower::{Session, SessionLayer};
+
+const USAGE: &str = "\
+session-demo: a session-store demo server
+
+USAGE:
+    session-demo [OPTIONS]
+
+OPTIONS (each also read from the environment variable in brackets; flags win):
+    --store URL          where sessions live [SESSION_STORE] (default: memory)
+                         memory | sqlite://PATH | postgres://… | mysql://… | redis://… |
+                         redis+cluster://… | mongodb://… | cookie
+    --listen ADDR        address to serve on [SESSION_LISTEN] (default: 127.0.0.1:3000)
+    --max-age DUR        session lifetime, e.g. 3600, 90s, 30m, 12h, 7d [SESSION_MAX_AGE]
+                         (default: none, a browser-session cookie)
+    --touch-after DUR    extend the expiry at most this often [SESSION_TOUCH_AFTER]
+                         (default: never; 0 extends on every request)
+    --secret SECRET      sign cookies (express-session format); repeat to rotate keys,
+                         the first signs [SESSION_SECRET, one secret]
+    --cookie-name NAME   cookie name [SESSION_COOKIE_NAME] (default: sid)
+    -h, --help           this text
+
+ROUTES:
+    GET  /         count visits in the session
+    POST /login    ?user=NAME: store the user, regenerate the session id
+    POST /logout   destroy the session
+    GET  /whoami   read the session without modifying it
+";
+
+/// The demo's configuration.
+struct Options {
+    store: String,
+    listen: String,
+    max_age: Option<Duration>,
+    touch_after: Option<Duration>,
+    secrets: Vec<String>,
+    cookie_name: String,
+}
+
+impl Options {
+    /// Parses the flags after the program name, falling back to `env` for flags not given.
+    /// `Ok(None)`: help was asked for.
+    fn parse(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Self>, String> {
+        let mut store = None;
+        let mut listen = None;
+        let mut max_age = None;
+        let mut touch_after = None;
+        let mut secrets = Vec::new();
+        let mut cookie_name = None;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value)),
+                _ => (arg.clone(), None),
+            };
+            if flag == "-h" || flag == "--help" {
+                return Ok(None);
+            }
+            let mut value = || match inline {
+                Some(value) => Ok(value.to_owned()),
+                None => args.next().ok_or_else(|| format!("`{flag}` needs a value")),
+            };
+            match flag.as_str() {
+                "--store" => store = Some(value()?),
+                "--listen" => listen = Some(value()?),
+                "--max-age" => max_age = Some(value()?),
+                "--touch-after" => touch_after = Some(value()?),
+                "--secret" => secrets.push(value()?),
+                "--cookie-name" => cookie_name = Some(value()?),
+                _ => return Err(format!("unknown argument `{flag}` (see --help)")),
+            }
+        }
+        if secrets.is_empty()
+            && let Some(secret) = env("SESSION_SECRET").filter(|s| !s.is_empty())
+        {
+            secrets.push(secret);
+        }
+        let duration = |flag: &str, value: Option<String>, var: &str| {
+            value
+                .or_else(|| env(var).filter(|v| !v.is_empty()))
+                .map(|v| parse_duration(&v).map_err(|e| format!("{flag}: {e}")))
+                .transpose()
+        };
+        Ok(Some(Self {
+            store: store
+                .or_else(|| env("SESSION_STORE").filter(|v| !v.is_empty()))
+                .unwrap_or_else(|| "memory".into()),
+            listen: listen
+                .or_else(|| env("SESSION_LISTEN").filter(|v| !v.is_empty()))
+                .unwrap_or_else(|| "127.0.0.1:3000".into()),
+            max_age: duration("--max-age", max_age, "SESSION_MAX_AGE")?,
+            touch_after: duration("--touch-after", touch_after, "SESSION_TOUCH_AFTER")?,
+            secrets,
+            cookie_name: cookie_name
+                .or_else(|| env("SESSION_COOKIE_NAME").filter(|v| !v.is_empty()))
+                .unwrap_or_else(|| "sid".into()),
+        }))
+    }
+}
+
+/// `90`, `90s`, `30m`, `12h`, `7d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a duration (e.g. 3600, 90s, 30m, 12h, 7d)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 3600, 90s, 30m, 12h, 7d)"))
+}
+
+/// The scheme of a store URL (`memory` for `memory` and `memory://`), if it looks like one.
+fn scheme_of(url: &str) -> Option<&str> {
+    let scheme = url.split_once("://").map_or(url, |(scheme, _)| scheme);
+    let plausible = !scheme.is_empty()
+        && scheme.len() <= 32
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    plausible.then_some(scheme)
+}
+
+/// Opens the store that `url` names. Adding a store is one match arm.
+async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
+    // Never echo the URL itself: it may hold a password.
+    let Some(scheme) = scheme_of(url) else {
+        return Err("the store URL has no recognizable scheme (see --help)".into());
+    };
+    match scheme {
+        "memory" => {
+            let store = MemoryStore::new();
+            store.spawn_sweeper(Duration::from_secs(60));
+            Ok(Arc::new(store))
+        }
+        "redis" | "rediss" => {
+            let store = RedisStore::from_url(url).map_err(|e| store_error(scheme, &e))?;
+            store.connect().await.map_err(|e| store_error(scheme, &e))?;
+            Ok(Arc::new(store))
+        }
+        "redis+cluster" | "rediss+cluster" => {
+            // redis+cluster://host1:port1,host2:port2 → one URL per seed node.
+            let plain = scheme.trim_end_matches("+cluster");
+            let nodes = url[scheme.len() + 3..]
+                .split(',')
+                .map(|node| format!("{plain}://{node}"))
+                .collect::<Vec<_>>();
+            let store =
+                RedisStore::cluster_from_urls(nodes).map_err(|e| store_error(scheme, &e))?;
+            store.connect().await.map_err(|e| store_error(scheme, &e))?;
+            Ok(Arc::new(store))
+        }
+        "redis+sentinel" => {
+            // redis+sentinel://host1:port1,host2:port2/master-name
+            let rest = &url[scheme.len() + 3..];
+            let (hosts, master) = rest
+                .split_once('/')
+                .filter(|(_, m)| !m.is_empty())
+                .ok_or("redis+sentinel URLs end in /MASTER-NAME")?;
+            let sentinels = hosts
+                .split(',')
+                .map(|host| format!("redis://{host}"))
+                .collect::<Vec<_>>();
+            let store = RedisStore::sentinel_from_urls(sentinels, master)
+                .map_err(|e| store_error(scheme, &e))?;
+            store.connect().await.map_err(|e| store_error(scheme, &e))?;
+            Ok(Arc::new(store))
+        }
+        "mongodb" | "mongodb+srv" => {
+            let store = MongoStore::from_url(url)
+                .await
+                .map_err(|e| store_error(scheme, &e))?;
+            Ok(Arc::new(store))
+        }
+        "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb" => {
+            Err(format!("store `{scheme}` is not built yet"))
+        }
+        "cookie" => Err("`cookie` sessions have no store: see run()".into()),
+        other => Err(format!("unknown store `{other}` (see --help)")),
+    }
+}
+
+/// A store error for the user, with its causes but never the URL (it may hold a password).
+fn store_error(scheme: &str, error: &session_store::Error) -> String {
+    let mut text = format!("cannot open the `{scheme}` store: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Builds the manager for `options` over `store`.
+fn manager(options: &Options, store: Arc<dyn SessionStore>) -> Result<SessionManager, String> {
+    let mut builder = SessionManager::builder_arc(store).cookie_name(&options.cookie_name);
+    if let Some(max_age) = options.max_age {
+        builder = builder.max_age(max_age);
+    }
+    if let Some(after) = options.touch_after {
+        builder = builder.touch_after(after);
+    }
+    if !options.secrets.is_empty() {
+        let codec = SignedCodec::new(&options.secrets).map_err(|e| format!("--secret: {e}"))?;
+        builder = builder.cookie_codec(codec);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// Cookie-only sessions: the session itself travels in an encrypted cookie. Keys come from
+/// `--secret` (at least 32 bytes each; the first encrypts); without one, a random key is made
+/// at start-up and sessions end with the process.
+fn cookie_manager(options: &Options) -> Result<SessionManager, String> {
+    let keys = if options.secrets.is_empty() {
+        tracing::warn!("no --secret: cookie sessions will not survive a restart");
+        PrivateCodec::random()
+    } else {
+        PrivateCodec::from_secrets(&options.secrets).map_err(|e| format!("--secret: {e}"))?
+    };
+    let mut builder = SessionManager::cookie_only(keys).cookie_name(&options.cookie_name);
+    if let Some(max_age) = options.max_age {
+        builder = builder.max_age(max_age);
+    }
+    if let Some(after) = options.touch_after {
+        builder = builder.touch_after(after);
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The demo's routes.
+fn app(manager: SessionManager) -> Router {
+    Router::new()
+        .route("/", get(visit))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/whoami", get(whoami))
+        .layer(SessionLayer::new(manager))
+}
+
+type Reply = (StatusCode, String);
+
+fn failed(error: session_store::Error) -> Reply {
+    (error.status_code(), "session error\n".into())
+}
+
+async fn visit(session: Session) -> Reply {
+    let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
+    match session.insert("visits", visits) {
+        Ok(()) => (
+            StatusCode::OK,
+            format!("In this session, you have visited this website {visits} time(s)."),
+        ),
+        Err(error) => failed(error),
+    }
+}
+
+/// `?user=NAME` (letters, digits, `-`, `_`; at most 32), default `demo`.
+fn user_of(uri: &Uri) -> Result<String, Reply> {
+    let name = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("user="))
+        .unwrap_or("demo");
+    let valid = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err((
+            StatusCode::BAD_REQUEST,
+            "user: 1 to 32 of A-Z a-z 0-9 - _\n".into(),
+        ))
+    }
+}
+
+async fn login(uri: Uri, session: Session) -> Reply {
+    let user = match user_of(&uri) {
+        Ok(user) => user,
+        Err(reply) => return reply,
+    };
+    if let Err(error) = session.insert("user", &user) {
+        return failed(error);
+    }
+    // A new id at login: whoever knew the old one (session fixation) is left out.
+    session.regenerate();
+    (StatusCode::OK, format!("Logged in as {user}."))
+}
+
+async fn logout(session: Session) -> Reply {
+    session.destroy();
+    (StatusCode::OK, "Logged out.".into())
+}
+
+async fn whoami(session: Session) -> Reply {
+    let user = session.get::<String>("user").ok().flatten();
+    let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0);
+    let who = match user {
+        Some(user) => format!("You are {user}."),
+        None => "You are not logged in.".into(),
+    };
+    (
+        StatusCode::OK,
+        format!("{who} Visits in this session: {visits}."),
+    )
+}
+
+async fn run(options: Options) -> Result<(), String> {
+    let (manager, store_name) = if options.store == "cookie" {
+        (cookie_manager(&options)?, "cookie")
+    } else {
+        let store = open_store(&options.store).await?;
+        let name = store.name();
+        (manager(&options, store)?, name)
+    };
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+    let addr: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        store = store_name,
+        signed = !options.secrets.is_empty(),
+        "session demo started"
+    );
+    println!("listening on http://{addr}");
+    axum::serve(listener, app(manager))
+        .await
+        .map_err(|e| format!("server failed: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let options = match Options::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("session-demo: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("session-demo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Option<Options>, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Options::parse(args.iter().map(|s| s.to_string()), move |key| {
+            env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let o = parse(&[], &[]).unwrap().unwrap();
+        assert_eq!(o.store, "memory");
+        assert_eq!(o.listen, "127.0.0.1:3000");
+        assert_eq!((o.max_age, o.touch_after), (None, None));
+        assert!(o.secrets.is_empty());
+        assert_eq!(o.cookie_name, "sid");
+    }
+
+    #[test]
+    fn flags_and_env() {
+        let o = parse(
+            &[
+                "--store",
+                "memory://",
+                "--listen=0.0.0.0:8080",
+                "--max-age",
+                "2h",
+                "--secret",
+                "new",
+                "--secret=old",
+            ],
+            &[("SESSION_TOUCH_AFTER", "90"), ("SESSION_MAX_AGE", "5")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.store, "memory://");
+        assert_eq!(o.listen, "0.0.0.0:8080");
+        assert_eq!(o.max_age, Some(Duration::from_secs(7200)), "flags win");
+        assert_eq!(o.touch_after, Some(Duration::from_secs(90)));
+        assert_eq!(o.secrets, ["new", "old"]);
+        let o = parse(
+            &[],
+            &[("SESSION_STORE", "redis://x"), ("SESSION_SECRET", "s")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((o.store.as_str(), o.secrets.len()), ("redis://x", 1));
+    }
+
+    #[test]
+    fn bad_arguments() {
+        assert!(parse(&["--help"], &[]).unwrap().is_none());
+        assert!(parse(&["--bogus"], &[]).is_err());
+        assert!(parse(&["--store"], &[]).is_err());
+        assert!(parse(&["--max-age", "soon"], &[]).is_err());
+        assert!(parse(&["--max-age", "5w"], &[]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[tokio::test]
+    async fn stores() {
+        assert_eq!(open_store("memory").await.unwrap().name(), "memory");
+        for (url, scheme) in [
+            ("sqlite://demo.db", "sqlite"),
+            ("postgres://postgres@127.0.0.1/test", "postgres"),
+            ("mysql://root:pw@127.0.0.1/test", "mysql"),
+        ] {
+            let error = open_store(url).await.err().unwrap();
+            assert_eq!(error, format!("store `{scheme}` is not built yet"));
+        }
+        // Nothing listens on port 1: a clear error naming the store, not the URL.
+        let error = open_store("redis://:hunter2@127.0.0.1:1")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            error.starts_with("cannot open the `redis` store"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+        let error = open_store("redis+sentinel://127.0.0.1:1")
+            .await
+            .err()
+            .unwrap();
+        assert!(error.contains("MASTER-NAME"), "{error}");
+        let error = open_store("ftp://x").await.err().unwrap();
+        assert!(error.contains("unknown store `ftp`"), "{error}");
+        let error = open_store("user:secret@host").await.err().unwrap();
+        assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn manager_options() {
+        let o = parse(&["--max-age", "0"], &[]).unwrap().unwrap();
+        assert!(manager(&o, Arc::new(MemoryStore::new())).is_err());
+        let o = parse(&["--secret", "s", "--touch-after", "0"], &[])
+            .unwrap()
+            .unwrap();
+        assert!(manager(&o, Arc::new(MemoryStore::new())).is_ok());
+    }
+}

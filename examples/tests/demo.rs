@@ -1,0 +1,240 @@
+//! Starts the demo binary as a process on a free port and drives it over HTTP.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use http::StatusCode;
+use session_tests::Client;
+
+const DEMO: &str = env!("CARGO_BIN_EXE_session-demo");
+
+/// The running demo; killed when dropped.
+struct Demo {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Demo {
+    /// Starts the demo with `args` (plus `--listen 127.0.0.1:0`) and waits for its
+    /// `listening on http://ADDR` line.
+    fn start(args: &[&str]) -> Demo {
+        let mut child = Command::new(DEMO)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("SESSION_STORE")
+            .env_remove("SESSION_SECRET")
+            .env_remove("SESSION_MAX_AGE")
+            .env_remove("SESSION_TOUCH_AFTER")
+            .env_remove("SESSION_COOKIE_NAME")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the demo binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the demo did not start within 120 s");
+            }
+        };
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("a socket address");
+        Demo { child, addr }
+    }
+}
+
+fn visited(n: u64) -> String {
+    format!("In this session, you have visited this website {n} time(s).")
+}
+
+/// The demo's whole flow. `revocable`: whether a stale cookie stops working (every store; not
+/// cookie-only sessions, whose old cookies stay valid until they expire).
+async fn counter_login_whoami_logout(args: &[&str], revocable: bool) {
+    let demo = Demo::start(args);
+    let c = Client::new(demo.addr);
+    let r = c.get("/").await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, visited(1)));
+    let first = c.cookie("sid").expect("a session cookie");
+    assert!(
+        r.set_cookie()
+            .starts_with(&format!("sid={first}; HttpOnly; Path=/")),
+        "{}",
+        r.set_cookie()
+    );
+    assert_eq!(c.get("/").await.body, visited(2));
+    assert_eq!(c.get("/").await.body, visited(3));
+
+    let r = c.get("/whoami").await;
+    assert_eq!(r.body, "You are not logged in. Visits in this session: 3.");
+    assert!(r.set_cookies().is_empty(), "whoami modifies nothing");
+
+    let r = c.post("/login?user=alice").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, "Logged in as alice.")
+    );
+    let second = c.cookie("sid").expect("a session cookie");
+    assert_ne!(second, first, "login regenerates the id");
+    assert_eq!(
+        c.get("/whoami").await.body,
+        "You are alice. Visits in this session: 3.",
+        "the data stayed"
+    );
+    // The pre-login id is dead.
+    if revocable {
+        let stale = Client::new(demo.addr);
+        stale.set_cookie("sid", &first);
+        assert_eq!(
+            stale.get("/whoami").await.body,
+            "You are not logged in. Visits in this session: 0."
+        );
+    }
+    assert_eq!(c.get("/").await.body, visited(4));
+
+    let r = c.post("/logout").await;
+    assert_eq!(r.body, "Logged out.");
+    assert!(
+        r.set_cookie().contains("Max-Age=0"),
+        "the cookie is cleared"
+    );
+    assert!(c.cookie("sid").is_none());
+    if revocable {
+        let gone = Client::new(demo.addr);
+        gone.set_cookie("sid", &second);
+        assert_eq!(
+            gone.get("/whoami").await.body,
+            "You are not logged in. Visits in this session: 0."
+        );
+    }
+    assert_eq!(c.get("/").await.body, visited(1));
+    assert_ne!(c.cookie("sid").expect("a new session"), second);
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+#[tokio::test]
+async fn memory_store() {
+    counter_login_whoami_logout(&[], true).await;
+}
+
+#[tokio::test]
+async fn redis_store() {
+    let url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    counter_login_whoami_logout(&["--store", &url], true).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store() {
+    let urls = env_or(
+        "REDIS_CLUSTER_URLS",
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+    );
+    let nodes: Vec<&str> = urls
+        .split(',')
+        .map(|u| u.trim_start_matches("redis://"))
+        .collect();
+    let url = format!("redis+cluster://{}", nodes.join(","));
+    counter_login_whoami_logout(&["--store", &url], true).await;
+}
+
+#[tokio::test]
+async fn mongodb_store() {
+    let url = env_or(
+        "MONGODB_URL",
+        "mongodb://127.0.0.1:27917/?directConnection=true",
+    );
+    counter_login_whoami_logout(&["--store", &url], true).await;
+}
+
+#[tokio::test]
+async fn cookie_only_sessions() {
+    counter_login_whoami_logout(&["--store", "cookie", "--secret", &"k".repeat(32)], false).await;
+}
+
+#[tokio::test]
+async fn signed_cookies_and_max_age() {
+    let demo = Demo::start(&[
+        "--secret",
+        "keyboard cat",
+        "--max-age",
+        "1h",
+        "--touch-after",
+        "0",
+    ]);
+    let c = Client::new(demo.addr);
+    let r = c.get("/").await;
+    assert_eq!(r.body, visited(1));
+    let cookie = r.set_cookie();
+    assert!(cookie.starts_with("sid=s%3A"), "{cookie}");
+    assert!(cookie.contains("; Max-Age=3600; Expires="), "{cookie}");
+    let r = c.get("/").await;
+    assert_eq!(r.body, visited(2));
+    assert!(
+        r.set_cookie().contains("Max-Age=3600"),
+        "touchAfter 0 rolls the expiry"
+    );
+    // A tampered signature is no session.
+    let value = c.cookie("sid").expect("a session cookie");
+    c.set_cookie("sid", &value.replace("s%3A", "s%3AX"));
+    assert_eq!(c.get("/").await.body, visited(1));
+}
+
+#[test]
+fn unreachable_or_unbuilt_stores_fail_at_start_up() {
+    for (url, expected) in [
+        (
+            "redis://:hunter2@127.0.0.1:1",
+            "cannot open the `redis` store",
+        ),
+        (
+            "postgres://postgres@127.0.0.1/test",
+            "store `postgres` is not built yet",
+        ),
+    ] {
+        let mut child = Command::new(DEMO)
+            .args(["--store", url, "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the demo binary");
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        let status = child.wait().expect("the demo exits");
+        assert!(!status.success());
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    let output = Command::new(DEMO)
+        .arg("--bogus")
+        .output()
+        .expect("run the demo");
+    assert_eq!(output.status.code(), Some(2));
+}

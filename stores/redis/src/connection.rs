@@ -1,0 +1,139 @@
+//! One shared multiplexed connection per store, taken from a deadpool-redis pool.
+//!
+//! deadpool-redis hands out `MultiplexedConnection`s (single node, sentinel) and
+//! `ClusterConnection`s, which already pipeline any number of concurrent requests over one
+//! socket. Checking one out per request would add deadpool's health check (`UNWATCH` +
+//! `PING`, one extra round trip) to every session operation, so the store takes one
+//! connection out of the pool once, shares clones of it between requests, and goes back to
+//! the pool only when that connection breaks. The pool stays in charge of creating
+//! connections (its create and wait timeouts apply) and of health-checking idle ones.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+use session_store::Result;
+
+use crate::error;
+
+/// The pool a store takes its connection from.
+pub(crate) enum Pools {
+    /// One Redis server.
+    Single(deadpool_redis::Pool),
+    /// A Redis Cluster.
+    Cluster(deadpool_redis::cluster::Pool),
+    /// The master named by Redis Sentinel.
+    Sentinel(deadpool_redis::sentinel::Pool),
+}
+
+impl Pools {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Pools::Single(_) => "single",
+            Pools::Cluster(_) => "cluster",
+            Pools::Sentinel(_) => "sentinel",
+        }
+    }
+}
+
+/// A live connection; clones share the socket(s).
+#[derive(Clone)]
+pub(crate) enum Live {
+    Plain(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Live {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Live::Plain(c) => c.req_packed_command(cmd),
+            Live::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Live::Plain(c) => c.req_packed_commands(cmd, offset, count),
+            Live::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Live::Plain(c) => c.get_db(),
+            Live::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The pool plus the connection currently shared by all requests.
+pub(crate) struct Connector {
+    pools: Pools,
+    /// The shared connection and its generation (to discard only the one that failed).
+    current: Mutex<Option<(u64, Live)>>,
+    /// Held while a new connection is taken, so a broken connection is replaced once, not
+    /// once per waiting request.
+    refill: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+}
+
+impl Connector {
+    pub(crate) fn new(pools: Pools) -> Self {
+        Self {
+            pools,
+            current: Mutex::new(None),
+            refill: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        self.pools.kind()
+    }
+
+    fn current(&self) -> MutexGuard<'_, Option<(u64, Live)>> {
+        // The guarded value is replaced in one assignment: a poisoned lock is still consistent.
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shared connection, taking a new one from the pool if there is none.
+    pub(crate) async fn get(&self) -> Result<(u64, Live)> {
+        if let Some(live) = self.current().clone() {
+            return Ok(live);
+        }
+        let _refill = self.refill.lock().await;
+        if let Some(live) = self.current().clone() {
+            return Ok(live);
+        }
+        let live = match &self.pools {
+            Pools::Single(pool) => Live::Plain(deadpool_redis::Connection::take(
+                pool.get().await.map_err(error::from_pool)?,
+            )),
+            Pools::Cluster(pool) => Live::Cluster(deadpool_redis::cluster::Connection::take(
+                pool.get().await.map_err(error::from_pool)?,
+            )),
+            Pools::Sentinel(pool) => Live::Plain(deadpool_redis::sentinel::Connection::take(
+                pool.get().await.map_err(error::from_pool)?,
+            )),
+        };
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        *self.current() = Some((generation, live.clone()));
+        Ok((generation, live))
+    }
+
+    /// Forgets the shared connection if it is still the one of `generation`; the next request
+    /// takes a new one from the pool.
+    pub(crate) fn discard(&self, generation: u64) {
+        let mut current = self.current();
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+}

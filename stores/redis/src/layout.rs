@@ -1,0 +1,317 @@
+//! How a session is laid out in Redis: this library's own binary layout, or connect-redis's
+//! express-session JSON for sharing sessions with Node.
+
+use session_store::express::{COOKIE_KEY, ExpressLayout};
+use session_store::time::OffsetDateTime;
+use session_store::time::format_description::well_known::Rfc3339;
+use session_store::{CookieOptions, Error, Record, Result};
+
+use crate::error::NAME;
+
+/// Bytes before the payload in a [`Layout::Native`] value: the record version, big-endian.
+const VERSION_LEN: usize = 8;
+/// Latest expiry Redis is asked for (9999-12-31T23:59:59.999Z), in Unix milliseconds.
+pub(crate) const MAX_EXPIRY_MS: i128 = 253_402_300_799_999;
+
+/// What a [`RedisStore`](crate::RedisStore) writes under each key. Select it with
+/// [`RedisStore::with_layout`](crate::RedisStore::with_layout).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Layout {
+    /// This library's layout (the default): the record version (8 bytes, big-endian)
+    /// followed by the core's payload envelope ([`Record::encode_payload`]). Every value
+    /// codec, every capability including compare-and-set. Default key prefix `session:`.
+    #[default]
+    Native,
+    /// connect-redis's layout, shared with Node services running express-session: the value
+    /// is express-session's session JSON ([`ExpressLayout`]), the expiry is the key's TTL.
+    /// Default key prefix `sess:` (connect-redis's).
+    ///
+    /// - Records must use [`Codec::Json`](session_store::Codec::Json) (the manager's
+    ///   `.codec(Codec::Json)`); anything else fails to save with
+    ///   [`Error::Serialization`]. No data key may be named `cookie`.
+    /// - The key's TTL is authoritative: `cookie.expires` inside the JSON is written on every
+    ///   save and ignored on read, so `touch` stays a payload-free `PEXPIREAT`. A key without
+    ///   TTL (connect-redis's `disableTTL`) takes its expiry from `cookie.expires`, and never
+    ///   expires if that is `null`.
+    /// - The JSON has no room for a record version, so `get` always returns version 0 and
+    ///   `compare_and_set` is [`Error::Unsupported`] (`create`, `update` and native `touch`
+    ///   remain). Two concurrent requests of one session may overwrite each other's changes,
+    ///   exactly as with express-session itself.
+    ConnectRedis(ExpressLayout),
+}
+
+impl Layout {
+    /// connect-redis's layout, writing the `cookie` object of new sessions from `cookie`
+    /// (pass the manager's cookie options).
+    pub fn connect_redis(cookie: CookieOptions) -> Self {
+        Self::ConnectRedis(ExpressLayout::new(cookie))
+    }
+
+    /// The key prefix used when none is set: `session:` or connect-redis's `sess:`.
+    pub fn default_prefix(&self) -> &'static str {
+        match self {
+            Self::Native => crate::RedisStore::DEFAULT_PREFIX,
+            Self::ConnectRedis(_) => crate::RedisStore::CONNECT_REDIS_PREFIX,
+        }
+    }
+
+    /// The value to store for `record`.
+    pub(crate) fn encode(&self, record: &Record) -> Result<Vec<u8>> {
+        match self {
+            Self::Native => {
+                let payload = record.encode_payload();
+                let mut value = Vec::with_capacity(VERSION_LEN + payload.len());
+                value.extend_from_slice(&record.version.to_be_bytes());
+                value.extend_from_slice(&payload);
+                Ok(value)
+            }
+            Self::ConnectRedis(express) => express.encode(record),
+        }
+    }
+
+    /// The record in a stored `value` whose key expires at `expires_ms` (a `PEXPIRETIME`
+    /// reply: -2 no key, -1 no expiry); `None` if gone or expired at `now`.
+    pub(crate) fn decode(
+        &self,
+        value: &[u8],
+        expires_ms: i64,
+        now: OffsetDateTime,
+    ) -> Result<Option<Record>> {
+        match (self, expires_ms) {
+            // The key disappeared between `GET` and `PEXPIRETIME`.
+            (_, -2) => Ok(None),
+            (Self::Native, -1) => Err(Error::corrupt(NAME, "session key has no expiry")),
+            (Self::Native, ms) => {
+                let expires = from_ms(ms)?;
+                if expires <= now {
+                    return Ok(None);
+                }
+                let Some((version, payload)) = value.split_first_chunk::<VERSION_LEN>() else {
+                    return Err(Error::corrupt(
+                        NAME,
+                        "value shorter than its version header",
+                    ));
+                };
+                Record::decode_payload(payload, expires, u64::from_be_bytes(*version))
+                    .map(Some)
+                    .map_err(|e| Error::corrupt(NAME, e))
+            }
+            (Self::ConnectRedis(express), ms) => {
+                let ttl_expiry = if ms == -1 { None } else { Some(from_ms(ms)?) };
+                if ttl_expiry.is_some_and(|at| at <= now) {
+                    return Ok(None);
+                }
+                let placeholder = ttl_expiry.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                let mut record = express.decode(value, placeholder, 0)?;
+                if ttl_expiry.is_none() {
+                    record.expires = cookie_expiry(&record)?.unwrap_or_else(never);
+                    if record.expires <= now {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(record))
+            }
+        }
+    }
+}
+
+/// `cookie.expires` of an express-session record: `None` when absent or `null`.
+fn cookie_expiry(record: &Record) -> Result<Option<OffsetDateTime>> {
+    let Some(expires) = record.extra.get(COOKIE_KEY).and_then(|c| c.get("expires")) else {
+        return Ok(None);
+    };
+    if expires.is_null() {
+        return Ok(None);
+    }
+    let text = expires
+        .as_str()
+        .ok_or_else(|| Error::corrupt(NAME, "cookie.expires is not a string"))?;
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(Some)
+        .map_err(|e| Error::corrupt(NAME, e))
+}
+
+/// The latest expiry Redis accepts: what a session without any expiry gets.
+fn never() -> OffsetDateTime {
+    from_ms(MAX_EXPIRY_MS as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The expiry in Unix milliseconds (sub-millisecond part dropped), within what Redis accepts:
+/// expiries before 1970 become 1 ms, which Redis treats as already expired.
+pub(crate) fn expiry_ms(expires: OffsetDateTime) -> i64 {
+    let ms = (expires.unix_timestamp_nanos() / 1_000_000).clamp(1, MAX_EXPIRY_MS);
+    // Within i64 after the clamp.
+    ms as i64
+}
+
+pub(crate) fn from_ms(ms: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| Error::corrupt(NAME, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use session_store::Codec;
+
+    use super::*;
+
+    /// A session express-session 1.19 stored through connect-redis 9 (SEMANTICS.md).
+    const NODE: &str = r#"{"cookie":{"originalMaxAge":60000,"expires":"2026-11-26T19:58:41.066Z","httpOnly":true,"path":"/"},"views":2}"#;
+
+    fn express() -> Layout {
+        Layout::connect_redis(CookieOptions::default())
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    #[test]
+    fn expiry_is_clamped_to_what_redis_accepts() {
+        assert_eq!(expiry_ms(OffsetDateTime::UNIX_EPOCH), 1);
+        assert_eq!(
+            expiry_ms(OffsetDateTime::UNIX_EPOCH - Duration::from_secs(10)),
+            1
+        );
+        assert_eq!(
+            expiry_ms(OffsetDateTime::UNIX_EPOCH + Duration::from_micros(1_234_567)),
+            1_234
+        );
+        assert_eq!(
+            expiry_ms(session_store::time::PrimitiveDateTime::MAX.assume_utc()),
+            MAX_EXPIRY_MS as i64
+        );
+    }
+
+    #[test]
+    fn native_garbage_is_corrupt_not_a_panic() {
+        let later = (now().unix_timestamp() + 600) * 1000;
+        for value in [
+            &b""[..],
+            b"\x00\x01",
+            b"12345678",
+            b"\x00\x00\x00\x00\x00\x00\x00\x01{}",
+        ] {
+            assert!(matches!(
+                Layout::Native.decode(value, later, now()),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+        assert!(matches!(
+            Layout::Native.decode(b"x", -1, now()),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(Layout::Native.decode(b"x", -2, now()).unwrap().is_none());
+        assert!(Layout::Native.decode(b"x", 1, now()).unwrap().is_none());
+    }
+
+    #[test]
+    fn native_value_round_trips() {
+        let mut record = Record::new(now() + Duration::from_secs(600), Codec::Json);
+        record.version = u64::MAX - 1;
+        record.data.insert("k".into(), b"1".to_vec());
+        let ms = expiry_ms(record.expires);
+        let value = Layout::Native.encode(&record).unwrap();
+        let back = Layout::Native.decode(&value, ms, now()).unwrap().unwrap();
+        assert_eq!(back.version, record.version);
+        assert_eq!(back.data, record.data);
+        assert_eq!(expiry_ms(back.expires), ms);
+    }
+
+    #[test]
+    fn reads_the_node_example_with_the_key_ttl_as_expiry() {
+        // The TTL says 10 minutes from now although `cookie.expires` says otherwise.
+        let ttl = expiry_ms(now() + Duration::from_secs(600));
+        let record = express()
+            .decode(NODE.as_bytes(), ttl, now())
+            .unwrap()
+            .expect("live");
+        assert_eq!(expiry_ms(record.expires), ttl);
+        assert_eq!(record.codec, Codec::Json);
+        assert_eq!(record.version, 0);
+        assert_eq!(record.data.len(), 1);
+        assert_eq!(Codec::Json.decode::<u32>(&record.data["views"]).unwrap(), 2);
+        assert_eq!(record.extra["cookie"]["originalMaxAge"], 60000);
+
+        // Written back: same shape, `cookie.expires` from the record, fields kept.
+        let written: serde_json::Value =
+            serde_json::from_slice(&express().encode(&record).unwrap()).unwrap();
+        let mut expected: serde_json::Value = serde_json::from_str(NODE).unwrap();
+        expected["cookie"]["expires"] = written["cookie"]["expires"].clone();
+        assert_eq!(written, expected);
+        let expires = written["cookie"]["expires"].as_str().unwrap();
+        assert_eq!(expires.len(), "2026-11-26T19:58:41.066Z".len());
+        assert!(expires.ends_with('Z'));
+    }
+
+    #[test]
+    fn an_expired_ttl_hides_the_node_session() {
+        let past = expiry_ms(now() - Duration::from_secs(1));
+        assert!(express().decode(NODE.as_bytes(), past, now()).unwrap().is_none());
+        assert!(express().decode(NODE.as_bytes(), -2, now()).unwrap().is_none());
+    }
+
+    #[test]
+    fn without_ttl_the_cookie_expiry_counts() {
+        // `cookie.expires` of the example is 2026-11-26T19:58:41.066Z.
+        let before = OffsetDateTime::parse("2026-11-26T19:00:00Z", &Rfc3339).unwrap();
+        let after = OffsetDateTime::parse("2026-11-26T20:00:00Z", &Rfc3339).unwrap();
+        let record = express()
+            .decode(NODE.as_bytes(), -1, before)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            record.expires,
+            OffsetDateTime::parse("2026-11-26T19:58:41.066Z", &Rfc3339).unwrap()
+        );
+        assert!(express().decode(NODE.as_bytes(), -1, after).unwrap().is_none());
+
+        let browser = br#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"n":1}"#;
+        let record = express().decode(browser, -1, after).unwrap().unwrap();
+        assert_eq!(expiry_ms(record.expires), MAX_EXPIRY_MS as i64);
+
+        let bad = br#"{"cookie":{"expires":"yesterday"},"n":1}"#;
+        assert!(matches!(
+            express().decode(bad, -1, after),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn express_rejects_binary_values_and_foreign_bytes() {
+        let mut record = Record::new(now() + Duration::from_secs(60), Codec::MessagePack);
+        record
+            .data
+            .insert("n".into(), Codec::MessagePack.encode(&1u8).unwrap());
+        assert!(matches!(
+            express().encode(&record),
+            Err(Error::Serialization { .. })
+        ));
+        let later = expiry_ms(now() + Duration::from_secs(60));
+        let native = Layout::Native.encode(&record).unwrap();
+        for garbage in [&native[..], b"", b"[1]", b"\"text\"", b"{broken"] {
+            assert!(matches!(
+                express().decode(garbage, later, now()),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn new_sessions_get_a_cookie_object_node_understands() {
+        let layout = Layout::connect_redis(CookieOptions {
+            max_age: Some(Duration::from_secs(60)),
+            ..CookieOptions::default()
+        });
+        let expires = OffsetDateTime::parse("2026-11-26T19:58:41.066Z", &Rfc3339).unwrap();
+        let mut record = Record::new(expires, Codec::Json);
+        record.data.insert("views".into(), b"2".to_vec());
+        let written = String::from_utf8(layout.encode(&record).unwrap()).unwrap();
+        let ours: serde_json::Value = serde_json::from_str(&written).unwrap();
+        let node: serde_json::Value = serde_json::from_str(NODE).unwrap();
+        assert_eq!(ours, node);
+    }
+}

@@ -1,0 +1,357 @@
+//! The exact commands and round trips of each store operation, seen by a Redis server that
+//! only this test uses.
+//!
+//! The store talks to the server through a pass-through TCP relay that counts round trips
+//! (a round trip is a burst of client bytes after the server has answered), while
+//! `redis-cli MONITOR` records which commands the server executed for the store's
+//! connection. Connection setup (`connect`) happens before either starts counting, and the
+//! store sends no per-request health check, so each operation must show exactly its own
+//! commands in one round trip.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use session_store::testing::{new_id, now_ms, sample_record};
+use session_store::{CasOutcome, SessionStore};
+use session_store_redis::RedisStore;
+
+/// Counts round trips on every connection relayed to `target`.
+struct Relay {
+    port: u16,
+    round_trips: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let round_trips = Arc::new(AtomicUsize::new(0));
+        let counter = round_trips.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                // Whether the last bytes on this connection came from the server: the next
+                // client bytes then start a new round trip.
+                let server_spoke = Arc::new(Mutex::new(true));
+                let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
+                let (mut s_in, mut s_out) = (server.try_clone().unwrap(), server);
+                let (flag, count) = (server_spoke.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                        {
+                            let mut spoke = flag.lock().unwrap();
+                            if *spoke {
+                                *spoke = false;
+                                count.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = s_in.read(&mut buf) {
+                        // Recorded before the client can see the answer and send again.
+                        *server_spoke.lock().unwrap() = true;
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { port, round_trips }
+    }
+
+    fn count(&self) -> usize {
+        self.round_trips.load(Ordering::SeqCst)
+    }
+}
+
+/// `redis-cli MONITOR` on the test's server, plus a separate connection for markers.
+struct Monitor {
+    child: Child,
+    lines: Receiver<String>,
+    marker: TcpStream,
+    marker_addr: SocketAddr,
+    marks: usize,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Self {
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli must be installed");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let marker = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        marker
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let marker_addr = marker.local_addr().unwrap();
+        let mut monitor = Self {
+            child,
+            lines,
+            marker,
+            marker_addr,
+            marks: 0,
+        };
+        // MONITOR answers OK once it is listening; then flush everything before now.
+        let first = monitor.next_line().expect("MONITOR did not start");
+        assert_eq!(first, "OK", "unexpected MONITOR greeting");
+        monitor.commands_since_last_mark();
+        monitor
+    }
+
+    fn next_line(&self) -> Option<String> {
+        match self.lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => Some(line),
+            Err(RecvTimeoutError::Timeout) => panic!("MONITOR went silent"),
+            Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Sends a marker and returns every command (args, `lua` ones prefixed with `lua:`) that
+    /// other clients ran since the previous marker.
+    fn commands_since_last_mark(&mut self) -> Vec<Vec<String>> {
+        self.marks += 1;
+        let mark = format!("mark-{}", self.marks);
+        self.marker
+            .write_all(format!("ECHO {mark}\r\n").as_bytes())
+            .unwrap();
+        let mut reply = [0u8; 64];
+        let _ = self.marker.read(&mut reply).unwrap();
+        let marker_addr = self.marker_addr.to_string();
+        let mut commands = Vec::new();
+        loop {
+            let line = self.next_line().expect("MONITOR ended");
+            let (source, args) = parse_monitor_line(&line);
+            if source == marker_addr {
+                if args.get(1).map(String::as_str) == Some(mark.as_str()) {
+                    return commands;
+                }
+                continue;
+            }
+            if source == "lua" {
+                commands.push(args.into_iter().map(|a| format!("lua:{a}")).collect());
+            } else {
+                commands.push(args);
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `1700000000.123456 [0 127.0.0.1:5000] "SET" "k" "v"` → (`127.0.0.1:5000`, [SET, k, v]).
+/// Arguments keep MONITOR's escapes (`\x00`, `\"`).
+fn parse_monitor_line(line: &str) -> (String, Vec<String>) {
+    let open = line.find('[').expect("monitor line without source");
+    let close = open
+        + line[open..]
+            .find(']')
+            .expect("monitor line without source end");
+    let source = line[open + 1..close]
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let mut args = Vec::new();
+    let mut chars = line[close + 1..].chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut arg = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    arg.push('\\');
+                    arg.extend(chars.next());
+                }
+                '"' => break,
+                c => arg.push(c),
+            }
+        }
+        args.push(arg);
+    }
+    (source, args)
+}
+
+/// Command names (upper case) of a command list, `lua:` ones included.
+fn names(commands: &[Vec<String>]) -> Vec<String> {
+    commands.iter().map(|c| c[0].to_uppercase()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_is_one_round_trip_with_exact_commands() {
+    let server = common::OwnServer::start();
+    let relay = Relay::start(server.port);
+    let store = RedisStore::from_url(&format!("redis://127.0.0.1:{}", relay.port))
+        .unwrap()
+        .with_prefix("rt:");
+    // Connection setup (CLIENT SETINFO, SCRIPT LOAD) happens here, before counting.
+    store.connect().await.unwrap();
+    let mut monitor = Monitor::start(server.port);
+
+    let id = new_id();
+    let key = format!("rt:{}", id.as_str());
+    let mut record = sample_record(now_ms() + std::time::Duration::from_secs(600));
+    record.version = 1;
+    let expiry = (record.expires.unix_timestamp_nanos() / 1_000_000).to_string();
+    let later = now_ms() + std::time::Duration::from_secs(1200);
+    let later_ms = (later.unix_timestamp_nanos() / 1_000_000).to_string();
+
+    // Runs one operation; returns its commands after checking it took one round trip.
+    macro_rules! op {
+        ($name:literal, $call:expr) => {{
+            let before = relay.count();
+            let out = $call;
+            let trips = relay.count() - before;
+            let commands = monitor.commands_since_last_mark();
+            println!(
+                "{:<16} {} round trip(s): {:?}",
+                $name,
+                trips,
+                names(&commands)
+            );
+            assert_eq!(trips, 1, "{} took {} round trips", $name, trips);
+            (out, commands)
+        }};
+    }
+
+    let (created, cmds) = op!("create", store.create(&id, &record).await.unwrap());
+    assert!(created);
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert_eq!(
+        [
+            &cmds[0][0],
+            &cmds[0][1],
+            &cmds[0][3],
+            &cmds[0][4],
+            &cmds[0][5]
+        ],
+        ["SET", &key, "PXAT", &expiry, "NX"]
+    );
+
+    let (got, cmds) = op!("get", store.get(&id).await.unwrap());
+    assert_eq!(got.unwrap().data, record.data);
+    assert_eq!(
+        cmds,
+        [
+            vec!["GET".to_owned(), key.clone()],
+            vec!["PEXPIRETIME".to_owned(), key.clone()]
+        ]
+    );
+
+    let ((), cmds) = op!("set", store.set(&id, &record).await.unwrap());
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert_eq!(cmds[0].len(), 5, "{cmds:?}");
+    assert_eq!(
+        [&cmds[0][0], &cmds[0][1], &cmds[0][3], &cmds[0][4]],
+        ["SET", &key, "PXAT", &expiry]
+    );
+
+    let (touched, cmds) = op!("touch", store.touch(&id, later).await.unwrap());
+    assert!(touched);
+    // No payload: the key and the new expiry, nothing else.
+    assert_eq!(
+        cmds,
+        [vec!["PEXPIREAT".to_owned(), key.clone(), later_ms.clone()]]
+    );
+
+    let (got, _) = op!("get after touch", store.get(&id).await.unwrap());
+    assert_eq!(got.unwrap().expires, later);
+
+    let mut next = record.clone();
+    next.version = 2;
+    let (updated, cmds) = op!("update", store.update(&id, &next).await.unwrap());
+    assert!(updated);
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert_eq!([&cmds[0][0], &cmds[0][5]], ["SET", "XX"]);
+
+    let mut third = next.clone();
+    third.version = 3;
+    let (outcome, cmds) = op!(
+        "compare_and_set",
+        store.compare_and_set(&id, &third, 2).await.unwrap()
+    );
+    assert_eq!(outcome, CasOutcome::Written);
+    // One EVALSHA from the client; the GET and SET inside run on the server.
+    assert_eq!(names(&cmds), ["EVALSHA", "LUA:GET", "LUA:SET"], "{cmds:?}");
+
+    let ((), cmds) = op!("destroy", store.destroy(&id).await.unwrap());
+    assert_eq!(cmds, [vec!["DEL".to_owned(), key.clone()]]);
+
+    let (got, _) = op!("get missing", store.get(&id).await.unwrap());
+    assert!(got.is_none());
+    let (touched, _) = op!("touch missing", store.touch(&id, later).await.unwrap());
+    assert!(!touched);
+    let (updated, _) = op!("update missing", store.update(&id, &next).await.unwrap());
+    assert!(!updated);
+    let (outcome, _) = op!(
+        "cas missing",
+        store.compare_and_set(&id, &third, 3).await.unwrap()
+    );
+    assert_eq!(outcome, CasOutcome::Missing);
+
+    // After SCRIPT FLUSH (or a failover to a node without the script) the store reloads it.
+    common::raw_command(server.port, "SCRIPT FLUSH").unwrap();
+    monitor.commands_since_last_mark();
+    store.set(&id, &next).await.unwrap();
+    assert_eq!(
+        store.compare_and_set(&id, &third, 2).await.unwrap(),
+        CasOutcome::Written
+    );
+    let cmds = monitor.commands_since_last_mark();
+    let client_cmds: Vec<_> = names(&cmds)
+        .into_iter()
+        .filter(|n| !n.starts_with("LUA:"))
+        .collect();
+    assert_eq!(
+        client_cmds,
+        ["SET", "EVALSHA", "SCRIPT", "EVALSHA"],
+        "{cmds:?}"
+    );
+    assert_eq!(store.get(&id).await.unwrap().unwrap().version, 3);
+    monitor.commands_since_last_mark();
+
+    // Nothing else ran meanwhile: no health checks between operations.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let idle = monitor.commands_since_last_mark();
+    assert!(idle.is_empty(), "commands while idle: {idle:?}");
+}

@@ -3,7 +3,8 @@
 #   bash scripts/test.sh
 # Services: PostgreSQL, Redis and MariaDB on their standard loopback ports (started if down),
 # a 6-node Redis Cluster (7000-7005), a Redis Sentinel set-up (6390/6391, 26390-26392) and a
-# MongoDB-compatible server (SecantusDB, 27917), each started by its own script.
+# MongoDB-compatible server (SecantusDB, 27917), each started by its own script, and the Node
+# packages of the express-session interop tests (npm ci from interop/node/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ bash scripts/services.sh
 bash scripts/redis-cluster.sh start
 bash scripts/redis-sentinel.sh start
 bash scripts/mongo.sh start
+bash scripts/node-interop.sh install
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export REDIS_CLUSTER_URLS=${REDIS_CLUSTER_URLS:-redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003,redis://127.0.0.1:7004,redis://127.0.0.1:7005}

@@ -170,6 +170,27 @@ async fn mongodb_store() {
 }
 
 #[tokio::test]
+async fn postgres_store() {
+    let url = env_or("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+    counter_login_whoami_logout(&["--store", &url], true).await;
+}
+
+#[tokio::test]
+async fn mysql_store() {
+    let url = env_or("MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    counter_login_whoami_logout(&["--store", &url], true).await;
+}
+
+#[tokio::test]
+async fn sqlite_store() {
+    let dir = std::env::temp_dir().join(format!("session-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("sessions.db").display());
+    counter_login_whoami_logout(&["--store", &url], true).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn cookie_only_sessions() {
     counter_login_whoami_logout(&["--store", "cookie", "--secret", &"k".repeat(32)], false).await;
 }
@@ -210,8 +231,8 @@ fn unreachable_or_unbuilt_stores_fail_at_start_up() {
             "cannot open the `redis` store",
         ),
         (
-            "postgres://postgres@127.0.0.1/test",
-            "store `postgres` is not built yet",
+            "mysql://root@127.0.0.1:1/test",
+            "cannot open the `mysql` store",
         ),
     ] {
         let mut child = Command::new(DEMO)

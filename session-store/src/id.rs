@@ -62,7 +62,8 @@ fn url_safe(id: &str, lengths: &[usize]) -> bool {
 
 impl IdGenerator {
     /// The default: nanoid, 21 characters of `[A-Za-z0-9_-]` (126 bits from the operating
-    /// system's CSPRNG via `rand`'s thread generator); accepts exactly such ids.
+    /// system's CSPRNG: nanoid draws each id from a fresh `StdRng` (ChaCha12) seeded by the
+    /// operating system); accepts exactly such ids.
     pub fn nanoid() -> Self {
         Self {
             generate: Arc::new(|| nanoid::nanoid!()),

@@ -614,6 +614,11 @@ impl SessionManagerBuilder {
         if o.max_age.is_some_and(|d| d < Duration::from_secs(1)) {
             return bad("maxAge must be at least one second");
         }
+        // Browsers cap cookie lifetimes at 400 days; longer ones only risk date overflows.
+        let longest = Duration::from_secs(400 * 24 * 3600);
+        if o.max_age.is_some_and(|d| d > longest) || self.idle_lifetime > longest {
+            return bad("maxAge and the idle lifetime must be at most 400 days");
+        }
         if self.idle_lifetime < Duration::from_secs(1) || self.store_timeout.is_zero() {
             return bad("the idle lifetime and the store timeout must be positive");
         }

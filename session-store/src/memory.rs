@@ -91,8 +91,9 @@ impl MemoryStore {
         Self::build(clock, DEFAULT_SWEEP_INTERVAL)
     }
 
-    /// Sets how often each shard is swept of expired records (default 60 s).
+    /// Sets how often each shard is swept of expired records (default 60 s; at most a day).
     pub fn with_sweep_interval(self, interval: Duration) -> Self {
+        let interval = interval.min(Duration::from_secs(24 * 3600));
         Self::build(self.inner.clock.clone(), interval)
     }
 

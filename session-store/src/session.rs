@@ -446,7 +446,11 @@ impl Session {
         } else {
             now + c.lifetime()
         };
-        let version = if st.stored { st.version + 1 } else { 0 };
+        let version = if st.stored {
+            st.version.wrapping_add(1)
+        } else {
+            0
+        };
         let mut record = st.record(version);
         record.expires = expires;
         let sealed = crate::cookie_only::seal(keys, &c.name, &st.id, &record);
@@ -572,7 +576,7 @@ impl Session {
                 st.originals.clear();
                 None
             } else {
-                let record = (!changes.is_empty()).then(|| st.record(st.version + 1));
+                let record = (!changes.is_empty()).then(|| st.record(st.version.wrapping_add(1)));
                 let taken = std::mem::take(&mut st.originals);
                 let touched = std::mem::take(&mut st.expiry_dirty);
                 let cookie = std::mem::take(&mut st.cookie_dirty);
@@ -665,7 +669,7 @@ impl Session {
             expected = theirs.version;
             if theirs.codec != record.codec {
                 // Values in different codecs cannot be mixed: this request's data wins.
-                record.version = expected + 1;
+                record.version = expected.wrapping_add(1);
                 continue;
             }
             let mut data = theirs.data;
@@ -683,7 +687,7 @@ impl Session {
             record = Record {
                 data,
                 expires,
-                version: expected + 1,
+                version: expected.wrapping_add(1),
                 codec: theirs.codec,
                 extra: theirs.extra,
             };

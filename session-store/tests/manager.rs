@@ -1401,3 +1401,33 @@ async fn hostile_headers_without_signing_never_reach_the_store_either() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_stored_version_at_u64_max_wraps_instead_of_panicking() {
+    let h = harness(|b| b);
+    let (cookie, id) = h.existing().await;
+    let mut record = h.stored(&id).await.unwrap();
+    record.version = u64::MAX;
+    h.store.inner.set(&id, &record).await.unwrap();
+    let r = h.request(Some(&cookie), bump).await;
+    assert!(!r.session.is_new());
+    let stored = h.stored(&id).await.unwrap();
+    assert_eq!(stored.version, 0);
+    assert_eq!(
+        Codec::MessagePack
+            .decode::<u32>(&stored.data["visits"])
+            .unwrap(),
+        2
+    );
+}
+
+#[test]
+fn lifetimes_beyond_400_days_are_rejected() {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    for builder in [
+        SessionManager::builder(MemoryStore::new()).max_age(2 * year),
+        SessionManager::builder(MemoryStore::new()).idle_lifetime(10_000 * year),
+    ] {
+        assert!(matches!(builder.build(), Err(Error::Config(_))));
+    }
+}

@@ -250,8 +250,18 @@ mod tests {
     #[test]
     fn an_expired_ttl_hides_the_node_session() {
         let past = expiry_ms(now() - Duration::from_secs(1));
-        assert!(express().decode(NODE.as_bytes(), past, now()).unwrap().is_none());
-        assert!(express().decode(NODE.as_bytes(), -2, now()).unwrap().is_none());
+        assert!(
+            express()
+                .decode(NODE.as_bytes(), past, now())
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            express()
+                .decode(NODE.as_bytes(), -2, now())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -267,7 +277,12 @@ mod tests {
             record.expires,
             OffsetDateTime::parse("2026-11-26T19:58:41.066Z", &Rfc3339).unwrap()
         );
-        assert!(express().decode(NODE.as_bytes(), -1, after).unwrap().is_none());
+        assert!(
+            express()
+                .decode(NODE.as_bytes(), -1, after)
+                .unwrap()
+                .is_none()
+        );
 
         let browser = br#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"n":1}"#;
         let record = express().decode(browser, -1, after).unwrap().unwrap();

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::json;
-use session_store::testing::{self, SuiteOptions, new_id, now_ms};
+use session_store::testing::{self, SuiteOptions, now_ms};
 use session_store::time::OffsetDateTime;
 use session_store::{
     Capabilities, Codec, CookieOptions, Error, IdGenerator, Record, SessionId, SessionStore,
@@ -161,8 +161,16 @@ async fn json_suite(store: &RedisStore) {
         "text": "naïve café — 日本語 — \u{0} \"quoted\" 'single' \\ ; -- $gt",
         "nested": {"ключ 🔑": [true, null, false]}, "empty": "", "list": [],
     });
-    rich.data.insert("values".into(), Codec::Json.encode(&values).unwrap());
-    for key in ["", "a.b", "$where", "'; DROP TABLE x; --", "ключ", "__proto__"] {
+    rich.data
+        .insert("values".into(), Codec::Json.encode(&values).unwrap());
+    for key in [
+        "",
+        "a.b",
+        "$where",
+        "'; DROP TABLE x; --",
+        "ключ",
+        "__proto__",
+    ] {
         rich.data.insert(key.into(), b"1".to_vec());
     }
     store.set(&id, &rich).await.unwrap();
@@ -193,8 +201,12 @@ async fn json_suite(store: &RedisStore) {
         }
         assert!(store.get(&id).await.unwrap().is_none());
     }
-    let message = store.set(&id, &binary).await.unwrap_err().to_string();
-    assert!(message.contains("JSON"), "{message}");
+    let err = store.set(&id, &binary).await.unwrap_err();
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source.as_deref().is_some_and(|s| s.contains("Codec::Json")),
+        "the error says what to configure: {err} / {source:?}"
+    );
 
     // Many concurrent sessions do not mix up.
     let tasks = (0..32u32).map(|task| async move {
@@ -376,4 +388,11 @@ async fn reads_and_rewrites_what_node_wrote() {
         assert!(!message.contains(id.as_str()), "{message}");
     }
     let _: () = conn.del(&key).await.unwrap();
+}
+
+/// The shared conformance suite, in its express-session mode (JSON records, no version).
+#[tokio::test]
+async fn passes_the_conformance_suite_in_express_mode() {
+    let store = single("suite");
+    testing::run(&store, &SuiteOptions::new(CAPS).express_layout()).await;
 }

@@ -1,0 +1,357 @@
+//! `SqliteStore` on a temporary file and in memory.
+#![cfg(feature = "sqlite")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
+use session_store::{Capabilities, Error, SessionStore};
+use session_store_sqlx::SqliteStore;
+use session_store_sqlx::sqlx::{self, AssertSqlSafe, Row};
+
+/// A database file in the temp dir, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("{}.db", random_table())))
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.0.display())
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn file_store(db: &TempDb) -> SqliteStore {
+    let store = SqliteStore::connect(&db.url())
+        .await
+        .unwrap()
+        .with_table_name(&random_table())
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.expect("migrate is idempotent");
+    store
+}
+
+async fn memory_store() -> SqliteStore {
+    let store = SqliteStore::connect("sqlite::memory:")
+        .await
+        .unwrap()
+        .with_table_name(&random_table())
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn count(store: &SqliteStore) -> i64 {
+    let sql = format!("SELECT count(*) FROM \"{}\"", store.table_name());
+    sqlx::query(AssertSqlSafe(sql))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn drop_table(store: &SqliteStore) {
+    let sql = format!("DROP TABLE \"{}\"", store.table_name());
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn conformance_file() {
+    let db = TempDb::new();
+    let store = file_store(&db).await;
+    assert!(db.0.exists(), "connect did not create the file");
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mode, "wal");
+    run(&store, &SuiteOptions::new(Capabilities::ALL)).await;
+    assert_eq!(count(&store).await, 0, "suite left rows behind");
+    drop_table(&store).await;
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn conformance_memory() {
+    let store = memory_store().await;
+    run(&store, &SuiteOptions::new(Capabilities::ALL)).await;
+    assert_eq!(count(&store).await, 0);
+    drop_table(&store).await;
+}
+
+#[tokio::test]
+async fn data_survives_reopening_the_file() {
+    let db = TempDb::new();
+    let store = file_store(&db).await;
+    let id = new_id();
+    let record = sample_record(now_ms() + Duration::from_secs(600));
+    store.set(&id, &record).await.unwrap();
+    let table = store.table_name().to_owned();
+    store.pool().close().await;
+    let reopened = SqliteStore::connect(&db.url())
+        .await
+        .unwrap()
+        .with_table_name(&table)
+        .unwrap();
+    assert_eq!(reopened.get(&id).await.unwrap().unwrap(), record);
+    reopened.pool().close().await;
+}
+
+#[tokio::test]
+async fn hostile_ids() {
+    let store = memory_store().await;
+    hostile_ids_are_bound(&store).await;
+    // SQLite binds text with its length: a NUL id is stored and matched exactly.
+    nul_id(&store, true).await;
+    assert_eq!(count(&store).await, 0);
+}
+
+#[tokio::test]
+async fn names_are_validated() {
+    let store = memory_store().await;
+    for bad in ["", "a\"b", "x; DROP TABLE y", "1st", "main.t"] {
+        assert!(matches!(
+            store.clone().with_table_name(bad),
+            Err(Error::Config(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn delete_expired_removes_exactly_the_expired_rows() {
+    let (clock, shared) = manual_clock();
+    let store = memory_store().await.with_clock(shared);
+    delete_expired_is_exact(&store, &clock, || store.delete_expired()).await;
+    assert_eq!(count(&store).await, 0);
+}
+
+#[tokio::test]
+async fn cleanup_query_uses_the_expiry_index() {
+    let store = memory_store().await;
+    let explain = format!("EXPLAIN QUERY PLAN {}", store.delete_expired_sql());
+    let plan: Vec<String> = sqlx::query(AssertSqlSafe(explain))
+        .bind(0i64)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("detail"))
+        .collect();
+    let plan = plan.join("\n");
+    let index = format!("{}_expires_idx", store.table_name());
+    assert!(
+        plan.contains(&index),
+        "cleanup does not use {index}:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_task_deletes_and_ends_with_the_store() {
+    let store = memory_store().await;
+    let pool = store.pool().clone();
+    let table = store.table_name().to_owned();
+    let task = store.spawn_cleanup(Duration::from_millis(50));
+    for _ in 0..3 {
+        store
+            .set(&new_id(), &sample_record(now_ms() - Duration::from_secs(1)))
+            .await
+            .unwrap();
+    }
+    let live = new_id();
+    store
+        .set(&live, &sample_record(now_ms() + Duration::from_secs(600)))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "expired rows deleted", || async {
+        count(&store).await == 1
+    })
+    .await;
+    assert!(store.get(&live).await.unwrap().is_some());
+    // The counter moves right after the statement returns.
+    eventually(Duration::from_secs(10), "deletions counted", || async {
+        task.rows_deleted() == 3
+    })
+    .await;
+    assert_eq!(task.rounds_failed(), 0);
+
+    // A failing round (table gone) is counted and the task keeps running.
+    drop_table(&store).await;
+    eventually(Duration::from_secs(10), "a failed round", || async {
+        task.rounds_failed() > 0
+    })
+    .await;
+    assert!(!task.is_finished());
+    store.migrate().await.unwrap();
+    let ok = task.rounds_succeeded();
+    eventually(Duration::from_secs(10), "recovery", || async {
+        task.rounds_succeeded() > ok
+    })
+    .await;
+
+    drop(store);
+    eventually(Duration::from_secs(10), "task end", || async {
+        task.is_finished()
+    })
+    .await;
+    let _ = (pool, table);
+}
+
+#[tokio::test]
+async fn cleanup_task_stops_on_request() {
+    let store = memory_store().await;
+    let task = store.spawn_cleanup(Duration::from_millis(50));
+    task.stop();
+    eventually(Duration::from_secs(10), "stop", || async {
+        task.is_finished()
+    })
+    .await;
+    let rounds = task.rounds_succeeded() + task.rounds_failed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(task.rounds_succeeded() + task.rounds_failed(), rounds);
+}
+
+#[tokio::test]
+async fn a_locked_database_is_unavailable() {
+    use session_store_sqlx::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::str::FromStr;
+
+    let db = TempDb::new();
+    let store = file_store(&db).await;
+    let options = SqliteConnectOptions::from_str(&db.url())
+        .unwrap()
+        .busy_timeout(Duration::from_millis(100));
+    let impatient = SqliteStore::new(
+        SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap(),
+    )
+    .with_table_name(store.table_name())
+    .unwrap();
+    // Another connection holds the write lock.
+    let mut holder = store.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let err = impatient
+        .set(
+            &new_id(),
+            &sample_record(now_ms() + Duration::from_secs(60)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    impatient
+        .set(
+            &new_id(),
+            &sample_record(now_ms() + Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    impatient.pool().close().await;
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_do_not_hit_the_busy_timeout() {
+    use futures::StreamExt;
+    use session_store_sqlx::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use std::str::FromStr;
+
+    let db = TempDb::new();
+    let store = file_store(&db).await;
+    // No busy waiting at all: any two writers meeting inside SQLite would fail at once.
+    let options = SqliteConnectOptions::from_str(&db.url())
+        .unwrap()
+        .journal_mode(session_store_sqlx::sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::ZERO);
+    let pool = SqlitePoolOptions::new()
+        .min_connections(8)
+        .max_connections(8)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let eager = SqliteStore::new(pool)
+        .with_table_name(store.table_name())
+        .unwrap();
+    let record = sample_record(now_ms() + Duration::from_secs(600));
+    let results: Vec<_> = futures::stream::iter(0..400)
+        .map(|_| {
+            let (eager, record) = (&eager, &record);
+            async move {
+                let id = new_id();
+                eager.set(&id, record).await?;
+                eager.touch(&id, record.expires).await?;
+                eager.get(&id).await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for result in results {
+        assert!(result.unwrap().is_some());
+    }
+    assert_eq!(count(&store).await, 400);
+    eager.pool().close().await;
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn garbage_rows_are_corrupt() {
+    let store = memory_store().await;
+    let id = new_id();
+    store
+        .set(&id, &sample_record(now_ms() + Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let sql = format!(
+        "UPDATE \"{}\" SET data = x'00ff' WHERE id = ?1",
+        store.table_name()
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(id.as_str())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.get(&id).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Corrupt {
+                store: "sqlite",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn unopenable_file_is_unavailable() {
+    let dir = std::env::temp_dir().join(random_table());
+    let url = format!("sqlite://{}/sessions.db", dir.display());
+    let err = SqliteStore::connect(&url).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+}

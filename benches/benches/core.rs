@@ -1,8 +1,10 @@
-//! The manager's per-request cost on `MemoryStore`, and `MemoryStore` under concurrency.
+//! The manager's per-request cost on `MemoryStore`, `MemoryStore` under concurrency, and the
+//! cost of compare-and-set writes against plain updates (Memory, Redis).
 //!
 //! `cargo bench -p session-benches --bench core`
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -10,6 +12,7 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use session_store::testing::{new_id, now_ms, sample_record};
 use session_store::{MemoryStore, SessionManager, SessionStore};
+use session_store_redis::RedisStore;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -142,11 +145,48 @@ fn memory_store_concurrency(c: &mut Criterion) {
     group.finish();
 }
 
+/// The cost of compare-and-set (the default) against a plain `update`, per write request:
+/// on `MemoryStore`, and on Redis (`EVALSHA` vs `SET XX`) when `REDIS_URL` answers.
+fn compare_and_set_cost(c: &mut Criterion) {
+    let rt = runtime();
+    let mut stores: Vec<(&str, Arc<dyn SessionStore>)> =
+        vec![("memory", Arc::new(MemoryStore::new()))];
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    match rt.block_on(async {
+        let store =
+            RedisStore::from_url(&url)?.with_prefix(format!("bench:{}:", new_id().as_str()));
+        store.connect().await.map(|()| store)
+    }) {
+        Ok(store) => stores.push(("redis", Arc::new(store))),
+        Err(e) => eprintln!("skipping the Redis comparison: {e}"),
+    }
+    let mut group = c.benchmark_group("write");
+    for (name, store) in stores {
+        for cas in [true, false] {
+            let manager = SessionManager::builder_arc(store.clone())
+                .compare_and_set(cas)
+                .build()
+                .unwrap();
+            let headers = existing_session(&rt, &manager);
+            let label = if cas { "compare_and_set" } else { "update" };
+            group.bench_function(BenchmarkId::new(name, label), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let session = manager.load(&headers).await.unwrap();
+                    let n: u64 = session.get("counter").unwrap().unwrap_or(0);
+                    session.insert("counter", n + 1).unwrap();
+                    session.commit().await.unwrap();
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = manager_per_request, memory_store_concurrency
+    targets = manager_per_request, memory_store_concurrency, compare_and_set_cost
 }
 criterion_main!(benches);

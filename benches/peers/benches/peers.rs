@@ -1,0 +1,1351 @@
+//! session-store against tower-sessions, actix-session and the raw drivers, in one run.
+//!
+//! `cargo bench --manifest-path benches/peers/Cargo.toml --bench peers -- OUT.jsonl [SECTIONS]`
+//! writes one JSON object per measurement to `OUT.jsonl`; `scripts/bench.sh` turns them into
+//! `BENCHMARKS.md` and `benches/chart.svg`. Sections: `store`, `manager`, `cost`, `http`,
+//! `trips`, `memory` (default: all). Environment: `REDIS_URL` (a Redis whose counters may be
+//! reset: the script starts a private one), `POSTGRES_URL` (a database of its own, for
+//! clean `pg_stat_database` counters), `MONGODB_URL`, `BENCH_SECS` (per in-process run,
+//! default 3), `WRK_SECS` (per wrk run, default 10), `BENCH_SESSIONS` (memory section,
+//! default 1000000).
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+use session_peer_benches::{Rate, Workload, blob, rss_bytes, run_for, small_keys};
+use session_store::{Clock as _, IdGenerator, Record, SessionId, SessionManager, SessionStore};
+
+type Res<T = ()> = Result<T, String>;
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+const TTL_SECS: i64 = 3600;
+const SEEDS: usize = 1024;
+
+/// One library (or raw driver) on one backend.
+#[async_trait]
+trait Lib: Send + Sync + 'static {
+    /// Creates a session holding the standard data; returns its cookie value.
+    async fn seed(&self) -> Res<String>;
+    /// One request at the manager level: load, handler work, commit.
+    async fn manager(&self, w: Workload, cookie: &str, i: u64) -> Res;
+    /// The store operations alone (read = get, write = set, new = create, touch = touch).
+    async fn store(&self, w: Workload, cookie: &str, i: u64) -> Res;
+}
+
+// ---------------------------------------------------------------- ours
+
+struct Ours {
+    plain: SessionManager,
+    touching: SessionManager,
+    not_due: SessionManager,
+    store: Arc<dyn SessionStore>,
+    record: Mutex<Option<Record>>,
+    ids: IdGenerator,
+}
+
+impl Ours {
+    fn new(store: Arc<dyn SessionStore>) -> Res<Self> {
+        let build = |touch: Option<Duration>| {
+            let mut b = SessionManager::builder_arc(store.clone())
+                .cookie_name("sid")
+                .idle_lifetime(Duration::from_secs(TTL_SECS as u64));
+            if let Some(t) = touch {
+                b = b.touch_after(t);
+            }
+            b.build().map_err(s)
+        };
+        Ok(Self {
+            plain: build(None)?,
+            touching: build(Some(Duration::ZERO))?,
+            not_due: build(Some(Duration::from_secs(600)))?,
+            store,
+            record: Mutex::new(None),
+            ids: IdGenerator::nanoid(),
+        })
+    }
+
+    fn record(&self) -> Record {
+        self.record.lock().unwrap().clone().expect("seeded")
+    }
+}
+
+#[async_trait]
+impl Lib for Ours {
+    async fn seed(&self) -> Res<String> {
+        let session = self.plain.new_session();
+        for (k, v) in small_keys() {
+            session.insert(k, v).map_err(s)?;
+        }
+        session.insert("n", 0u64).map_err(s)?;
+        session.insert("blob", blob()).map_err(s)?;
+        session.commit().await.map_err(s)?;
+        let id = session.id();
+        let need = self.record.lock().unwrap().is_none();
+        if need {
+            let record = self
+                .store
+                .get(&id)
+                .await
+                .map_err(s)?
+                .ok_or("seed missing")?;
+            *self.record.lock().unwrap() = Some(record);
+        }
+        Ok(id.as_str().to_owned())
+    }
+
+    async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        let manager = match w {
+            Workload::Touch => &self.touching,
+            Workload::NotDue => &self.not_due,
+            _ => &self.plain,
+        };
+        let session = match w {
+            Workload::New => manager.load_value(None).await,
+            _ => manager.load_value(Some(cookie)).await,
+        }
+        .map_err(s)?;
+        match w {
+            Workload::Read | Workload::Touch | Workload::NotDue => {
+                let v: Option<String> = session.get("k3").map_err(s)?;
+                v.ok_or("k3 missing")?;
+            }
+            Workload::Write => {
+                let n: u64 = session.get("n").map_err(s)?.ok_or("n missing")?;
+                session.insert("n", n + 1).map_err(s)?;
+            }
+            Workload::New => session.insert("user", "alice").map_err(s)?,
+        }
+        let mut headers = HeaderMap::new();
+        manager
+            .finish(&session, StatusCode::OK, &mut headers)
+            .await
+            .map_err(s)
+    }
+
+    async fn store(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        let id = SessionId::new(cookie);
+        match w {
+            Workload::Read | Workload::NotDue => {
+                self.store.get(&id).await.map_err(s)?.ok_or("missing")?;
+            }
+            Workload::Write => {
+                let mut record = self.record();
+                record.expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+                self.store.set(&id, &record).await.map_err(s)?;
+            }
+            Workload::New => {
+                let mut record = self.record();
+                record.expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+                let created = self
+                    .store
+                    .create(&self.ids.generate(), &record)
+                    .await
+                    .map_err(s)?;
+                if !created {
+                    return Err("collision".into());
+                }
+            }
+            Workload::Touch => {
+                let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+                if !self.store.touch(&id, expires).await.map_err(s)? {
+                    return Err("touch missed".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- tower-sessions
+
+struct Tower<S: tower_sessions::SessionStore> {
+    store: Arc<S>,
+    record: Mutex<Option<tower_sessions::session::Record>>,
+}
+
+impl<S: tower_sessions::SessionStore> Tower<S> {
+    fn new(store: S) -> Self {
+        Self {
+            store: Arc::new(store),
+            record: Mutex::new(None),
+        }
+    }
+}
+
+fn parse_tower_id(cookie: &str) -> Res<tower_sessions::session::Id> {
+    cookie.parse().map_err(s)
+}
+
+#[async_trait]
+impl<S: tower_sessions::SessionStore> Lib for Tower<S> {
+    async fn seed(&self) -> Res<String> {
+        let session = tower_sessions::Session::new(None, self.store.clone(), None);
+        for (k, v) in small_keys() {
+            session.insert(&k, v).await.map_err(s)?;
+        }
+        session.insert("n", 0u64).await.map_err(s)?;
+        session.insert("blob", blob()).await.map_err(s)?;
+        session.save().await.map_err(s)?;
+        let id = session.id().ok_or("no id after save")?;
+        let need = self.record.lock().unwrap().is_none();
+        if need {
+            let record = self
+                .store
+                .load(&id)
+                .await
+                .map_err(s)?
+                .ok_or("seed missing")?;
+            *self.record.lock().unwrap() = Some(record);
+        }
+        Ok(id.to_string())
+    }
+
+    /// What `SessionManagerLayer` does around a handler: a lazily loaded session, saved when
+    /// modified (or always, with `with_always_save(true)`, tower-sessions' rolling expiry).
+    async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        let (id, expiry) = match w {
+            Workload::New => (None, None),
+            Workload::Touch | Workload::NotDue => (
+                Some(parse_tower_id(cookie)?),
+                Some(tower_sessions::Expiry::OnInactivity(time::Duration::hours(
+                    1,
+                ))),
+            ),
+            _ => (Some(parse_tower_id(cookie)?), None),
+        };
+        let session = tower_sessions::Session::new(id, self.store.clone(), expiry);
+        match w {
+            Workload::Read | Workload::Touch | Workload::NotDue => {
+                let v: Option<String> = session.get("k3").await.map_err(s)?;
+                v.ok_or("k3 missing")?;
+            }
+            Workload::Write => {
+                let n: u64 = session.get("n").await.map_err(s)?.ok_or("n missing")?;
+                session.insert("n", n + 1).await.map_err(s)?;
+            }
+            Workload::New => session.insert("user", "alice").await.map_err(s)?,
+        }
+        let always_save = matches!(w, Workload::Touch | Workload::NotDue);
+        let empty = session.is_empty().await;
+        if (session.is_modified() || always_save) && !empty {
+            session.save().await.map_err(s)?;
+        }
+        Ok(())
+    }
+
+    async fn store(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        match w {
+            Workload::Read | Workload::NotDue => {
+                self.store
+                    .load(&parse_tower_id(cookie)?)
+                    .await
+                    .map_err(s)?
+                    .ok_or("missing")?;
+            }
+            Workload::Write | Workload::Touch => {
+                let mut record = self.record.lock().unwrap().clone().ok_or("unseeded")?;
+                record.id = parse_tower_id(cookie)?;
+                record.expiry_date = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+                self.store.save(&record).await.map_err(s)?;
+            }
+            Workload::New => {
+                let mut record = self.record.lock().unwrap().clone().ok_or("unseeded")?;
+                record.id = tower_sessions::session::Id::default();
+                record.expiry_date = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+                self.store.create(&mut record).await.map_err(s)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- actix-session (Redis)
+
+struct Actix {
+    store: actix_session::storage::RedisSessionStore,
+}
+
+fn actix_ttl() -> time::Duration {
+    time::Duration::seconds(TTL_SECS)
+}
+
+fn actix_state() -> HashMap<String, String> {
+    let mut state: HashMap<String, String> = small_keys()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::to_string(&v).unwrap()))
+        .collect();
+    state.insert("n".into(), "0".into());
+    state.insert("blob".into(), serde_json::to_string(&blob()).unwrap());
+    state
+}
+
+fn actix_key(cookie: &str) -> Res<actix_session::storage::SessionKey> {
+    cookie.to_owned().try_into().map_err(s)
+}
+
+#[async_trait]
+impl Lib for Actix {
+    async fn seed(&self) -> Res<String> {
+        use actix_session::storage::SessionStore as _;
+        let key = self
+            .store
+            .save(actix_state(), &actix_ttl())
+            .await
+            .map_err(s)?;
+        Ok(key.as_ref().to_owned())
+    }
+
+    /// What actix-session's middleware does: load the state map, deserialize the value the
+    /// handler asks for; `update` when changed, `save` for a new session, `update_ttl` for
+    /// an unchanged session under `TtlExtensionPolicy::OnEveryRequest`.
+    async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        use actix_session::storage::SessionStore as _;
+        if w == Workload::New {
+            let mut state = HashMap::new();
+            state.insert("user".to_owned(), "\"alice\"".to_owned());
+            self.store.save(state, &actix_ttl()).await.map_err(s)?;
+            return Ok(());
+        }
+        let key = actix_key(cookie)?;
+        let mut state = self.store.load(&key).await.map_err(s)?.ok_or("missing")?;
+        match w {
+            Workload::Read | Workload::Touch | Workload::NotDue => {
+                let v: String =
+                    serde_json::from_str(state.get("k3").ok_or("k3 missing")?).map_err(s)?;
+                drop(v);
+                if w != Workload::Read {
+                    self.store.update_ttl(&key, &actix_ttl()).await.map_err(s)?;
+                }
+            }
+            Workload::Write => {
+                let n: u64 = serde_json::from_str(state.get("n").ok_or("n missing")?).map_err(s)?;
+                state.insert("n".into(), (n + 1).to_string());
+                self.store
+                    .update(key, state, &actix_ttl())
+                    .await
+                    .map_err(s)?;
+            }
+            Workload::New => unreachable!(),
+        }
+        Ok(())
+    }
+
+    async fn store(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        use actix_session::storage::SessionStore as _;
+        match w {
+            Workload::Read | Workload::NotDue => {
+                self.store
+                    .load(&actix_key(cookie)?)
+                    .await
+                    .map_err(s)?
+                    .ok_or("missing")?;
+            }
+            Workload::Write => {
+                self.store
+                    .update(actix_key(cookie)?, actix_state(), &actix_ttl())
+                    .await
+                    .map_err(s)?;
+            }
+            Workload::New => {
+                self.store
+                    .save(actix_state(), &actix_ttl())
+                    .await
+                    .map_err(s)?;
+            }
+            Workload::Touch => {
+                self.store
+                    .update_ttl(&actix_key(cookie)?, &actix_ttl())
+                    .await
+                    .map_err(s)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- raw redis
+
+/// The driver alone, used as redis-rs recommends: one multiplexed connection shared by all
+/// tasks (our store does the same).
+struct RawRedis {
+    conn: redis::aio::MultiplexedConnection,
+    prefix: String,
+    payload: Vec<u8>,
+    ids: IdGenerator,
+}
+
+impl RawRedis {
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Res<T> {
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn).await.map_err(s)
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    async fn get(&self, cookie: &str) -> Res {
+        let v: Option<Vec<u8>> = self.cmd(redis::cmd("GET").arg(self.key(cookie))).await?;
+        v.ok_or("missing")?;
+        Ok(())
+    }
+
+    async fn set(&self, key: String, nx: bool) -> Res {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(&self.payload)
+            .arg("PX")
+            .arg(TTL_SECS * 1000);
+        if nx {
+            cmd.arg("NX");
+        }
+        self.cmd::<redis::Value>(&cmd).await?;
+        Ok(())
+    }
+
+    async fn expire(&self, cookie: &str) -> Res {
+        let n: i64 = self
+            .cmd(
+                redis::cmd("PEXPIRE")
+                    .arg(self.key(cookie))
+                    .arg(TTL_SECS * 1000),
+            )
+            .await?;
+        if n != 1 {
+            return Err("missing".into());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Lib for RawRedis {
+    async fn seed(&self) -> Res<String> {
+        let id = self.ids.generate().as_str().to_owned();
+        self.set(self.key(&id), false).await?;
+        Ok(id)
+    }
+
+    /// The floor: read = GET; write = GET + SET; new = SET NX; touch = GET + PEXPIRE.
+    async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        match w {
+            Workload::Read | Workload::NotDue => self.get(cookie).await,
+            Workload::Write => {
+                self.get(cookie).await?;
+                self.set(self.key(cookie), false).await
+            }
+            Workload::New => {
+                let id = self.ids.generate();
+                self.set(self.key(id.as_str()), true).await
+            }
+            Workload::Touch => {
+                self.get(cookie).await?;
+                self.expire(cookie).await
+            }
+        }
+    }
+
+    async fn store(&self, w: Workload, cookie: &str, i: u64) -> Res {
+        match w {
+            Workload::Read | Workload::NotDue => self.get(cookie).await,
+            Workload::Write => self.set(self.key(cookie), false).await,
+            Workload::New => self.manager(w, cookie, i).await,
+            Workload::Touch => self.expire(cookie).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- raw Postgres
+
+#[cfg(feature = "sql")]
+struct RawPg {
+    pool: sqlx::PgPool,
+    payload: Vec<u8>,
+    ids: IdGenerator,
+}
+
+#[cfg(feature = "sql")]
+impl RawPg {
+    async fn new(url: &str, payload: Vec<u8>) -> Res<Self> {
+        let pool = sqlx::PgPool::connect(url).await.map_err(s)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS raw_sessions (id TEXT PRIMARY KEY, data BYTEA NOT NULL, \
+             expires TIMESTAMPTZ NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .map_err(s)?;
+        Ok(Self {
+            pool,
+            payload,
+            ids: IdGenerator::nanoid(),
+        })
+    }
+
+    async fn select(&self, id: &str) -> Res {
+        let row: Option<(Vec<u8>,)> =
+            sqlx::query_as("SELECT data FROM raw_sessions WHERE id = $1 AND expires > now()")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(s)?;
+        row.ok_or("missing")?;
+        Ok(())
+    }
+
+    async fn upsert(&self, id: &str) -> Res {
+        sqlx::query(
+            "INSERT INTO raw_sessions (id, data, expires) VALUES ($1, $2, now() + interval '1 hour') \
+             ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires",
+        )
+        .bind(id)
+        .bind(&self.payload)
+        .execute(&self.pool)
+        .await
+        .map_err(s)?;
+        Ok(())
+    }
+
+    async fn touch(&self, id: &str) -> Res {
+        sqlx::query("UPDATE raw_sessions SET expires = now() + interval '1 hour' WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(s)?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "sql")]
+#[async_trait]
+impl Lib for RawPg {
+    async fn seed(&self) -> Res<String> {
+        let id = self.ids.generate().as_str().to_owned();
+        self.upsert(&id).await?;
+        Ok(id)
+    }
+
+    /// The floor: read = SELECT; write = SELECT + upsert; new = upsert; touch = SELECT +
+    /// UPDATE expires.
+    async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+        match w {
+            Workload::Read | Workload::NotDue => self.select(cookie).await,
+            Workload::Write => {
+                self.select(cookie).await?;
+                self.upsert(cookie).await
+            }
+            Workload::New => self.upsert(self.ids.generate().as_str()).await,
+            Workload::Touch => {
+                self.select(cookie).await?;
+                self.touch(cookie).await
+            }
+        }
+    }
+
+    async fn store(&self, w: Workload, cookie: &str, i: u64) -> Res {
+        match w {
+            Workload::Read | Workload::NotDue => self.select(cookie).await,
+            Workload::Write => self.upsert(cookie).await,
+            Workload::New => self.manager(w, cookie, i).await,
+            Workload::Touch => self.touch(cookie).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the run
+
+struct Out {
+    file: std::fs::File,
+}
+
+impl Out {
+    fn emit(&mut self, value: serde_json::Value) {
+        println!("{value}");
+        writeln!(self.file, "{value}").expect("write results");
+    }
+}
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn secs(name: &str, default: u64) -> Duration {
+    Duration::from_secs(env(name, &default.to_string()).parse().unwrap_or(default))
+}
+
+/// Backends listed in `BENCH_SKIP` (comma-separated: memory, redis, postgres, mongo).
+fn skipped(backend: &str) -> bool {
+    env("BENCH_SKIP", "")
+        .split(',')
+        .any(|s| s.trim() == backend)
+}
+
+fn prefix() -> String {
+    format!("bench:{}:", nanoid::nanoid!(8))
+}
+
+/// The standard payload as our blob stores write it, for the raw floors.
+async fn standard_payload() -> Res<Vec<u8>> {
+    let ours = Ours::new(Arc::new(session_store::MemoryStore::new()))?;
+    ours.seed().await?;
+    Ok(ours.record().encode_payload())
+}
+
+async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
+    let redis_url = env("REDIS_URL", "redis://127.0.0.1:6399");
+    let mut out: Vec<(String, String, Arc<dyn Lib>)> = Vec::new();
+    let want = |n: &str| (names.is_empty() || names.contains(&n)) && !skipped(n);
+    let payload = standard_payload().await.expect("payload");
+    if want("memory") {
+        let store = Arc::new(session_store::MemoryStore::new());
+        out.push((
+            "memory".into(),
+            "ours".into(),
+            Arc::new(Ours::new(store).expect("ours")),
+        ));
+        out.push((
+            "memory".into(),
+            "tower-sessions".into(),
+            Arc::new(Tower::new(tower_sessions::MemoryStore::default())),
+        ));
+    }
+    if want("redis") {
+        match async {
+            let store = session_store_redis::RedisStore::from_url(&redis_url)
+                .map_err(s)?
+                .with_prefix(prefix());
+            store.connect().await.map_err(s)?;
+            Ours::new(Arc::new(store))
+        }
+        .await
+        {
+            Ok(l) => out.push(("redis".into(), "ours".into(), Arc::new(l))),
+            Err(e) => eprintln!("ours/redis skipped: {e}"),
+        }
+        match async {
+            use tower_sessions_redis_store::fred::prelude::*;
+            let config = Config::from_url(&redis_url).map_err(s)?;
+            let pool = Pool::new(config, None, None, None, 8).map_err(s)?;
+            pool.init().await.map_err(s)?;
+            Res::Ok(tower_sessions_redis_store::RedisStore::new(pool))
+        }
+        .await
+        {
+            Ok(store) => out.push((
+                "redis".into(),
+                "tower-sessions".into(),
+                Arc::new(Tower::new(store)),
+            )),
+            Err(e) => eprintln!("tower-sessions/redis skipped: {e}"),
+        }
+        let p = prefix();
+        match actix_session::storage::RedisSessionStore::builder(redis_url.clone())
+            .cache_keygen(move |k| format!("{p}{k}"))
+            .build()
+            .await
+        {
+            Ok(store) => out.push((
+                "redis".into(),
+                "actix-session".into(),
+                Arc::new(Actix { store }),
+            )),
+            Err(e) => eprintln!("actix-session/redis skipped: {e}"),
+        }
+        match redis_admin(&redis_url).await {
+            Ok(conn) => out.push((
+                "redis".into(),
+                "raw floor".into(),
+                Arc::new(RawRedis {
+                    conn,
+                    prefix: prefix(),
+                    payload: payload.clone(),
+                    ids: IdGenerator::nanoid(),
+                }),
+            )),
+            Err(e) => eprintln!("raw redis skipped: {e}"),
+        }
+    }
+    #[cfg(feature = "sql")]
+    if want("postgres") {
+        let url = env(
+            "POSTGRES_URL",
+            "postgres://postgres@127.0.0.1:5432/session_bench",
+        );
+        match async {
+            let store = session_store_sqlx::PostgresStore::connect(&url)
+                .await
+                .map_err(s)?;
+            store.migrate().await.map_err(s)?;
+            Ours::new(Arc::new(store))
+        }
+        .await
+        {
+            Ok(l) => out.push(("postgres".into(), "ours".into(), Arc::new(l))),
+            Err(e) => eprintln!("ours/postgres skipped: {e}"),
+        }
+        match async {
+            let pool = tower_sessions_sqlx_store::sqlx::PgPool::connect(&url)
+                .await
+                .map_err(s)?;
+            let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+            store.migrate().await.map_err(s)?;
+            Res::Ok(store)
+        }
+        .await
+        {
+            Ok(store) => out.push((
+                "postgres".into(),
+                "tower-sessions".into(),
+                Arc::new(Tower::new(store)),
+            )),
+            Err(e) => eprintln!("tower-sessions/postgres skipped: {e}"),
+        }
+        match RawPg::new(&url, payload.clone()).await {
+            Ok(l) => out.push(("postgres".into(), "raw floor".into(), Arc::new(l))),
+            Err(e) => eprintln!("raw postgres skipped: {e}"),
+        }
+    }
+    if want("mongo") {
+        let url = env(
+            "MONGODB_URL",
+            "mongodb://127.0.0.1:27917/?directConnection=true",
+        );
+        match async {
+            let coll = format!("bench_{}", nanoid::nanoid!(8, &nanoid::alphabet::SAFE[2..]));
+            let store = session_store_mongodb::MongoStore::connect(&url, "session_bench", &coll)
+                .await
+                .map_err(s)?;
+            Ours::new(Arc::new(store))
+        }
+        .await
+        {
+            Ok(l) => out.push(("mongo".into(), "ours".into(), Arc::new(l))),
+            Err(e) => eprintln!("ours/mongo skipped: {e}"),
+        }
+    }
+    out
+}
+
+async fn seed(lib: &Arc<dyn Lib>, n: usize) -> Res<Arc<Vec<String>>> {
+    let mut cookies = Vec::with_capacity(n);
+    for _ in 0..n {
+        cookies.push(lib.seed().await?);
+    }
+    Ok(Arc::new(cookies))
+}
+
+async fn throughput(
+    out: &mut Out,
+    level: &str,
+    tasks: usize,
+    duration: Duration,
+    libs: &[(String, String, Arc<dyn Lib>)],
+) {
+    for (backend, name, lib) in libs {
+        let cookies = match seed(lib, SEEDS).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{backend}/{name}: seeding failed: {e}");
+                continue;
+            }
+        };
+        for w in Workload::MAIN {
+            let (lib, cookies) = (lib.clone(), cookies.clone());
+            let by_store = level == "store";
+            let rate: Rate = run_for(tasks, duration, move |t, i| {
+                let (lib, cookies) = (lib.clone(), cookies.clone());
+                async move {
+                    let cookie = &cookies[t % cookies.len()];
+                    if by_store {
+                        lib.store(w, cookie, i).await
+                    } else {
+                        lib.manager(w, cookie, i).await
+                    }
+                }
+            })
+            .await;
+            out.emit(json!({
+                "section": level, "backend": backend, "lib": name, "workload": w.name(),
+                "tasks": tasks, "ops_per_sec": rate.ops_per_sec, "errors": rate.errors,
+            }));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- round trips
+
+async fn redis_admin(url: &str) -> Res<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(url).map_err(s)?;
+    client.get_multiplexed_async_connection().await.map_err(s)
+}
+
+/// Counters after a run: (round trips, command -> calls). Round trips are the server's
+/// `total_writes_processed` (one write event per reply batch, so a pipeline counts once),
+/// less the reply to our `CONFIG RESETSTAT` and the deadpool health-check `PING`s (each a
+/// round trip of its own). Commands come from `INFO commandstats`, which also counts the
+/// commands a script runs inside `EVALSHA`.
+async fn redis_calls(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Res<(u64, Vec<(String, u64)>)> {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .map_err(s)?;
+    let mut calls = Vec::new();
+    let mut writes = 0u64;
+    let mut pings = 0u64;
+    for line in info.lines() {
+        if let Some(v) = line.strip_prefix("total_writes_processed:") {
+            writes = v.trim().parse().unwrap_or(0);
+        }
+        let Some(rest) = line.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        let Some((cmd, stats)) = rest.split_once(':') else {
+            continue;
+        };
+        let n = stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if cmd == "ping" {
+            pings += n;
+        }
+        if matches!(
+            cmd,
+            "info"
+                | "config|resetstat"
+                | "config"
+                | "ping"
+                | "client|setinfo"
+                | "client|setname"
+                | "hello"
+                | "select"
+        ) {
+            continue;
+        }
+        calls.push((cmd.to_owned(), n));
+    }
+    Ok((writes.saturating_sub(1 + pings), calls))
+}
+
+async fn trips(out: &mut Out, rounds: usize) {
+    let redis_url = env("REDIS_URL", "redis://127.0.0.1:6399");
+    let mut workloads = Workload::MAIN.to_vec();
+    workloads.push(Workload::NotDue);
+    match redis_admin(&redis_url).await {
+        Ok(mut admin) => {
+            for (backend, name, lib) in libraries(&["redis"]).await {
+                let Ok(cookies) = seed(&lib, rounds).await else {
+                    continue;
+                };
+                for &w in &workloads {
+                    let _: Res<()> = redis::cmd("CONFIG")
+                        .arg("RESETSTAT")
+                        .query_async(&mut admin)
+                        .await
+                        .map_err(s);
+                    let mut errors = 0;
+                    for (i, cookie) in cookies.iter().enumerate() {
+                        if lib.manager(w, cookie, i as u64).await.is_err() {
+                            errors += 1;
+                        }
+                    }
+                    let (total, calls) = redis_calls(&mut admin).await.unwrap_or_default();
+                    let detail: Vec<String> = calls
+                        .iter()
+                        .map(|(c, n)| format!("{c} {:.2}", *n as f64 / rounds as f64))
+                        .collect();
+                    out.emit(json!({
+                        "section": "trips", "backend": backend, "lib": name, "workload": w.name(),
+                        "per_request": total as f64 / rounds as f64, "detail": detail.join(", "),
+                        "errors": errors,
+                    }));
+                }
+            }
+        }
+        Err(e) => eprintln!("redis round trips skipped: {e}"),
+    }
+    #[cfg(feature = "sql")]
+    pg_trips(out, rounds, &workloads).await;
+}
+
+#[cfg(feature = "sql")]
+async fn pg_xacts(admin: &sqlx::PgPool, db: &str) -> Res<i64> {
+    let mut last = -1;
+    // Backends publish their counters when they exit or go idle; wait until stable.
+    for _ in 0..20 {
+        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(admin)
+            .await;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
+        )
+        .bind(db)
+        .fetch_one(admin)
+        .await
+        .map_err(s)?;
+        if n == last {
+            return Ok(n);
+        }
+        last = n;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    Ok(last)
+}
+
+/// Postgres statements per request, from `pg_stat_database` transaction counts of a
+/// database nothing else uses (every autocommit statement is one transaction). Each cell
+/// uses a fresh library instance whose pool is closed before counting, so backends exit
+/// and flush their counters.
+#[cfg(feature = "sql")]
+async fn pg_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
+    if skipped("postgres") {
+        return;
+    }
+    let url = env(
+        "POSTGRES_URL",
+        "postgres://postgres@127.0.0.1:5432/session_bench",
+    );
+    let db = url
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let admin_url = format!(
+        "{}/postgres",
+        url.rsplit_once('/').map(|p| p.0).unwrap_or("")
+    );
+    let Ok(admin) = sqlx::PgPool::connect(&admin_url).await else {
+        eprintln!("postgres round trips skipped: no admin connection");
+        return;
+    };
+    for lib_name in ["ours", "tower-sessions", "raw floor"] {
+        for &w in workloads {
+            // Seed with one instance, count with another.
+            let seeded = {
+                let libs = libraries(&["postgres"]).await;
+                let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
+                    continue;
+                };
+                let c = seed(&lib, rounds).await;
+                drop(lib);
+                c
+            };
+            let Ok(cookies) = seeded else { continue };
+            let libs = libraries(&["postgres"]).await;
+            let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
+                continue;
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let Ok(before) = pg_xacts(&admin, &db).await else {
+                continue;
+            };
+            let mut errors = 0;
+            for (i, cookie) in cookies.iter().enumerate() {
+                if lib.manager(w, cookie, i as u64).await.is_err() {
+                    errors += 1;
+                }
+            }
+            drop(lib);
+            // Pools close when dropped; give the backends time to exit.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = pg_xacts(&admin, &db).await.unwrap_or(before);
+            out.emit(json!({
+                "section": "trips", "backend": "postgres", "lib": lib_name, "workload": w.name(),
+                "per_request": (after - before) as f64 / rounds as f64,
+                "detail": "statements (xacts)", "errors": errors,
+            }));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- memory
+
+/// RSS per session in a MemoryStore holding `n` sessions of one small key, against the
+/// bytes the session itself needs; then the records expire and are swept, and the same
+/// number is inserted again to show the memory is reused.
+async fn memory(out: &mut Out, n: usize) {
+    let clock = Arc::new(session_store::ManualClock::new(
+        time::OffsetDateTime::now_utc(),
+    ));
+    let store = session_store::MemoryStore::with_clock(clock.clone())
+        .with_sweep_interval(Duration::from_secs(3600 * 24 * 365));
+    let manager = SessionManager::builder(store.clone())
+        .clock(clock.clone())
+        .build()
+        .expect("manager");
+    let session = manager.new_session();
+    session.insert("user", 42u64).expect("insert");
+    session.commit().await.expect("commit");
+    let mut record = store
+        .get(&session.id())
+        .await
+        .expect("get")
+        .expect("seeded");
+    let user_bytes: usize = record.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let ids: Vec<SessionId> = (0..n).map(|_| IdGenerator::nanoid().generate()).collect();
+    let id_len = ids[0].as_str().len();
+    let encoded = record.encode_payload().len();
+    let fill = |record: &Record| {
+        let store = store.clone();
+        let record = record.clone();
+        let ids = &ids;
+        async move {
+            for id in ids {
+                store.set(id, &record).await.expect("set");
+            }
+        }
+    };
+    let before = rss_bytes().unwrap_or(0);
+    fill(&record).await;
+    let filled = rss_bytes().unwrap_or(0);
+    let per = (filled - before) as f64 / n as f64;
+    clock.advance(Duration::from_secs(3600 * 24 * 30));
+    let swept = store.sweep();
+    let after_sweep = rss_bytes().unwrap_or(0);
+    let left = store.len();
+    record.expires = clock.now() + time::Duration::hours(1);
+    fill(&record).await;
+    let refilled = rss_bytes().unwrap_or(0);
+    out.emit(json!({
+        "section": "memory", "lib": "ours", "sessions": n,
+        "rss_per_session": per,
+        "id_bytes": id_len, "user_bytes": user_bytes, "encoded_payload_bytes": encoded,
+        "overhead_beyond_id_and_user_data": per - (id_len + user_bytes) as f64,
+        "overhead_beyond_id_and_encoded_payload": per - (id_len + encoded) as f64,
+        "swept": swept, "left_after_sweep": left,
+        "rss_after_sweep_mb": after_sweep as f64 / 1e6,
+        "rss_growth_on_refill_per_session": (refilled as f64 - after_sweep as f64) / n as f64,
+    }));
+    drop(ids);
+    drop(store);
+    drop(manager);
+    drop(session);
+    // tower-sessions' MemoryStore for comparison (one process, so measured after ours was
+    // dropped; freed memory may be reused, which only flatters the second measurement).
+    let tstore = Arc::new(tower_sessions::MemoryStore::default());
+    let tsession = tower_sessions::Session::new(None, tstore.clone(), None);
+    tsession.insert("user", 42u64).await.expect("insert");
+    tsession.save().await.expect("save");
+    let base = {
+        use tower_sessions::SessionStore as _;
+        tstore
+            .load(&tsession.id().expect("id"))
+            .await
+            .expect("load")
+            .expect("saved")
+    };
+    let before = rss_bytes().unwrap_or(0);
+    for _ in 0..n {
+        use tower_sessions::SessionStore as _;
+        let mut r = base.clone();
+        r.id = tower_sessions::session::Id::default();
+        tstore.save(&r).await.expect("save");
+    }
+    let filled = rss_bytes().unwrap_or(0);
+    let per = (filled.saturating_sub(before)) as f64 / n as f64;
+    out.emit(json!({
+        "section": "memory", "lib": "tower-sessions", "sessions": n,
+        "rss_per_session": per, "user_bytes": user_bytes,
+        "overhead_beyond_id_and_user_data": per - (16 + user_bytes) as f64,
+    }));
+}
+
+// ---------------------------------------------------------------- HTTP
+
+mod web {
+    use super::*;
+    use axum::Router;
+    use axum::routing::get;
+
+    async fn plain() -> &'static str {
+        "value-3"
+    }
+
+    fn ours_app(manager: SessionManager, w: Workload) -> Router {
+        use session_store_tower::{Session, SessionLayer};
+        let route = match w {
+            Workload::Write => get(|Session(s): Session| async move {
+                let n: u64 = s.get("n").ok().flatten().unwrap_or(0);
+                let _ = s.insert("n", n + 1);
+                "ok"
+            }),
+            Workload::New => get(|Session(s): Session| async move {
+                let _ = s.insert("user", "alice");
+                "ok"
+            }),
+            _ => get(|Session(s): Session| async move {
+                s.get::<String>("k3").ok().flatten().unwrap_or_default()
+            }),
+        };
+        Router::new()
+            .route("/", route)
+            .layer(SessionLayer::new(manager))
+    }
+
+    fn tower_app<S: tower_sessions::SessionStore + Clone>(store: S, w: Workload) -> Router {
+        use tower_sessions::{Expiry, Session, SessionManagerLayer};
+        let mut layer = SessionManagerLayer::new(store)
+            .with_name("sid")
+            .with_secure(false);
+        if w == Workload::Touch {
+            layer = layer
+                .with_expiry(Expiry::OnInactivity(time::Duration::hours(1)))
+                .with_always_save(true);
+        }
+        let route = match w {
+            Workload::Write => get(|s: Session| async move {
+                let n: u64 = s.get("n").await.ok().flatten().unwrap_or(0);
+                let _ = s.insert("n", n + 1).await;
+                "ok"
+            }),
+            Workload::New => get(|s: Session| async move {
+                let _ = s.insert("user", "alice").await;
+                "ok"
+            }),
+            _ => get(|s: Session| async move {
+                s.get::<String>("k3")
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            }),
+        };
+        Router::new().route("/", route).layer(layer)
+    }
+
+    /// Runs `wrk` against `app` with the session cookies in rotation; returns requests/s
+    /// and the non-2xx count.
+    async fn wrk(app: Router, cookies: &[String], secs: Duration) -> Res<(f64, u64)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(s)?;
+        let addr = listener.local_addr().map_err(s)?;
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let script = std::env::temp_dir().join(format!("peers-{}.lua", nanoid::nanoid!(6)));
+        let list: Vec<String> = cookies.iter().map(|c| format!("\"sid={c}\"")).collect();
+        std::fs::write(
+            &script,
+            format!(
+                "local cookies = {{{}}}\nlocal n = #cookies\nlocal i = 0\n\
+                 request = function()\n  i = i + 1\n  if n == 0 then return wrk.format(\"GET\", \"/\") end\n  \
+                 return wrk.format(\"GET\", \"/\", {{[\"Cookie\"] = cookies[(i % n) + 1]}})\nend\n",
+                list.join(",")
+            ),
+        )
+        .map_err(s)?;
+        let url = format!("http://{addr}/");
+        let secs_arg = format!("{}s", secs.as_secs());
+        let script_arg = script.display().to_string();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("wrk")
+                .args(["-t2", "-c64", "-d", &secs_arg, "-s", &script_arg, &url])
+                .output()
+        })
+        .await
+        .map_err(s)?
+        .map_err(|e| format!("wrk: {e}"))?;
+        server.abort();
+        let _ = std::fs::remove_file(&script);
+        let text = String::from_utf8_lossy(&output.stdout);
+        let rps = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("no Requests/sec in wrk output: {text}"))?;
+        let bad = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Ok((rps, bad))
+    }
+
+    pub async fn run(out: &mut Out, secs: Duration) {
+        let redis_url = env("REDIS_URL", "redis://127.0.0.1:6399");
+        let mut variants: Vec<&str> = vec!["none", "ours/memory", "tower-sessions/memory"];
+        variants.extend(["ours/redis", "tower-sessions/redis"]);
+        #[cfg(feature = "sql")]
+        variants.extend(["ours/postgres", "tower-sessions/postgres"]);
+        for variant in variants {
+            if variant.split_once('/').is_some_and(|(_, b)| skipped(b)) {
+                continue;
+            }
+            for w in Workload::MAIN {
+                let built: Res<(Router, Vec<String>)> = async {
+                    Ok(match variant {
+                        "none" => (Router::new().route("/", get(plain)), Vec::new()),
+                        v if v.starts_with("ours/") => {
+                            let store: Arc<dyn SessionStore> = match v {
+                                "ours/memory" => Arc::new(session_store::MemoryStore::new()),
+                                "ours/redis" => {
+                                    let st = session_store_redis::RedisStore::from_url(&redis_url)
+                                        .map_err(s)?
+                                        .with_prefix(prefix());
+                                    st.connect().await.map_err(s)?;
+                                    Arc::new(st)
+                                }
+                                #[cfg(feature = "sql")]
+                                _ => {
+                                    let st = session_store_sqlx::PostgresStore::connect(&env(
+                                        "POSTGRES_URL",
+                                        "postgres://postgres@127.0.0.1:5432/session_bench",
+                                    ))
+                                    .await
+                                    .map_err(s)?;
+                                    st.migrate().await.map_err(s)?;
+                                    Arc::new(st)
+                                }
+                                #[cfg(not(feature = "sql"))]
+                                _ => return Err("no sql".into()),
+                            };
+                            let lib = Ours::new(store)?;
+                            let cookies = if w == Workload::New {
+                                Vec::new()
+                            } else {
+                                let mut c = Vec::new();
+                                for _ in 0..SEEDS {
+                                    c.push(lib.seed().await?);
+                                }
+                                c
+                            };
+                            let manager = if w == Workload::Touch {
+                                lib.touching.clone()
+                            } else {
+                                lib.plain.clone()
+                            };
+                            (ours_app(manager, w), cookies)
+                        }
+                        "tower-sessions/memory" => {
+                            let store = tower_sessions::MemoryStore::default();
+                            let lib = Tower::new(store.clone());
+                            let cookies = seed_n(&lib, w).await?;
+                            (tower_app(store, w), cookies)
+                        }
+                        "tower-sessions/redis" => {
+                            use tower_sessions_redis_store::fred::prelude::*;
+                            let config = Config::from_url(&redis_url).map_err(s)?;
+                            let pool = Pool::new(config, None, None, None, 8).map_err(s)?;
+                            pool.init().await.map_err(s)?;
+                            let store = tower_sessions_redis_store::RedisStore::new(pool);
+                            let lib = Tower::new(store.clone());
+                            let cookies = seed_n(&lib, w).await?;
+                            (tower_app(store, w), cookies)
+                        }
+                        #[cfg(feature = "sql")]
+                        "tower-sessions/postgres" => {
+                            let pool = tower_sessions_sqlx_store::sqlx::PgPool::connect(&env(
+                                "POSTGRES_URL",
+                                "postgres://postgres@127.0.0.1:5432/session_bench",
+                            ))
+                            .await
+                            .map_err(s)?;
+                            let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+                            store.migrate().await.map_err(s)?;
+                            let lib = Tower::new(store.clone());
+                            let cookies = seed_n(&lib, w).await?;
+                            (tower_app(store, w), cookies)
+                        }
+                        other => return Err(format!("unknown variant {other}")),
+                    })
+                }
+                .await;
+                let (app, cookies) = match built {
+                    Ok(b) => b,
+                    Err(e) => {
+                        eprintln!("http {variant}/{}: {e}", w.name());
+                        continue;
+                    }
+                };
+                match wrk(app, &cookies, secs).await {
+                    Ok((rps, bad)) => out.emit(json!({
+                        "section": "http", "variant": variant, "workload": w.name(),
+                        "requests_per_sec": rps, "non_2xx": bad,
+                    })),
+                    Err(e) => eprintln!("http {variant}/{}: {e}", w.name()),
+                }
+            }
+        }
+    }
+
+    async fn seed_n<S: tower_sessions::SessionStore>(
+        lib: &Tower<S>,
+        w: Workload,
+    ) -> Res<Vec<String>> {
+        let mut c = Vec::new();
+        if w != Workload::New {
+            for _ in 0..SEEDS {
+                c.push(lib.seed().await?);
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore flags.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let Some(path) = args.first() else {
+        eprintln!("usage: peers OUT.jsonl [store|manager|cost|http|trips|memory]...");
+        return;
+    };
+    let sections: Vec<&str> = args[1..].iter().map(String::as_str).collect();
+    let want = |s: &str| sections.is_empty() || sections.contains(&s);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open output");
+    let mut out = Out { file };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let run_secs = secs("BENCH_SECS", 3);
+        if want("memory") {
+            let n = env("BENCH_SESSIONS", "1000000")
+                .parse()
+                .unwrap_or(1_000_000);
+            memory(&mut out, n).await;
+        }
+        if want("cost") {
+            let libs = libraries(&["memory"]).await;
+            throughput(&mut out, "cost", 1, run_secs, &libs).await;
+        }
+        if want("store") || want("manager") {
+            let libs = libraries(&[]).await;
+            if want("store") {
+                throughput(&mut out, "store", 64, run_secs, &libs).await;
+            }
+            if want("manager") {
+                throughput(&mut out, "manager", 64, run_secs, &libs).await;
+            }
+        }
+        if want("trips") {
+            trips(&mut out, 200).await;
+        }
+        if want("http") {
+            web::run(&mut out, secs("WRK_SECS", 10)).await;
+        }
+    });
+}

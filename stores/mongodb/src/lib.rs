@@ -34,12 +34,6 @@ pub const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// one lets the pool recover quickly after the server was unreachable.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The connection pool size of a client built by [`MongoStore::connect`], unless the
-/// connection string sets `maxPoolSize` (the driver's default is 10). Sessions are touched
-/// on most requests: a pool smaller than the number of concurrent requests makes them queue,
-/// and after an outage it slows the recovery (measured in RELIABILITY.md).
-pub const DEFAULT_MAX_POOL_SIZE: u32 = 64;
-
 /// The database [`MongoStore::from_url`] uses when the connection string names none.
 pub const DEFAULT_DATABASE: &str = "session_store";
 
@@ -87,8 +81,7 @@ impl MongoStore {
     /// `collection` in `database`, creating the TTL index if it is missing.
     ///
     /// Server selection gives up after [`DEFAULT_SERVER_SELECTION_TIMEOUT`] unless the
-    /// string sets `serverSelectionTimeoutMS`; [`DEFAULT_CONNECT_TIMEOUT`] and
-    /// [`DEFAULT_MAX_POOL_SIZE`] apply likewise. Fails with [`Error::Unavailable`] when no
+    /// string sets `serverSelectionTimeoutMS`; [`DEFAULT_CONNECT_TIMEOUT`] applies likewise. Fails with [`Error::Unavailable`] when no
     /// server answers, and with [`Error::Backend`] on a malformed string.
     pub async fn connect(uri: &str, database: &str, collection: &str) -> Result<Self> {
         let (client, _) = client_from_uri(uri).await?;
@@ -174,9 +167,6 @@ async fn client_from_uri(uri: &str) -> Result<(Client, Option<String>)> {
     }
     if options.connect_timeout.is_none() {
         options.connect_timeout = Some(DEFAULT_CONNECT_TIMEOUT);
-    }
-    if options.max_pool_size.is_none() {
-        options.max_pool_size = Some(DEFAULT_MAX_POOL_SIZE);
     }
     let database = options.default_database.clone();
     let client = Client::with_options(options).map_err(map_error)?;

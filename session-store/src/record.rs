@@ -244,16 +244,18 @@ fn read_bin_map(input: &mut &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
     if len > input.len() / 2 {
         return None;
     }
-    let mut map = BTreeMap::new();
+    let mut entries = Vec::with_capacity(len);
     for _ in 0..len {
         let key_len = rmp::decode::read_str_len(input).ok()? as usize;
         let key = take(input, key_len)?;
         let key = std::str::from_utf8(key).ok()?.to_owned();
         let value_len = rmp::decode::read_bin_len(input).ok()? as usize;
         let value = take(input, value_len)?.to_vec();
-        map.insert(key, value);
+        entries.push((key, value));
     }
-    Some(map)
+    // Payloads list keys in order, so this builds the tree in bulk, without comparisons
+    // per insert (a duplicate key keeps its last value).
+    Some(entries.into_iter().collect())
 }
 
 fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {

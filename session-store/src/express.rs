@@ -74,7 +74,7 @@ impl ExpressLayout {
                 ));
             }
             let value: Value = serde_json::from_slice(raw).map_err(Error::serialization)?;
-            object.insert(key.clone(), value);
+            object.insert(key.to_owned(), value);
         }
         for (key, value) in &record.extra {
             if key != COOKIE_KEY && !object.contains_key(key) {

@@ -6,6 +6,7 @@
 mod clock;
 pub mod codec;
 mod cookie_only;
+pub mod data;
 mod error;
 pub mod express;
 mod id;
@@ -24,6 +25,7 @@ pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CookieCodec, FnCodec, PlainCodec, PrivateCodec, SignedCodec};
 pub use cookie_only::MAX_COOKIE_LEN;
+pub use data::Data;
 pub use error::{BoxError, Error, Result};
 pub use id::{IdGenerator, MAX_ID_LEN, SessionId};
 pub use lazy::LazySession;

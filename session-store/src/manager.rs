@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{COOKIE, SET_COOKIE};
@@ -103,6 +104,13 @@ impl Config {
     }
 
     pub(crate) async fn timed<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        let mut call = std::pin::pin!(call);
+        // A store that answers at once (memory, a cache hit) needs no timer: poll once
+        // before arming one.
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        if let Poll::Ready(result) = first {
+            return result;
+        }
         match tokio::time::timeout(self.store_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {

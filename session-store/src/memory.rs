@@ -1,8 +1,9 @@
 //! [`MemoryStore`]: a complete in-process backend.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -25,9 +26,10 @@ const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 ///   each of the 64 shards is swept whenever an operation reaches it more than the sweep
 ///   interval (default 60 s) after its last sweep, and [`MemoryStore::spawn_sweeper`] adds a
 ///   background sweep for processes that may go idle.
-/// - Records are kept as one compact encoded payload each (see
+/// - Each record is one allocation holding its id and its encoded payload (see
 ///   [`Record::encode_payload`]), in shards with their own lock, so concurrent requests
-///   rarely wait on each other.
+///   rarely wait on each other. A read shares that allocation instead of copying it: values
+///   are decoded only when the session asks for them.
 /// - `Clone` is cheap and clones share the same sessions.
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -42,28 +44,96 @@ struct Inner {
 }
 
 struct Shard {
-    map: HashMap<Box<str>, Entry>,
+    entries: HashSet<Entry>,
     next_sweep: OffsetDateTime,
 }
 
+/// One record: `bytes` holds the id's length (2 bytes, big-endian), the id, then the
+/// payload envelope. Hashed and compared by id, so the set finds it by `&str`.
 struct Entry {
-    payload: Box<[u8]>,
-    expires: OffsetDateTime,
+    bytes: Arc<[u8]>,
+    /// Unix time in nanoseconds (exact for expiries until the year 2262; later ones are
+    /// kept as that year, long after any session ends).
+    expires: i64,
     version: u64,
 }
 
 impl Entry {
-    fn new(record: &Record) -> Self {
+    fn new(id: &SessionId, record: &Record) -> Self {
+        let id = id.as_str().as_bytes();
+        let payload = record.encode_payload();
+        // Ids longer than MAX_ID_LEN never reach a store through the manager; the length
+        // still fits the 2-byte prefix for any id up to 64 KiB.
+        let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX);
+        let id = &id[..usize::from(id_len)];
+        let mut bytes = Vec::with_capacity(2 + id.len() + payload.len());
+        bytes.extend_from_slice(&id_len.to_be_bytes());
+        bytes.extend_from_slice(id);
+        bytes.extend_from_slice(&payload);
         Self {
-            payload: record.encode_payload().into_boxed_slice(),
-            expires: record.expires,
+            bytes: bytes.into(),
+            expires: to_nanos(record.expires),
             version: record.version,
         }
     }
 
-    fn live(&self, now: OffsetDateTime) -> bool {
+    fn id_len(&self) -> usize {
+        usize::from(u16::from_be_bytes([self.bytes[0], self.bytes[1]]))
+    }
+
+    fn id(&self) -> &str {
+        // Written from a `&str` by `Entry::new`, cut at a length that the set never lets
+        // differ from the lookup key (a cut id would only make the entry unreachable).
+        std::str::from_utf8(&self.bytes[2..2 + self.id_len()]).unwrap_or_default()
+    }
+
+    fn live(&self, now: i64) -> bool {
         self.expires > now
     }
+
+    fn record(&self) -> Result<Record> {
+        let start = 2 + self.id_len();
+        Record::decode_shared_payload_at(
+            self.bytes.clone(),
+            start,
+            from_nanos(self.expires),
+            self.version,
+        )
+        .map_err(|e| crate::Error::corrupt("memory", e))
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Entry {}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id().hash(state);
+    }
+}
+
+impl Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+fn to_nanos(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(if t.year() < 1970 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+fn from_nanos(nanos: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 impl fmt::Debug for MemoryStore {
@@ -102,7 +172,7 @@ impl MemoryStore {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    map: HashMap::new(),
+                    entries: HashSet::new(),
                     next_sweep: first_sweep,
                 })
             })
@@ -119,7 +189,11 @@ impl MemoryStore {
 
     /// Number of records held, expired ones not yet swept included.
     pub fn len(&self) -> usize {
-        self.inner.shards.iter().map(|s| lock(s).map.len()).sum()
+        self.inner
+            .shards
+            .iter()
+            .map(|s| lock(s).entries.len())
+            .sum()
     }
 
     /// Whether no record is held.
@@ -135,10 +209,11 @@ impl MemoryStore {
             .iter()
             .map(|shard| {
                 let mut shard = lock(shard);
-                let before = shard.map.len();
-                shard.map.retain(|_, e| e.live(now));
+                let before = shard.entries.len();
+                let now_nanos = to_nanos(now);
+                shard.entries.retain(|e| e.live(now_nanos));
                 shard.next_sweep = now + self.inner.sweep_interval;
-                before - shard.map.len()
+                before - shard.entries.len()
             })
             .sum()
     }
@@ -164,7 +239,8 @@ impl MemoryStore {
         let index = (self.inner.hasher.hash_one(id.as_str()) as usize) % SHARDS;
         let mut shard = lock(&self.inner.shards[index]);
         if now >= shard.next_sweep {
-            shard.map.retain(|_, e| e.live(now));
+            let now_nanos = to_nanos(now);
+            shard.entries.retain(|e| e.live(now_nanos));
             shard.next_sweep = now + self.inner.sweep_interval;
         }
         shard
@@ -190,33 +266,38 @@ impl SessionStore for MemoryStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         let now = self.inner.clock.now();
         let shard = self.shard(id, now);
-        match shard.map.get(id.as_str()) {
-            Some(e) if e.live(now) => Record::decode_payload(&e.payload, e.expires, e.version)
-                .map(Some)
-                .map_err(|e| crate::Error::corrupt("memory", e)),
-            _ => Ok(None),
-        }
+        let entry = match shard.entries.get(id.as_str()) {
+            Some(e) if e.live(to_nanos(now)) => Entry {
+                bytes: e.bytes.clone(),
+                expires: e.expires,
+                version: e.version,
+            },
+            _ => return Ok(None),
+        };
+        drop(shard);
+        entry.record().map(Some)
     }
 
     async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
-        let entry = Entry::new(record);
+        let entry = Entry::new(id, record);
         let now = self.inner.clock.now();
-        self.shard(id, now).map.insert(id.as_str().into(), entry);
+        self.shard(id, now).entries.replace(entry);
         Ok(())
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         let now = self.inner.clock.now();
-        self.shard(id, now).map.remove(id.as_str());
+        self.shard(id, now).entries.remove(id.as_str());
         Ok(())
     }
 
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
         let now = self.inner.clock.now();
         let mut shard = self.shard(id, now);
-        match shard.map.get_mut(id.as_str()) {
-            Some(e) if e.live(now) => {
-                e.expires = expires;
+        match shard.entries.take(id.as_str()) {
+            Some(mut e) if e.live(to_nanos(now)) => {
+                e.expires = to_nanos(expires);
+                shard.entries.insert(e);
                 Ok(true)
             }
             _ => Ok(false),
@@ -224,25 +305,25 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        let entry = Entry::new(record);
+        let entry = Entry::new(id, record);
         let now = self.inner.clock.now();
         let mut shard = self.shard(id, now);
-        match shard.map.get(id.as_str()) {
-            Some(e) if e.live(now) => Ok(false),
+        match shard.entries.get(id.as_str()) {
+            Some(e) if e.live(to_nanos(now)) => Ok(false),
             _ => {
-                shard.map.insert(id.as_str().into(), entry);
+                shard.entries.replace(entry);
                 Ok(true)
             }
         }
     }
 
     async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        let entry = Entry::new(record);
+        let entry = Entry::new(id, record);
         let now = self.inner.clock.now();
         let mut shard = self.shard(id, now);
-        match shard.map.get_mut(id.as_str()) {
-            Some(e) if e.live(now) => {
-                *e = entry;
+        match shard.entries.get(id.as_str()) {
+            Some(e) if e.live(to_nanos(now)) => {
+                shard.entries.replace(entry);
                 Ok(true)
             }
             _ => Ok(false),
@@ -255,15 +336,15 @@ impl SessionStore for MemoryStore {
         record: &Record,
         expected: u64,
     ) -> Result<CasOutcome> {
-        let entry = Entry::new(record);
+        let entry = Entry::new(id, record);
         let now = self.inner.clock.now();
         let mut shard = self.shard(id, now);
-        match shard.map.get_mut(id.as_str()) {
-            Some(e) if e.live(now) => {
+        match shard.entries.get(id.as_str()) {
+            Some(e) if e.live(to_nanos(now)) => {
                 if e.version != expected {
                     return Ok(CasOutcome::Conflict);
                 }
-                *e = entry;
+                shard.entries.replace(entry);
                 Ok(CasOutcome::Written)
             }
             _ => Ok(CasOutcome::Missing),

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
+use crate::data::{Data, read_entry};
 use crate::error::{Error, Result};
 
 /// How session values are turned into bytes.
@@ -126,7 +128,7 @@ fn sort_maps(value: rmpv::Value) -> rmpv::Value {
 #[derive(Clone, PartialEq)]
 pub struct Record {
     /// Key → encoded value.
-    pub data: BTreeMap<String, Vec<u8>>,
+    pub data: Data,
     /// Absolute expiry. Stores keep at least millisecond precision and never return a record
     /// whose expiry has passed.
     pub expires: OffsetDateTime,
@@ -161,7 +163,7 @@ impl Record {
     /// An empty record with the given expiry, version 0.
     pub fn new(expires: OffsetDateTime, codec: Codec) -> Self {
         Self {
-            data: BTreeMap::new(),
+            data: Data::new(),
             expires,
             version: 0,
             codec,
@@ -179,14 +181,23 @@ impl Record {
     /// `0xA5, format, codec tag`, then a MessagePack map of key → bin, then the extra fields
     /// as a MessagePack map.
     pub fn encode_payload(&self) -> Vec<u8> {
-        let size: usize = self.data.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
-        let mut out = Vec::with_capacity(size + 8);
+        let unchanged = self.data.unchanged_entries();
+        let size = match unchanged {
+            Some(entries) => entries.len(),
+            None => self.data.iter().map(|(k, v)| k.len() + v.len() + 10).sum(),
+        };
+        let mut out = Vec::with_capacity(size + 16);
         out.extend_from_slice(&[PAYLOAD_MAGIC, PAYLOAD_FORMAT, self.codec.tag()]);
         // Writing into a Vec cannot fail; lengths above u32::MAX are impossible in practice.
         let _ = rmp::encode::write_map_len(&mut out, self.data.len() as u32);
-        for (key, value) in &self.data {
-            let _ = rmp::encode::write_str(&mut out, key);
-            let _ = rmp::encode::write_bin(&mut out, value);
+        match unchanged {
+            Some(entries) => out.extend_from_slice(entries),
+            None => {
+                for (key, value) in &self.data {
+                    let _ = rmp::encode::write_str(&mut out, key);
+                    let _ = rmp::encode::write_bin(&mut out, value);
+                }
+            }
         }
         let _ = rmp::encode::write_map_len(&mut out, self.extra.len() as u32);
         for (key, value) in &self.extra {
@@ -200,27 +211,49 @@ impl Record {
     /// Decodes an envelope written by [`Record::encode_payload`]; expiry and version come from
     /// the backend's own fields. Garbage gives an error, never a panic.
     pub fn decode_payload(bytes: &[u8], expires: OffsetDateTime, version: u64) -> Result<Self> {
+        Self::decode_shared_payload(Arc::from(bytes), expires, version)
+    }
+
+    /// [`Record::decode_payload`] on bytes the record may keep: the values stay in `bytes`
+    /// and are read from there ([`Data`]), so nothing is copied per key.
+    pub fn decode_shared_payload(
+        bytes: Arc<[u8]>,
+        expires: OffsetDateTime,
+        version: u64,
+    ) -> Result<Self> {
+        Self::decode_shared_payload_at(bytes, 0, expires, version)
+    }
+
+    /// [`Record::decode_shared_payload`] of the envelope that starts at `bytes[start]`.
+    pub(crate) fn decode_shared_payload_at(
+        bytes: Arc<[u8]>,
+        start: usize,
+        expires: OffsetDateTime,
+        version: u64,
+    ) -> Result<Self> {
         let corrupt = |what: &str| Error::corrupt("payload", what.to_owned());
-        let [magic, format, tag, rest @ ..] = bytes else {
+        let [magic, format, tag, ..] = *bytes.get(start..).unwrap_or_default() else {
             return Err(corrupt("payload too short"));
         };
-        if *magic != PAYLOAD_MAGIC {
+        if magic != PAYLOAD_MAGIC {
             return Err(corrupt("not a session payload"));
         }
-        if *format != PAYLOAD_FORMAT {
+        if format != PAYLOAD_FORMAT {
             return Err(corrupt("unknown payload format version"));
         }
-        let codec = Codec::from_tag(*tag).ok_or_else(|| corrupt("unknown value codec"))?;
-        let mut input = rest;
-        let data = read_bin_map(&mut input).ok_or_else(|| corrupt("malformed data map"))?;
+        let codec = Codec::from_tag(tag).ok_or_else(|| corrupt("unknown value codec"))?;
+        let mut at = start + 3;
+        let data =
+            Data::read_shared(&bytes, &mut at).ok_or_else(|| corrupt("malformed data map"))?;
+        let mut input = &bytes[at..];
         let raw_extra = read_bin_map(&mut input).ok_or_else(|| corrupt("malformed extra map"))?;
         if !input.is_empty() {
             return Err(corrupt("trailing bytes after payload"));
         }
         let mut extra = BTreeMap::new();
         for (key, json) in raw_extra {
-            let value = serde_json::from_slice(&json).map_err(|e| Error::corrupt("payload", e))?;
-            extra.insert(key, value);
+            let value = serde_json::from_slice(json).map_err(|e| Error::corrupt("payload", e))?;
+            extra.insert(key.to_owned(), value);
         }
         Ok(Self {
             data,
@@ -233,38 +266,18 @@ impl Record {
 
     /// Total size of keys and encoded values, the measure of the manager's size limit.
     pub fn data_size(&self) -> usize {
-        self.data.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.data.size()
     }
 }
 
 /// Reads a MessagePack map of str → bin, checking every length against the input left.
-fn read_bin_map(input: &mut &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
+fn read_bin_map<'a>(input: &mut &'a [u8]) -> Option<Vec<(&'a str, &'a [u8])>> {
     let len = rmp::decode::read_map_len(input).ok()? as usize;
     // Each entry takes at least two bytes: refuse lengths the input cannot hold.
     if len > input.len() / 2 {
         return None;
     }
-    let mut entries = Vec::with_capacity(len);
-    for _ in 0..len {
-        let key_len = rmp::decode::read_str_len(input).ok()? as usize;
-        let key = take(input, key_len)?;
-        let key = std::str::from_utf8(key).ok()?.to_owned();
-        let value_len = rmp::decode::read_bin_len(input).ok()? as usize;
-        let value = take(input, value_len)?.to_vec();
-        entries.push((key, value));
-    }
-    // Payloads list keys in order, so this builds the tree in bulk, without comparisons
-    // per insert (a duplicate key keeps its last value).
-    Some(entries.into_iter().collect())
-}
-
-fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
-    if input.len() < len {
-        return None;
-    }
-    let (head, tail) = input.split_at(len);
-    *input = tail;
-    Some(head)
+    (0..len).map(|_| read_entry(input)).collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
+use crate::data::Data;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::manager::{Config, SessionManager};
@@ -54,7 +55,7 @@ struct State {
     stored: bool,
     /// No stored session was found when loading (or it was destroyed since).
     new: bool,
-    data: BTreeMap<String, Vec<u8>>,
+    data: Data,
     size: usize,
     /// For each key changed since the last load or commit: its value then.
     originals: BTreeMap<String, Option<Vec<u8>>>,
@@ -78,7 +79,7 @@ struct State {
 impl State {
     fn note_original(&mut self, key: &str) {
         if !self.originals.contains_key(key) {
-            let old = self.data.get(key).cloned();
+            let old = self.data.get(key).map(<[u8]>::to_vec);
             self.originals.insert(key.to_owned(), old);
         }
     }
@@ -93,7 +94,7 @@ impl State {
                 (Some(a), Some(b)) => !self.codec.same_value(a, b),
                 _ => true,
             })
-            .map(|(key, _)| (key.clone(), self.data.get(key).cloned()))
+            .map(|(key, _)| (key.clone(), self.data.get(key).map(<[u8]>::to_vec)))
             .collect()
     }
 
@@ -112,27 +113,35 @@ impl State {
     /// change take the stored values (another request's changes).
     fn settle(&mut self, written: &Record, merged: bool) {
         for (key, old) in self.originals.iter_mut() {
-            *old = written.data.get(key).cloned();
+            *old = written.data.get(key).map(<[u8]>::to_vec);
         }
         if merged {
-            let keys: Vec<String> = written
-                .data
-                .keys()
-                .chain(self.data.keys())
-                .filter(|k| !self.originals.contains_key(*k))
-                .cloned()
-                .collect();
-            for key in keys {
-                match written.data.get(&key) {
-                    Some(v) => self.data.insert(key, v.clone()),
-                    None => self.data.remove(&key),
-                };
+            // Keys changed since the snapshot keep their value; the rest is what was written.
+            let mut data = written.data.clone();
+            for key in self.originals.keys() {
+                match self.data.get(key) {
+                    Some(v) => data.insert(key.clone(), v.to_vec()),
+                    None => {
+                        data.remove(key);
+                    }
+                }
             }
-            self.size = self.data.iter().map(|(k, v)| k.len() + v.len()).sum();
+            self.data = data;
+            self.size = self.data.size();
             self.extra = written.extra.clone();
             self.codec = written.codec;
         }
         self.version = written.version;
+    }
+
+    /// Whether a commit has nothing to do: no key set or removed since the last load or
+    /// commit, no expiry to write, no id to destroy.
+    fn settled(&self) -> bool {
+        self.originals.is_empty()
+            && !self.expiry_dirty
+            && self.old_ids.is_empty()
+            && !self.destroy_requested
+            && (self.stored || self.data.is_empty())
     }
 
     /// Restores what a failed commit took out of the state.
@@ -174,7 +183,7 @@ impl Session {
             id: c.ids.generate(),
             stored: false,
             new: true,
-            data: BTreeMap::new(),
+            data: Data::new(),
             size: 0,
             originals: BTreeMap::new(),
             codec: c.codec,
@@ -303,8 +312,9 @@ impl Session {
             return false;
         }
         st.note_original(key);
-        if let Some(v) = st.data.remove(key) {
-            st.size -= key.len() + v.len();
+        if let Some(len) = st.data.get(key).map(<[u8]>::len) {
+            st.data.remove(key);
+            st.size -= key.len() + len;
         }
         true
     }
@@ -316,7 +326,7 @@ impl Session {
 
     /// The keys, in order.
     pub fn keys(&self) -> Vec<String> {
-        self.lock().data.keys().cloned().collect()
+        self.lock().data.keys().map(str::to_owned).collect()
     }
 
     /// Number of keys.
@@ -332,7 +342,7 @@ impl Session {
     /// Removes every key (the session itself stays; see [`destroy`](Self::destroy)).
     pub fn clear(&self) {
         let mut st = self.lock();
-        let keys: Vec<String> = st.data.keys().cloned().collect();
+        let keys: Vec<String> = st.data.keys().map(str::to_owned).collect();
         for key in keys {
             st.note_original(&key);
         }
@@ -408,7 +418,13 @@ impl Session {
     /// Store failures, timeouts and exhausted compare-and-set retries are returned; the
     /// session keeps its changes, so a later commit tries again.
     pub async fn commit(&self) -> Result<()> {
-        let _serial = self.shared.commit_lock.lock().await;
+        let _serial = match self.shared.commit_lock.try_lock() {
+            Ok(serial) => serial,
+            Err(_) => self.shared.commit_lock.lock().await,
+        };
+        if self.lock().settled() {
+            return Ok(());
+        }
         if let Some(keys) = &self.config().cookie_only {
             return self.commit_cookie_only(keys);
         }
@@ -676,8 +692,10 @@ impl Session {
             for (key, value) in changes {
                 match value {
                     Some(v) => data.insert(key.clone(), v.clone()),
-                    None => data.remove(key),
-                };
+                    None => {
+                        data.remove(key);
+                    }
+                }
             }
             let expires = if touched {
                 record.expires.max(theirs.expires)

@@ -259,7 +259,7 @@ fn record_to_tower(id: Id, record: &Record) -> Result<TowerRecord> {
             },
             other => other,
         })?;
-        data.insert(key.clone(), value);
+        data.insert(key.to_owned(), value);
     }
     Ok(TowerRecord {
         id,

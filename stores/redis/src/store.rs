@@ -20,13 +20,15 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_SIZE: usize = 4;
 
-/// Compare-and-set in one `EVALSHA`: 0 = missing, 1 = conflict, 2 = written.
+/// Compare-and-set in one `EVALSHA`: 0 = missing, 1 = conflict, 2 = written. Only the
+/// 8-byte version header is read into the script (`GETRANGE`; a missing key reads as empty),
+/// never the payload.
 const CAS_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-if not current then
+local current = redis.call('GETRANGE', KEYS[1], 0, 7)
+if current == '' then
   return 0
 end
-if string.sub(current, 1, 8) ~= ARGV[1] then
+if current ~= ARGV[1] then
   return 1
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])

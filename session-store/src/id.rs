@@ -60,22 +60,46 @@ fn url_safe(id: &str, lengths: &[usize]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The 64 symbols of ids: each random byte picks one by its low six bits, so every symbol is
+/// equally likely (256 is a multiple of 64) and each carries 6 bits.
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+/// `len` (at most 32) symbols of [`ALPHABET`], from `rand`'s thread-local CSPRNG: ChaCha12,
+/// seeded from the operating system and reseeded from it after every 64 KiB of output. It
+/// is not reseeded on `fork`: a process that forks without `exec` should create sessions
+/// in one of the two processes only.
+fn random_id(len: usize) -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    let bytes = &mut bytes[..len.min(32)];
+    rand::rng().fill_bytes(bytes);
+    bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(b & 63)]))
+        .collect()
+}
+
 impl IdGenerator {
-    /// The default: nanoid, 21 characters of `[A-Za-z0-9_-]` (126 bits from the operating
-    /// system's CSPRNG: nanoid draws each id from a fresh `StdRng` (ChaCha12) seeded by the
-    /// operating system); accepts exactly such ids.
+    /// The default: nanoid's format, 21 characters of `[A-Za-z0-9_-]`, i.e. 126 bits; accepts
+    /// exactly such ids.
+    ///
+    /// The bits come from `rand`'s thread-local CSPRNG (ChaCha12, seeded from the operating
+    /// system and reseeded from it after every 64 KiB of output), one random byte per
+    /// symbol. It is not reseeded on `fork`: a process that forks without `exec` should
+    /// create sessions in one of the two processes only.
     pub fn nanoid() -> Self {
         Self {
-            generate: Arc::new(|| nanoid::nanoid!()),
+            generate: Arc::new(|| random_id(21)),
             validate: Arc::new(|id| url_safe(id, &[21])),
         }
     }
 
-    /// Interop with express-session: makes 32-character ids (24 random bytes, URL-safe
-    /// base64, as express-session's `uid-safe` does) and accepts both those and nanoid ids.
+    /// Interop with express-session: makes 32-character ids (192 bits, the length of
+    /// express-session's `uid-safe` ids: 24 bytes in URL-safe base64) and accepts both those
+    /// and nanoid ids.
     pub fn express_compatible() -> Self {
         Self {
-            generate: Arc::new(|| nanoid::nanoid!(32)),
+            generate: Arc::new(|| random_id(32)),
             validate: Arc::new(|id| url_safe(id, &[21, 32])),
         }
     }

@@ -4,14 +4,15 @@
 //!
 //! # Where ids come from
 //!
-//! `IdGenerator::nanoid()` calls `nanoid::nanoid!()` (nanoid 0.5): 21 symbols of the 64-symbol
-//! alphabet `[A-Za-z0-9_-]`, i.e. 21 × 6 = 126 bits. nanoid 0.5's default random source
-//! (`nanoid::rngs::default`) builds a fresh rand 0.9 `StdRng::from_os_rng()` for every id:
-//! `StdRng` is ChaCha12 (a CSPRNG), seeded with 32 bytes from the operating system
-//! (`getrandom`), so ids neither repeat across forks nor depend on the time. Because the
-//! alphabet has exactly 64 symbols, nanoid masks each random byte with `& 63` and uses every
-//! byte (no rejection, no modulo bias). The tests below check what can be checked from the
-//! outside: length, alphabet, uniqueness, per-position uniformity, no shared prefixes
+//! `IdGenerator::nanoid()` makes nanoid-format ids: 21 symbols of the 64-symbol alphabet
+//! `[A-Za-z0-9_-]`, i.e. 21 × 6 = 126 bits (`IdGenerator::express_compatible()`: 32 symbols,
+//! 192 bits). The random bytes come from rand 0.9's `ThreadRng`: ChaCha12 (a CSPRNG) per
+//! thread, seeded with 32 bytes from the operating system (`getrandom`) and reseeded from it
+//! after every 64 KiB of output, so ids neither depend on the time nor repeat across
+//! threads. (It is not reseeded on `fork`; the docs of `IdGenerator::nanoid` say so.)
+//! Because the alphabet has exactly 64 symbols, each random byte picks a symbol by its low
+//! six bits (no rejection, no modulo bias). The tests below check what can be checked from
+//! the outside: length, alphabet, uniqueness, per-position uniformity, no shared prefixes
 //! between consecutive ids, and that the lock file still pins that generator.
 //!
 //! # Constant-time signatures
@@ -188,26 +189,22 @@ fn fresh_sessions_get_nanoid_ids_from_the_manager() {
 }
 
 /// The id generator's randomness is not visible from its output; this pins what was
-/// reviewed (see the module docs): nanoid 0.5 on rand 0.9, whose `StdRng` is ChaCha12 seeded
-/// from the OS. A change of either crate fails here and asks for a new review.
+/// reviewed (see the module docs): rand 0.9, whose `ThreadRng` is ChaCha12 seeded and
+/// reseeded from the OS. A change of major version fails here and asks for a new review.
 #[test]
 fn lock_file_pins_the_reviewed_id_generator() {
     let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
     let lock = std::fs::read_to_string(&lock)
         .unwrap_or_else(|e| panic!("{} unreadable: {e}", lock.display()));
-    let nanoid = lock
+    let ours = lock
         .split("[[package]]")
-        .find(|p| p.contains("name = \"nanoid\""))
-        .expect("nanoid is locked");
+        .find(|p| p.contains("name = \"session-store\"\n"))
+        .expect("session-store is locked");
     assert!(
-        nanoid.contains("version = \"0.5."),
-        "nanoid is no longer 0.5: review its random source, then update this test\n{nanoid}"
+        ours.contains("\"rand 0.9.") || ours.contains("\"rand\""),
+        "session-store no longer uses rand 0.9: review the id generator's random source\n{ours}"
     );
-    assert!(
-        nanoid.contains("\"rand 0.9.") || nanoid.contains("\"rand\""),
-        "nanoid no longer uses rand 0.9: review its random source\n{nanoid}"
-    );
-    if !nanoid.contains("\"rand 0.9.") {
+    if !ours.contains("\"rand 0.9.") {
         // A single rand in the graph: it must be 0.9.
         let rand = lock
             .split("[[package]]")
@@ -215,6 +212,11 @@ fn lock_file_pins_the_reviewed_id_generator() {
             .expect("rand is locked");
         assert!(rand.contains("version = \"0.9."), "{rand}");
     }
+    let source = include_str!("../src/id.rs");
+    assert!(
+        source.contains("rand::rng().fill_bytes"),
+        "the id generator changed its random source: review it, then update this test"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@ use time::OffsetDateTime;
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time, in UTC.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current time in nanoseconds since the Unix epoch (what `MemoryStore` compares
+    /// expiries with). The default converts [`Clock::now`]; clocks that can do it cheaper
+    /// override it.
+    fn now_unix_nanos(&self) -> i128 {
+        self.now().unix_timestamp_nanos()
+    }
 }
 
 /// The operating system's clock.
@@ -21,6 +28,13 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+
+    fn now_unix_nanos(&self) -> i128 {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => i128::try_from(since.as_nanos()).unwrap_or(i128::MAX),
+            Err(before) => -i128::try_from(before.duration().as_nanos()).unwrap_or(i128::MAX),
+        }
     }
 }
 

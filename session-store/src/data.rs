@@ -7,6 +7,8 @@ use std::iter::Peekable;
 use std::ops::Index;
 use std::sync::Arc;
 
+use crate::record::{bin_len, str_len};
+
 /// A session's data: key → encoded value, iterated in key order (byte order of the keys).
 ///
 /// It behaves like a `BTreeMap<String, Vec<u8>>`, with one difference in cost: data decoded
@@ -22,6 +24,8 @@ pub struct Data {
     /// base, every entry is `Some`.
     changes: BTreeMap<String, Option<Vec<u8>>>,
     len: usize,
+    /// Total bytes of keys and values.
+    size: usize,
 }
 
 /// A MessagePack region of `str → bin` entries inside shared payload bytes.
@@ -30,7 +34,12 @@ struct Base {
     bytes: Arc<[u8]>,
     start: usize,
     end: usize,
+    /// Offset in `bytes` of each entry, for binary search (maps of more than a few keys).
+    index: Option<Arc<[u32]>>,
 }
+
+/// Maps with more entries than this get an offset index.
+const INDEX_FROM: usize = 6;
 
 impl Base {
     fn entries(&self) -> BaseIter<'_> {
@@ -40,11 +49,33 @@ impl Base {
     }
 
     fn find(&self, key: &str) -> Option<&[u8]> {
-        for (k, v) in self.entries() {
-            match k.cmp(key) {
-                Ordering::Less => {}
-                Ordering::Equal => return Some(v),
-                Ordering::Greater => return None,
+        self.find_raw(key).map(|raw| raw.value)
+    }
+
+    /// The entry under `key`. Keys were checked when decoded; byte order is `str` order.
+    fn find_raw(&self, key: &str) -> Option<RawEntry<'_>> {
+        let key = key.as_bytes();
+        let Some(index) = &self.index else {
+            return self
+                .entries()
+                .find(|raw| raw.key >= key)
+                .filter(|raw| raw.key == key);
+        };
+        let at = |i: usize| -> Option<RawEntry<'_>> {
+            let offset = usize::try_from(*index.get(i)?).ok()?;
+            BaseIter {
+                input: self.bytes.get(offset..self.end)?,
+            }
+            .next()
+        };
+        let (mut low, mut high) = (0, index.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let raw = at(mid)?;
+            match raw.key.cmp(key) {
+                Ordering::Less => low = mid + 1,
+                Ordering::Equal => return Some(raw),
+                Ordering::Greater => high = mid,
             }
         }
         None
@@ -56,28 +87,81 @@ struct BaseIter<'a> {
     input: &'a [u8],
 }
 
+/// One entry of a payload: key, value, and the whole encoded entry.
+#[derive(Clone, Copy)]
+struct RawEntry<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+    encoded: &'a [u8],
+}
+
 impl<'a> Iterator for BaseIter<'a> {
-    type Item = (&'a str, &'a [u8]);
+    type Item = RawEntry<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.input.is_empty() {
             return None;
         }
-        let entry = read_entry(&mut self.input);
-        if entry.is_none() {
-            self.input = &[];
+        let before = self.input;
+        match read_raw_entry(&mut self.input) {
+            Some((key, value)) => Some(RawEntry {
+                key,
+                value,
+                encoded: &before[..before.len() - self.input.len()],
+            }),
+            None => {
+                self.input = &[];
+                None
+            }
         }
-        entry
     }
 }
 
 /// Reads one `str → bin` entry, checking every length against the input left.
 pub(crate) fn read_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a str, &'a [u8])> {
-    let key_len = rmp::decode::read_str_len(input).ok()? as usize;
-    let key = std::str::from_utf8(take(input, key_len)?).ok()?;
-    let value_len = rmp::decode::read_bin_len(input).ok()? as usize;
+    let (key, value) = read_raw_entry(input)?;
+    Some((key_str(key)?, value))
+}
+
+/// [`read_entry`] without checking that the key is UTF-8. MessagePack headers are read by
+/// hand: this runs for every entry of every loaded session.
+fn read_raw_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+    let (&marker, rest) = input.split_first()?;
+    *input = rest;
+    let key_len = match marker {
+        0xa0..=0xbf => usize::from(marker & 0x1f),
+        0xd9 => read_len::<1>(input)?,
+        0xda => read_len::<2>(input)?,
+        0xdb => read_len::<4>(input)?,
+        _ => return None,
+    };
+    let key = take(input, key_len)?;
+    let (&marker, rest) = input.split_first()?;
+    *input = rest;
+    let value_len = match marker {
+        0xc4 => read_len::<1>(input)?,
+        0xc5 => read_len::<2>(input)?,
+        0xc6 => read_len::<4>(input)?,
+        _ => return None,
+    };
     let value = take(input, value_len)?;
     Some((key, value))
+}
+
+/// A big-endian length of `N` bytes.
+fn read_len<const N: usize>(input: &mut &[u8]) -> Option<usize> {
+    let (bytes, rest) = input.split_first_chunk::<N>()?;
+    *input = rest;
+    let mut len = 0usize;
+    for b in bytes {
+        len = (len << 8) | usize::from(*b);
+    }
+    Some(len)
+}
+
+/// The key as `str`.
+fn key_str(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key).ok()
 }
 
 fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
@@ -111,13 +195,23 @@ impl Data {
         }
         let start = *at + (total - input.len());
         let mut sorted = true;
-        let mut previous: Option<&str> = None;
+        let mut size = 0;
+        let mut previous: Option<&[u8]> = None;
+        let mut offsets = Vec::with_capacity(if len > INDEX_FROM { len } else { 0 });
         for _ in 0..len {
-            let (key, _) = read_entry(&mut input)?;
+            if len > INDEX_FROM {
+                offsets.push(u32::try_from(bytes.len() - input.len()).ok()?);
+            }
+            let (key, value) = read_raw_entry(&mut input)?;
+            if !key.is_ascii() {
+                std::str::from_utf8(key).ok()?;
+            }
+            // Byte order is `str` order.
             if previous.is_some_and(|p| p >= key) {
                 sorted = false;
             }
             previous = Some(key);
+            size += key.len() + value.len();
         }
         let end = *at + (total - input.len());
         *at = end;
@@ -125,17 +219,20 @@ impl Data {
             bytes: bytes.clone(),
             start,
             end,
+            index: (len > INDEX_FROM).then(|| offsets.into()),
         };
         if sorted {
             return Some(Self {
                 base: Some(base),
                 changes: BTreeMap::new(),
                 len,
+                size,
             });
         }
+        // Keys were checked above.
         Some(
             base.entries()
-                .map(|(k, v)| (k.to_owned(), v.to_vec()))
+                .filter_map(|e| Some((key_str(e.key)?.to_owned(), e.value.to_vec())))
                 .collect(),
         )
     }
@@ -155,17 +252,29 @@ impl Data {
 
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: String, value: Vec<u8>) {
-        if !self.contains_key(&key) {
-            self.len += 1;
+        let old_len = self.get(&key).map(<[u8]>::len);
+        self.insert_replacing(key, value, old_len);
+    }
+
+    /// [`Data::insert`] when the caller just looked up the length of the value it replaces.
+    pub(crate) fn insert_replacing(&mut self, key: String, value: Vec<u8>, old_len: Option<usize>) {
+        match old_len {
+            Some(len) => self.size -= len,
+            None => {
+                self.len += 1;
+                self.size += key.len();
+            }
         }
+        self.size += value.len();
         self.changes.insert(key, Some(value));
     }
 
     /// Removes `key`; returns whether it was present.
     pub fn remove(&mut self, key: &str) -> bool {
-        if !self.contains_key(key) {
+        let Some(old) = self.get(key) else {
             return false;
-        }
+        };
+        self.size -= key.len() + old.len();
         self.len -= 1;
         let in_base = self.base.as_ref().is_some_and(|b| b.find(key).is_some());
         if in_base {
@@ -194,15 +303,28 @@ impl Data {
     /// Keys and encoded values, in key order.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
-            base: self
-                .base
-                .as_ref()
-                .map(Base::entries)
-                .into_iter()
-                .flatten()
-                .peekable(),
+            merge: self.merge(),
+        }
+    }
+
+    fn merge(&self) -> Merge<'_> {
+        let base = match &self.base {
+            Some(base) => base.entries(),
+            None => BaseIter { input: &[] },
+        };
+        Merge {
+            base: base.peekable(),
             changes: self.changes.iter().peekable(),
         }
+    }
+
+    /// The entries in key order as pieces of a payload: entries of the decoded payload
+    /// still encoded (copied as they are), changed ones as key and value.
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        self.merge().map(|next| match next {
+            Next::Base(raw) => Piece::Encoded(raw.encoded),
+            Next::Change(key, value) => Piece::Entry(key, value),
+        })
     }
 
     /// The keys, in order.
@@ -212,7 +334,7 @@ impl Data {
 
     /// Total size of keys and encoded values.
     pub fn size(&self) -> usize {
-        self.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.size
     }
 
     /// The entries as an owned map.
@@ -224,6 +346,20 @@ impl Data {
 
     /// The payload bytes of the entries when nothing changed since they were decoded
     /// (the MessagePack entries, without the map header): re-encoding can copy them.
+    /// The length of the entries encoded as [`Data::pieces`] gives them.
+    pub(crate) fn encoded_len(&self) -> usize {
+        let mut len = self.base.as_ref().map_or(0, |b| b.end - b.start);
+        for (key, change) in &self.changes {
+            if let Some(old) = self.base.as_ref().and_then(|b| b.find_raw(key)) {
+                len -= old.encoded.len();
+            }
+            if let Some(value) = change {
+                len += str_len(key.len()) + bin_len(value.len());
+            }
+        }
+        len
+    }
+
     pub(crate) fn unchanged_entries(&self) -> Option<&[u8]> {
         let base = self.base.as_ref()?;
         if self.changes.is_empty() {
@@ -234,12 +370,53 @@ impl Data {
     }
 }
 
-type BaseEntries<'a> = std::iter::Flatten<std::option::IntoIter<BaseIter<'a>>>;
+/// A part of an encoded data map, from [`Data::pieces`].
+pub(crate) enum Piece<'a> {
+    /// A whole MessagePack `str → bin` entry.
+    Encoded(&'a [u8]),
+    /// An entry to encode.
+    Entry(&'a str, &'a [u8]),
+}
+
+/// Base entries and changes merged in key order.
+struct Merge<'a> {
+    base: Peekable<BaseIter<'a>>,
+    changes: Peekable<btree_map::Iter<'a, String, Option<Vec<u8>>>>,
+}
+
+enum Next<'a> {
+    Base(RawEntry<'a>),
+    Change(&'a str, &'a [u8]),
+}
+
+impl<'a> Iterator for Merge<'a> {
+    type Item = Next<'a>;
+
+    fn next(&mut self) -> Option<Next<'a>> {
+        loop {
+            let order = match (self.base.peek(), self.changes.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(b), Some((c, _))) => b.key.cmp(c.as_bytes()),
+            };
+            if order == Ordering::Less {
+                return self.base.next().map(Next::Base);
+            }
+            if order == Ordering::Equal {
+                self.base.next();
+            }
+            let (key, change) = self.changes.next()?;
+            if let Some(value) = change {
+                return Some(Next::Change(key.as_str(), value.as_slice()));
+            }
+        }
+    }
+}
 
 /// The entries of a [`Data`], in key order.
 pub struct Iter<'a> {
-    base: Peekable<BaseEntries<'a>>,
-    changes: Peekable<btree_map::Iter<'a, String, Option<Vec<u8>>>>,
+    merge: Merge<'a>,
 }
 
 impl fmt::Debug for Iter<'_> {
@@ -253,21 +430,14 @@ impl<'a> Iterator for Iter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let order = match (self.base.peek(), self.changes.peek()) {
-                (None, None) => return None,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((b, _)), Some((c, _))) => (*b).cmp(c.as_str()),
-            };
-            if order == Ordering::Less {
-                return self.base.next();
-            }
-            if order == Ordering::Equal {
-                self.base.next();
-            }
-            let (key, change) = self.changes.next()?;
-            if let Some(value) = change {
-                return Some((key.as_str(), value.as_slice()));
+            match self.merge.next()? {
+                Next::Change(key, value) => return Some((key, value)),
+                // Keys of the base were checked when decoded.
+                Next::Base(raw) => {
+                    if let Some(key) = key_str(raw.key) {
+                        return Some((key, raw.value));
+                    }
+                }
             }
         }
     }
@@ -306,10 +476,15 @@ impl FromIterator<(String, Vec<u8>)> for Data {
     fn from_iter<I: IntoIterator<Item = (String, Vec<u8>)>>(iter: I) -> Self {
         let changes: BTreeMap<String, Option<Vec<u8>>> =
             iter.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let size = changes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
         Self {
             base: None,
             len: changes.len(),
             changes,
+            size,
         }
     }
 }
@@ -383,6 +558,10 @@ mod tests {
             vec![("a", &b"1"[..]), ("b", b"2"), ("c", b"33"), ("f", b"6")]
         );
         assert_eq!(d.len(), 4);
+        assert_eq!(
+            d.size(),
+            d.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        );
         let owned: Data = d.to_map().into();
         assert_eq!(owned, d);
         assert!(d.remove("b"));
@@ -393,6 +572,37 @@ mod tests {
             d,
             shared(&[("a", b"1"), ("c", b"33"), ("e", b"5"), ("f", b"6")])
         );
+    }
+
+    #[test]
+    fn indexed_maps_find_every_key_and_encode_to_the_right_length() {
+        for n in [INDEX_FROM - 1, INDEX_FROM, INDEX_FROM + 1, 40] {
+            let keys: Vec<String> = (0..n).map(|i| format!("k{:03}", i * 2)).collect();
+            let entries: Vec<(&str, &[u8])> =
+                keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+            let mut d = shared(&entries);
+            assert_eq!(d.base.as_ref().unwrap().index.is_some(), n > INDEX_FROM);
+            for k in &keys {
+                assert_eq!(d.get(k), Some(k.as_bytes()), "{n} {k}");
+            }
+            for missing in ["", "a", "k001", "k003", "k9", "z"] {
+                assert_eq!(d.get(missing), None, "{n} {missing}");
+            }
+            d.insert("k001".into(), vec![1; 300]);
+            d.insert(keys[0].clone(), b"changed".to_vec());
+            assert!(d.remove(&keys[n - 1]));
+            let mut encoded = Vec::new();
+            for piece in d.pieces() {
+                match piece {
+                    Piece::Encoded(bytes) => encoded.extend_from_slice(bytes),
+                    Piece::Entry(k, v) => {
+                        rmp::encode::write_str(&mut encoded, k).unwrap();
+                        rmp::encode::write_bin(&mut encoded, v).unwrap();
+                    }
+                }
+            }
+            assert_eq!(d.encoded_len(), encoded.len(), "{n}");
+        }
     }
 
     #[test]

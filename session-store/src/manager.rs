@@ -94,6 +94,9 @@ pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) save_on_server_error: bool,
     pub(crate) cookie_only: Option<PrivateCodec>,
+    /// The attributes every `Set-Cookie` carries before `Max-Age` (`; HttpOnly; …; Path=/`),
+    /// formatted once by the `cookie` crate.
+    pub(crate) cookie_attributes: String,
 }
 
 impl Config {
@@ -144,14 +147,25 @@ impl Config {
         expires: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> HeaderValue {
-        let value = self.wire_value(value);
-        let mut cookie = self.cookie_base(value);
+        use std::fmt::Write as _;
+        // The layout of the `cookie` crate's `Display`, without building a `Cookie`:
+        // `name=value`, the fixed attributes, then `Max-Age` and `Expires`.
+        let mut out = String::with_capacity(
+            self.name.len() + value.len() + self.cookie_attributes.len() + 64,
+        );
+        out.push_str(&self.name);
+        out.push('=');
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{}", utf8_percent_encode(value, URI_COMPONENT));
+        out.push_str(&self.cookie_attributes);
         if let Some(expires) = expires {
             let seconds = ((expires - now).whole_milliseconds() + 500).div_euclid(1000);
-            cookie.set_max_age(time::Duration::seconds(seconds.max(0) as i64));
-            cookie.set_expires(expires);
+            let _ = write!(out, "; Max-Age={}; Expires=", seconds.max(0));
+            write_http_date(&mut out, expires);
         }
-        header_value(&cookie)
+        // Every part was validated by the builder or percent-encoded, so this cannot fail;
+        // an empty header would be harmless anyway.
+        HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// The removal cookie: empty value, `Max-Age=0`, `Expires` in 1970.
@@ -182,6 +196,44 @@ impl Config {
         }));
         cookie
     }
+}
+
+/// An HTTP date as the `cookie` crate writes `Expires`: `Thu, 01 Jan 1970 00:00:00 GMT`.
+fn write_http_date(out: &mut String, at: OffsetDateTime) {
+    use std::fmt::Write as _;
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let weekday = match at.weekday() {
+        time::Weekday::Monday => "Mon",
+        time::Weekday::Tuesday => "Tue",
+        time::Weekday::Wednesday => "Wed",
+        time::Weekday::Thursday => "Thu",
+        time::Weekday::Friday => "Fri",
+        time::Weekday::Saturday => "Sat",
+        time::Weekday::Sunday => "Sun",
+    };
+    let month = match at.month() {
+        time::Month::January => "Jan",
+        time::Month::February => "Feb",
+        time::Month::March => "Mar",
+        time::Month::April => "Apr",
+        time::Month::May => "May",
+        time::Month::June => "Jun",
+        time::Month::July => "Jul",
+        time::Month::August => "Aug",
+        time::Month::September => "Sep",
+        time::Month::October => "Oct",
+        time::Month::November => "Nov",
+        time::Month::December => "Dec",
+    };
+    let _ = write!(
+        out,
+        "{weekday}, {:02} {month} {} {:02}:{:02}:{:02} GMT",
+        at.day(),
+        at.year(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
 }
 
 fn header_value(cookie: &cookie::Cookie<'_>) -> HeaderValue {
@@ -631,26 +683,108 @@ impl SessionManagerBuilder {
             return bad("the idle lifetime and the store timeout must be positive");
         }
         let caps = self.store.capabilities();
+        let mut config = Config {
+            caps,
+            store: self.store,
+            name: self.name,
+            ids: self.ids,
+            cookie_codec: self.cookie_codec,
+            touch_after: self.touch_after,
+            auto_commit: self.auto_commit,
+            cookie: self.cookie,
+            idle_lifetime: self.idle_lifetime,
+            store_timeout: self.store_timeout,
+            clock: self.clock,
+            codec: self.codec,
+            max_size: self.max_size,
+            compare_and_set: self.compare_and_set,
+            max_attempts: self.max_attempts,
+            save_on_server_error: self.save_on_server_error,
+            cookie_only: self.cookie_only,
+            cookie_attributes: String::new(),
+        };
+        let attributes = config.cookie_base(String::new()).to_string();
+        config.cookie_attributes = attributes
+            .strip_prefix(&format!("{}=", config.name))
+            .unwrap_or_default()
+            .to_owned();
         Ok(SessionManager {
-            config: Arc::new(Config {
-                caps,
-                store: self.store,
-                name: self.name,
-                ids: self.ids,
-                cookie_codec: self.cookie_codec,
-                touch_after: self.touch_after,
-                auto_commit: self.auto_commit,
-                cookie: self.cookie,
-                idle_lifetime: self.idle_lifetime,
-                store_timeout: self.store_timeout,
-                clock: self.clock,
-                codec: self.codec,
-                max_size: self.max_size,
-                compare_and_set: self.compare_and_set,
-                max_attempts: self.max_attempts,
-                save_on_server_error: self.save_on_server_error,
-                cookie_only: self.cookie_only,
-            }),
+            config: Arc::new(config),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the `cookie` crate writes for the same cookie, attribute for attribute.
+    fn by_cookie_crate(
+        c: &Config,
+        value: &str,
+        expires: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> String {
+        let mut cookie = c.cookie_base(c.wire_value(value));
+        if let Some(expires) = expires {
+            let seconds = ((expires - now).whole_milliseconds() + 500).div_euclid(1000);
+            cookie.set_max_age(time::Duration::seconds(seconds.max(0) as i64));
+            cookie.set_expires(expires);
+        }
+        cookie.to_string()
+    }
+
+    #[test]
+    fn set_cookie_matches_the_cookie_crate_for_every_option() {
+        let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let builders: Vec<SessionManagerBuilder> = vec![
+            SessionManager::builder(crate::MemoryStore::new()),
+            SessionManager::builder(crate::MemoryStore::new())
+                .cookie_name("connect.sid")
+                .max_age(Duration::from_secs(3600))
+                .secure(true)
+                .same_site(SameSite::None)
+                .domain("example.com")
+                .path("/app"),
+            SessionManager::builder(crate::MemoryStore::new())
+                .http_only(false)
+                .same_site(SameSite::Lax),
+            SessionManager::builder(crate::MemoryStore::new()).same_site(SameSite::Strict),
+        ];
+        for builder in builders {
+            let manager = builder.build().unwrap();
+            let c = &manager.config;
+            for value in ["abc", "s:a b/c+d=é;", ""] {
+                for expires in [
+                    None,
+                    Some(now),
+                    Some(now + Duration::from_millis(1499)),
+                    Some(now - Duration::from_secs(5)),
+                    Some(now + Duration::from_secs(400 * 24 * 3600)),
+                ] {
+                    let ours = c.set_cookie_value(value, expires, now);
+                    assert_eq!(
+                        ours.to_str().unwrap(),
+                        by_cookie_crate(c, value, expires, now),
+                        "{value:?} {expires:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn http_dates_match_the_cookie_crate_from_1970_to_9000() {
+        let mut at = OffsetDateTime::UNIX_EPOCH;
+        let end = OffsetDateTime::from_unix_timestamp(221_845_392_000).unwrap(); // 9000-01-01
+        while at < end {
+            let mut ours = String::new();
+            write_http_date(&mut ours, at);
+            let mut cookie = cookie::Cookie::new("a", "");
+            cookie.set_expires(at);
+            let theirs = cookie.to_string();
+            assert_eq!(Some(ours.as_str()), theirs.strip_prefix("a=; Expires="));
+            at += Duration::from_secs(86_400 * 37 + 3_661 * 7);
+        }
     }
 }

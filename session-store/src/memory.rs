@@ -45,7 +45,8 @@ struct Inner {
 
 struct Shard {
     entries: HashSet<Entry>,
-    next_sweep: OffsetDateTime,
+    /// Unix nanoseconds.
+    next_sweep: i64,
 }
 
 /// One record: `bytes` holds the id's length (2 bytes, big-endian), the id, then the
@@ -61,17 +62,15 @@ struct Entry {
 impl Entry {
     fn new(id: &SessionId, record: &Record) -> Self {
         let id = id.as_str().as_bytes();
-        let payload = record.encode_payload();
         // Ids longer than MAX_ID_LEN never reach a store through the manager; the length
         // still fits the 2-byte prefix for any id up to 64 KiB.
         let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX);
         let id = &id[..usize::from(id_len)];
-        let mut bytes = Vec::with_capacity(2 + id.len() + payload.len());
-        bytes.extend_from_slice(&id_len.to_be_bytes());
-        bytes.extend_from_slice(id);
-        bytes.extend_from_slice(&payload);
+        let mut prefix = Vec::with_capacity(2 + id.len());
+        prefix.extend_from_slice(&id_len.to_be_bytes());
+        prefix.extend_from_slice(id);
         Self {
-            bytes: bytes.into(),
+            bytes: record.encode_shared_payload(&prefix),
             expires: to_nanos(record.expires),
             version: record.version,
         }
@@ -81,10 +80,9 @@ impl Entry {
         usize::from(u16::from_be_bytes([self.bytes[0], self.bytes[1]]))
     }
 
-    fn id(&self) -> &str {
-        // Written from a `&str` by `Entry::new`, cut at a length that the set never lets
-        // differ from the lookup key (a cut id would only make the entry unreachable).
-        std::str::from_utf8(&self.bytes[2..2 + self.id_len()]).unwrap_or_default()
+    /// The id's bytes (the set is searched by `id.as_str().as_bytes()`).
+    fn id(&self) -> &[u8] {
+        &self.bytes[2..2 + self.id_len()]
     }
 
     fn live(&self, now: i64) -> bool {
@@ -117,10 +115,24 @@ impl Hash for Entry {
     }
 }
 
-impl Borrow<str> for Entry {
-    fn borrow(&self) -> &str {
+impl Borrow<[u8]> for Entry {
+    fn borrow(&self) -> &[u8] {
         self.id()
     }
+}
+
+/// How the set is searched for `id`.
+fn key(id: &SessionId) -> &[u8] {
+    id.as_str().as_bytes()
+}
+
+fn now_nanos(clock: &dyn Clock) -> i64 {
+    let nanos = clock.now_unix_nanos();
+    i64::try_from(nanos).unwrap_or(if nanos < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn interval_nanos(interval: Duration) -> i64 {
+    i64::try_from(interval.as_nanos()).unwrap_or(i64::MAX)
 }
 
 fn to_nanos(t: OffsetDateTime) -> i64 {
@@ -168,7 +180,7 @@ impl MemoryStore {
     }
 
     fn build(clock: Arc<dyn Clock>, sweep_interval: Duration) -> Self {
-        let first_sweep = clock.now() + sweep_interval;
+        let first_sweep = now_nanos(&*clock).saturating_add(interval_nanos(sweep_interval));
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
@@ -203,16 +215,15 @@ impl MemoryStore {
 
     /// Removes every expired record now; returns how many were removed.
     pub fn sweep(&self) -> usize {
-        let now = self.inner.clock.now();
+        let now = now_nanos(&*self.inner.clock);
         self.inner
             .shards
             .iter()
             .map(|shard| {
                 let mut shard = lock(shard);
                 let before = shard.entries.len();
-                let now_nanos = to_nanos(now);
-                shard.entries.retain(|e| e.live(now_nanos));
-                shard.next_sweep = now + self.inner.sweep_interval;
+                shard.entries.retain(|e| e.live(now));
+                shard.next_sweep = now.saturating_add(interval_nanos(self.inner.sweep_interval));
                 before - shard.entries.len()
             })
             .sum()
@@ -235,13 +246,12 @@ impl MemoryStore {
     }
 
     /// Locks the shard of `id`, sweeping it first if its sweep is due.
-    fn shard(&self, id: &SessionId, now: OffsetDateTime) -> MutexGuard<'_, Shard> {
-        let index = (self.inner.hasher.hash_one(id.as_str()) as usize) % SHARDS;
+    fn shard(&self, id: &SessionId, now: i64) -> MutexGuard<'_, Shard> {
+        let index = (self.inner.hasher.hash_one(key(id)) as usize) % SHARDS;
         let mut shard = lock(&self.inner.shards[index]);
         if now >= shard.next_sweep {
-            let now_nanos = to_nanos(now);
-            shard.entries.retain(|e| e.live(now_nanos));
-            shard.next_sweep = now + self.inner.sweep_interval;
+            shard.entries.retain(|e| e.live(now));
+            shard.next_sweep = now.saturating_add(interval_nanos(self.inner.sweep_interval));
         }
         shard
     }
@@ -264,10 +274,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
-        let now = self.inner.clock.now();
+        let now = now_nanos(&*self.inner.clock);
         let shard = self.shard(id, now);
-        let entry = match shard.entries.get(id.as_str()) {
-            Some(e) if e.live(to_nanos(now)) => Entry {
+        let entry = match shard.entries.get(key(id)) {
+            Some(e) if e.live(now) => Entry {
                 bytes: e.bytes.clone(),
                 expires: e.expires,
                 version: e.version,
@@ -280,22 +290,22 @@ impl SessionStore for MemoryStore {
 
     async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
         let entry = Entry::new(id, record);
-        let now = self.inner.clock.now();
+        let now = now_nanos(&*self.inner.clock);
         self.shard(id, now).entries.replace(entry);
         Ok(())
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
-        let now = self.inner.clock.now();
-        self.shard(id, now).entries.remove(id.as_str());
+        let now = now_nanos(&*self.inner.clock);
+        self.shard(id, now).entries.remove(key(id));
         Ok(())
     }
 
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
-        let now = self.inner.clock.now();
+        let now = now_nanos(&*self.inner.clock);
         let mut shard = self.shard(id, now);
-        match shard.entries.take(id.as_str()) {
-            Some(mut e) if e.live(to_nanos(now)) => {
+        match shard.entries.take(key(id)) {
+            Some(mut e) if e.live(now) => {
                 e.expires = to_nanos(expires);
                 shard.entries.insert(e);
                 Ok(true)
@@ -306,10 +316,10 @@ impl SessionStore for MemoryStore {
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let entry = Entry::new(id, record);
-        let now = self.inner.clock.now();
+        let now = now_nanos(&*self.inner.clock);
         let mut shard = self.shard(id, now);
-        match shard.entries.get(id.as_str()) {
-            Some(e) if e.live(to_nanos(now)) => Ok(false),
+        match shard.entries.get(key(id)) {
+            Some(e) if e.live(now) => Ok(false),
             _ => {
                 shard.entries.replace(entry);
                 Ok(true)
@@ -319,10 +329,10 @@ impl SessionStore for MemoryStore {
 
     async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let entry = Entry::new(id, record);
-        let now = self.inner.clock.now();
+        let now = now_nanos(&*self.inner.clock);
         let mut shard = self.shard(id, now);
-        match shard.entries.get(id.as_str()) {
-            Some(e) if e.live(to_nanos(now)) => {
+        match shard.entries.get(key(id)) {
+            Some(e) if e.live(now) => {
                 shard.entries.replace(entry);
                 Ok(true)
             }
@@ -337,10 +347,10 @@ impl SessionStore for MemoryStore {
         expected: u64,
     ) -> Result<CasOutcome> {
         let entry = Entry::new(id, record);
-        let now = self.inner.clock.now();
+        let now = now_nanos(&*self.inner.clock);
         let mut shard = self.shard(id, now);
-        match shard.entries.get(id.as_str()) {
-            Some(e) if e.live(to_nanos(now)) => {
+        match shard.entries.get(key(id)) {
+            Some(e) if e.live(now) => {
                 if e.version != expected {
                     return Ok(CasOutcome::Conflict);
                 }

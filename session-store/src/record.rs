@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use crate::data::{Data, read_entry};
+use crate::data::{Data, Piece, read_entry};
 use crate::error::{Error, Result};
 
 /// How session values are turned into bytes.
@@ -70,9 +70,27 @@ impl Codec {
         if a == b {
             return true;
         }
+        if !self.may_hold_container(a) && !self.may_hold_container(b) {
+            // Scalars: the bytes decide (encoders write each scalar one way).
+            return false;
+        }
         match (self.canonical(a), self.canonical(b)) {
             (Some(a), Some(b)) => a == b,
             _ => false,
+        }
+    }
+
+    /// Whether an encoded value may be a map or an array (whose canonical form can differ
+    /// from its bytes); `false` only for values that are certainly scalars.
+    fn may_hold_container(self, bytes: &[u8]) -> bool {
+        match self {
+            Codec::MessagePack => {
+                matches!(bytes.first(), None | Some(0x80..=0x9f | 0xdc..=0xdf))
+            }
+            Codec::Json => matches!(
+                bytes.iter().find(|b| !b.is_ascii_whitespace()),
+                None | Some(b'{' | b'[')
+            ),
         }
     }
 
@@ -181,31 +199,68 @@ impl Record {
     /// `0xA5, format, codec tag`, then a MessagePack map of key → bin, then the extra fields
     /// as a MessagePack map.
     pub fn encode_payload(&self) -> Vec<u8> {
-        let unchanged = self.data.unchanged_entries();
-        let size = match unchanged {
-            Some(entries) => entries.len(),
-            None => self.data.iter().map(|(k, v)| k.len() + v.len() + 10).sum(),
-        };
-        let mut out = Vec::with_capacity(size + 16);
-        out.extend_from_slice(&[PAYLOAD_MAGIC, PAYLOAD_FORMAT, self.codec.tag()]);
-        // Writing into a Vec cannot fail; lengths above u32::MAX are impossible in practice.
-        let _ = rmp::encode::write_map_len(&mut out, self.data.len() as u32);
-        match unchanged {
-            Some(entries) => out.extend_from_slice(entries),
+        let extra = self.extra_json();
+        let mut out = Vec::with_capacity(self.payload_len(&extra));
+        self.write_payload(&mut out, &extra);
+        out
+    }
+
+    /// `prefix` followed by [`Record::encode_payload`], in one allocation of the exact size
+    /// (what `MemoryStore` keeps per session).
+    pub(crate) fn encode_shared_payload(&self, prefix: &[u8]) -> Arc<[u8]> {
+        let extra = self.extra_json();
+        let len = prefix.len() + self.payload_len(&extra);
+        let mut bytes: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+        if let Some(mut out) = Arc::get_mut(&mut bytes) {
+            out.put(prefix);
+            self.write_payload(&mut out, &extra);
+            debug_assert!(out.is_empty(), "payload length mismatch");
+        }
+        bytes
+    }
+
+    fn extra_json(&self) -> Vec<(&str, Vec<u8>)> {
+        self.extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), serde_json::to_vec(v).unwrap_or_default()))
+            .collect()
+    }
+
+    /// The exact length [`Record::write_payload`] writes.
+    fn payload_len(&self, extra: &[(&str, Vec<u8>)]) -> usize {
+        let entries = self.data.encoded_len();
+        let extra_bytes: usize = extra
+            .iter()
+            .map(|(k, v)| str_len(k.len()) + bin_len(v.len()))
+            .sum();
+        3 + map_header_len(self.data.len()) + entries + map_header_len(extra.len()) + extra_bytes
+    }
+
+    /// Writes the envelope into `out` (a `Vec` or a slice of [`Record::payload_len`] bytes;
+    /// writing into either cannot fail once sized; lengths above u32::MAX are impossible in
+    /// practice).
+    fn write_payload<W: PayloadWrite>(&self, out: &mut W, extra: &[(&str, Vec<u8>)]) {
+        out.put(&[PAYLOAD_MAGIC, PAYLOAD_FORMAT, self.codec.tag()]);
+        let _ = rmp::encode::write_map_len(out, self.data.len() as u32);
+        match self.data.unchanged_entries() {
+            Some(entries) => out.put(entries),
             None => {
-                for (key, value) in &self.data {
-                    let _ = rmp::encode::write_str(&mut out, key);
-                    let _ = rmp::encode::write_bin(&mut out, value);
+                for piece in self.data.pieces() {
+                    match piece {
+                        Piece::Encoded(bytes) => out.put(bytes),
+                        Piece::Entry(key, value) => {
+                            let _ = rmp::encode::write_str(out, key);
+                            let _ = rmp::encode::write_bin(out, value);
+                        }
+                    }
                 }
             }
         }
-        let _ = rmp::encode::write_map_len(&mut out, self.extra.len() as u32);
-        for (key, value) in &self.extra {
-            let _ = rmp::encode::write_str(&mut out, key);
-            let json = serde_json::to_vec(value).unwrap_or_default();
-            let _ = rmp::encode::write_bin(&mut out, &json);
+        let _ = rmp::encode::write_map_len(out, extra.len() as u32);
+        for (key, json) in extra {
+            let _ = rmp::encode::write_str(out, key);
+            let _ = rmp::encode::write_bin(out, json);
         }
-        out
     }
 
     /// Decodes an envelope written by [`Record::encode_payload`]; expiry and version come from
@@ -270,6 +325,54 @@ impl Record {
     }
 }
 
+/// Where [`Record::write_payload`] writes: a `Vec` or a pre-sized slice.
+trait PayloadWrite: rmp::encode::RmpWrite {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl PayloadWrite for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl PayloadWrite for &mut [u8] {
+    fn put(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.len());
+        let (head, tail) = std::mem::take(self).split_at_mut(n);
+        head.copy_from_slice(&bytes[..n]);
+        *self = tail;
+    }
+}
+
+/// Encoded size of a MessagePack map header for `n` entries.
+fn map_header_len(n: usize) -> usize {
+    match n {
+        0..16 => 1,
+        16..65536 => 3,
+        _ => 5,
+    }
+}
+
+/// Encoded size of a MessagePack str of `n` bytes.
+pub(crate) fn str_len(n: usize) -> usize {
+    n + match n {
+        0..32 => 1,
+        32..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    }
+}
+
+/// Encoded size of a MessagePack bin of `n` bytes.
+pub(crate) fn bin_len(n: usize) -> usize {
+    n + match n {
+        0..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    }
+}
+
 /// Reads a MessagePack map of str → bin, checking every length against the input left.
 fn read_bin_map<'a>(input: &mut &'a [u8]) -> Option<Vec<(&'a str, &'a [u8])>> {
     let len = rmp::decode::read_map_len(input).ok()? as usize;
@@ -295,6 +398,33 @@ mod tests {
         let bytes = r.encode_payload();
         let back = Record::decode_payload(&bytes, r.expires, 0).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn payload_lengths_are_exact_at_every_header_size() {
+        for key_len in [0, 31, 32, 255, 256, 65535, 65536] {
+            for value_len in [0, 255, 256, 65535, 65536] {
+                let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
+                r.data.insert("k".repeat(key_len), vec![7; value_len]);
+                r.extra.insert("x".repeat(key_len), serde_json::json!(1));
+                let vec = r.encode_payload();
+                let shared = r.encode_shared_payload(b"id");
+                assert_eq!(&shared[..2], b"id");
+                assert_eq!(&shared[2..], &vec[..], "{key_len} {value_len}");
+                assert_eq!(Record::decode_payload(&vec, r.expires, 0).unwrap(), r);
+            }
+        }
+        let mut many = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::Json);
+        for n in [15, 16, 65536] {
+            many.data = (0..n).map(|i| (format!("{i:06}"), vec![1])).collect();
+            let vec = many.encode_payload();
+            assert_eq!(vec.len(), vec.capacity());
+            assert_eq!(&many.encode_shared_payload(b"")[..], &vec[..]);
+            let back = Record::decode_payload(&vec, many.expires, 0).unwrap();
+            assert_eq!(back, many);
+            // Re-encoding an unchanged decoded record copies its entries.
+            assert_eq!(back.encode_payload(), vec);
+        }
     }
 
     #[test]

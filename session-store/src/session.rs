@@ -294,14 +294,20 @@ impl Session {
             drop(st);
             return self.insert(key, value);
         }
-        let old = st.data.get(&key).map_or(0, |v| key.len() + v.len());
-        let size = st.size - old + key.len() + bytes.len();
+        let st = &mut *st;
+        // One lookup serves the size check, the original value and the insert.
+        let old = st.data.get(&key);
+        let old_len = old.map(<[u8]>::len);
+        let size = st.size - old_len.map_or(0, |len| key.len() + len) + key.len() + bytes.len();
         if let Some(limit) = self.config().max_size.filter(|limit| size > *limit) {
             return Err(Error::TooLarge { size, limit });
         }
-        st.note_original(&key);
+        if !st.originals.contains_key(&key) {
+            let original = old.map(<[u8]>::to_vec);
+            st.originals.insert(key.clone(), original);
+        }
         st.size = size;
-        st.data.insert(key, bytes);
+        st.data.insert_replacing(key, bytes, old_len);
         Ok(())
     }
 

@@ -1,0 +1,143 @@
+//! A fixed number of manager-level requests on each library's in-memory store, for counting
+//! instructions under `valgrind --tool=cachegrind` (steady where timings on a shared
+//! machine are not). `bash scripts/bench.sh instructions` runs it for every workload.
+//!
+//! `cargo run --release --manifest-path benches/peers/Cargo.toml --example ops -- ours read 20000`
+//!
+//! Libraries: `ours`, `tower-sessions`. Workloads: `read`, `write`, `new`, `touch`, or
+//! `none` (set-up only, to subtract).
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use session_peer_benches::{blob, small_keys};
+use session_store::{MemoryStore, SessionManager};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let lib = args.first().map_or("ours", String::as_str).to_owned();
+    let workload = args.get(1).map_or("read", String::as_str).to_owned();
+    let n: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        match lib.as_str() {
+            "ours" => ours(&workload, n).await,
+            "tower-sessions" => tower(&workload, n).await,
+            other => panic!("unknown library {other}"),
+        }
+    });
+}
+
+async fn ours(workload: &str, n: u64) {
+    let store = MemoryStore::new();
+    let build = |touch: Option<Duration>| {
+        let mut b = SessionManager::builder(store.clone())
+            .cookie_name("sid")
+            .idle_lifetime(Duration::from_secs(3600));
+        if let Some(t) = touch {
+            b = b.touch_after(t);
+        }
+        b.build().expect("manager")
+    };
+    let (plain, touching) = (build(None), build(Some(Duration::ZERO)));
+    let seed = plain.new_session();
+    for (k, v) in small_keys() {
+        seed.insert(k, v).expect("insert");
+    }
+    seed.insert("n", 0u64).expect("insert");
+    seed.insert("blob", blob()).expect("insert");
+    seed.commit().await.expect("commit");
+    let cookie = seed.id().as_str().to_owned();
+    for _ in 0..n {
+        let manager = if workload == "touch" {
+            &touching
+        } else {
+            &plain
+        };
+        let session = match workload {
+            "none" => break,
+            "new" => manager.load_value(None).await,
+            _ => manager.load_value(Some(&cookie)).await,
+        }
+        .expect("load");
+        match workload {
+            "write" => {
+                let v: u64 = session.get("n").expect("get").expect("n");
+                session.insert("n", v + 1).expect("insert");
+            }
+            "new" => session.insert("user", "alice").expect("insert"),
+            _ => {
+                let v: Option<String> = session.get("k3").expect("get");
+                assert!(v.is_some());
+            }
+        }
+        let mut headers = HeaderMap::new();
+        manager
+            .finish(&session, StatusCode::OK, &mut headers)
+            .await
+            .expect("finish");
+        std::hint::black_box(headers);
+    }
+}
+
+/// What `SessionManagerLayer` does around a handler (as in the `peers` bench): a session
+/// loaded on first use, saved when modified (always, for the rolling expiry of `touch`),
+/// then its cookie.
+async fn tower(workload: &str, n: u64) {
+    use tower_sessions::{Expiry, Session};
+    let store = Arc::new(tower_sessions::MemoryStore::default());
+    let seed = Session::new(None, store.clone(), None);
+    for (k, v) in small_keys() {
+        seed.insert(&k, v).await.expect("insert");
+    }
+    seed.insert("n", 0u64).await.expect("insert");
+    seed.insert("blob", blob()).await.expect("insert");
+    seed.save().await.expect("save");
+    let cookie = seed.id().expect("id").to_string();
+    for _ in 0..n {
+        let (id, expiry) = match workload {
+            "none" => break,
+            "new" => (None, None),
+            "touch" => (
+                Some(cookie.parse().expect("id")),
+                Some(Expiry::OnInactivity(time::Duration::hours(1))),
+            ),
+            _ => (Some(cookie.parse().expect("id")), None),
+        };
+        let session = Session::new(id, store.clone(), expiry);
+        match workload {
+            "write" => {
+                let v: u64 = session.get("n").await.expect("get").expect("n");
+                session.insert("n", v + 1).await.expect("insert");
+            }
+            "new" => session.insert("user", "alice").await.expect("insert"),
+            _ => {
+                let v: Option<String> = session.get("k3").await.expect("get");
+                assert!(v.is_some());
+            }
+        }
+        let always_save = workload == "touch";
+        if (session.is_modified() || always_save) && !session.is_empty().await {
+            session.save().await.expect("save");
+            let id = session.id().expect("id");
+            let mut cookie = tower_sessions::cookie::Cookie::build(("id", id.to_string()))
+                .http_only(true)
+                .same_site(tower_sessions::cookie::SameSite::Strict)
+                .secure(true)
+                .path("/");
+            if let Some(Expiry::OnInactivity(d)) = session.expiry() {
+                cookie = cookie.max_age(d);
+            }
+            let mut headers = HeaderMap::new();
+            headers.append(
+                http::header::SET_COOKIE,
+                http::HeaderValue::from_str(&cookie.build().encoded().to_string())
+                    .expect("header"),
+            );
+            std::hint::black_box(headers);
+        }
+    }
+}

@@ -182,10 +182,12 @@ impl Data {
     /// Reads a MessagePack map of `str → bin` from `bytes[*at..]`, advancing `*at` past it.
     /// Keys in strictly ascending order (what [`Record::encode_payload`] writes) are kept
     /// in place; any other order is copied into a map, a repeated key keeping its last
-    /// value. `None` if the map is malformed or runs past the input.
+    /// value. `None` if the map is malformed or runs past the input. `trusted` bytes (written
+    /// by this crate's encoder, in this process) skip the key order and UTF-8 checks; their
+    /// lengths are still checked.
     ///
     /// [`Record::encode_payload`]: crate::Record::encode_payload
-    pub(crate) fn read_shared(bytes: &Arc<[u8]>, at: &mut usize) -> Option<Self> {
+    pub(crate) fn read_shared(bytes: &Arc<[u8]>, at: &mut usize, trusted: bool) -> Option<Self> {
         let mut input = bytes.get(*at..)?;
         let total = input.len();
         let len = rmp::decode::read_map_len(&mut input).ok()? as usize;
@@ -203,6 +205,10 @@ impl Data {
                 offsets.push(u32::try_from(bytes.len() - input.len()).ok()?);
             }
             let (key, value) = read_raw_entry(&mut input)?;
+            size += key.len() + value.len();
+            if trusted {
+                continue;
+            }
             if !key.is_ascii() {
                 std::str::from_utf8(key).ok()?;
             }
@@ -211,7 +217,6 @@ impl Data {
                 sorted = false;
             }
             previous = Some(key);
-            size += key.len() + value.len();
         }
         let end = *at + (total - input.len());
         *at = end;
@@ -535,7 +540,7 @@ mod tests {
     fn shared(entries: &[(&str, &[u8])]) -> Data {
         let bytes = payload(entries);
         let mut at = 0;
-        let data = Data::read_shared(&bytes, &mut at).unwrap();
+        let data = Data::read_shared(&bytes, &mut at, false).unwrap();
         assert_eq!(at, bytes.len());
         data
     }
@@ -619,12 +624,15 @@ mod tests {
         let good = payload(&[("a", b"1"), ("b", b"2")]);
         for cut in 0..good.len() {
             let bytes: Arc<[u8]> = good[..cut].into();
-            assert!(Data::read_shared(&bytes, &mut 0).is_none(), "cut at {cut}");
+            assert!(
+                Data::read_shared(&bytes, &mut 0, false).is_none(),
+                "cut at {cut}"
+            );
         }
         let bad_utf8: Arc<[u8]> = vec![0x81, 0xa1, 0xff, 0xc4, 0x00].into();
-        assert!(Data::read_shared(&bad_utf8, &mut 0).is_none());
+        assert!(Data::read_shared(&bad_utf8, &mut 0, false).is_none());
         let huge: Arc<[u8]> = vec![0xdf, 0xff, 0xff, 0xff, 0xff].into();
-        assert!(Data::read_shared(&huge, &mut 0).is_none());
+        assert!(Data::read_shared(&huge, &mut 0, false).is_none());
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Entry {
             start,
             from_nanos(self.expires),
             self.version,
+            true,
         )
         .map_err(|e| crate::Error::corrupt("memory", e))
     }

@@ -276,15 +276,18 @@ impl Record {
         expires: OffsetDateTime,
         version: u64,
     ) -> Result<Self> {
-        Self::decode_shared_payload_at(bytes, 0, expires, version)
+        Self::decode_shared_payload_at(bytes, 0, expires, version, false)
     }
 
-    /// [`Record::decode_shared_payload`] of the envelope that starts at `bytes[start]`.
+    /// [`Record::decode_shared_payload`] of the envelope that starts at `bytes[start]`;
+    /// `trusted`: written by [`Record::encode_payload`] in this process (see
+    /// `Data::read_shared`).
     pub(crate) fn decode_shared_payload_at(
         bytes: Arc<[u8]>,
         start: usize,
         expires: OffsetDateTime,
         version: u64,
+        trusted: bool,
     ) -> Result<Self> {
         let corrupt = |what: &str| Error::corrupt("payload", what.to_owned());
         let [magic, format, tag, ..] = *bytes.get(start..).unwrap_or_default() else {
@@ -298,8 +301,8 @@ impl Record {
         }
         let codec = Codec::from_tag(tag).ok_or_else(|| corrupt("unknown value codec"))?;
         let mut at = start + 3;
-        let data =
-            Data::read_shared(&bytes, &mut at).ok_or_else(|| corrupt("malformed data map"))?;
+        let data = Data::read_shared(&bytes, &mut at, trusted)
+            .ok_or_else(|| corrupt("malformed data map"))?;
         let mut input = &bytes[at..];
         let raw_extra = read_bin_map(&mut input).ok_or_else(|| corrupt("malformed extra map"))?;
         if !input.is_empty() {

@@ -2,7 +2,8 @@
 # Benchmarks session-store against tower-sessions, actix-session and the raw drivers in one
 # run, then writes BENCHMARKS.md (tables of ratios) and benches/chart.svg.
 #   bash scripts/bench.sh                 # everything (~15 min of measuring after the build)
-#   bash scripts/bench.sh manager http    # only some sections (store manager cost http trips memory)
+#   bash scripts/bench.sh manager http    # only some sections (store manager cost http trips memory
+#                                         # instructions)
 # Services: the same as scripts/test.sh (PostgreSQL, Redis, MongoDB-compatible SecantusDB),
 # plus a private redis-server on BENCH_REDIS_PORT (default 6399) whose counters
 # (`INFO commandstats`) nothing else touches, and a database `session_bench` of its own for
@@ -23,6 +24,11 @@ if ! command -v wrk >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq wrk
 fi
 command -v wrk >/dev/null 2>&1 || { echo "bench: wrk is required (apt-get install wrk)" >&2; exit 1; }
+if ! command -v valgrind >/dev/null 2>&1; then
+    echo "bench: installing valgrind" >&2
+    apt-get update -qq && apt-get install -y -qq valgrind
+fi
+command -v valgrind >/dev/null 2>&1 || { echo "bench: valgrind is required (apt-get install valgrind)" >&2; exit 1; }
 
 BENCH_REDIS_PORT=${BENCH_REDIS_PORT:-6399}
 STARTED_REDIS=""
@@ -57,12 +63,46 @@ MANIFEST=benches/peers/Cargo.toml
 cargo bench --manifest-path "$MANIFEST" --bench peers --no-run
 mkdir -p "$(dirname "$RESULTS")"
 : > "$RESULTS"
+# Instructions per manager request (valgrind's cachegrind counts them exactly, so this is
+# the one measurement that machine load does not move): the `ops` example runs N requests,
+# less a run that only sets up.
+instructions() {
+    local ops n=20000
+    ops=$(cargo build --release --manifest-path "$MANIFEST" --example ops --message-format=json \
+        | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+    [ -x "$ops" ] || { echo "bench: the ops example did not build" >&2; exit 1; }
+    count() {
+        valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 \
+            | awk '/I *refs/ { gsub(",", "", $NF); print $NF }'
+    }
+    for lib in ours tower-sessions; do
+        local base
+        base=$(count "$ops" "$lib" none 1)
+        for w in read write new touch; do
+            local total
+            total=$(count "$ops" "$lib" "$w" "$n")
+            echo "{\"section\": \"instructions\", \"lib\": \"$lib\", \"workload\": \"$w\", \"requests\": $n, \"per_request\": $(( (total - base) / n ))}" >> "$RESULTS"
+        done
+    done
+}
+
 if [ $# -eq 0 ]; then
     # The memory section runs in its own process so its RSS is not mixed with the others.
     cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" memory
     cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" cost store manager trips http
+    instructions
 else
-    cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" "$@"
+    rest=()
+    for section in "$@"; do
+        if [ "$section" = instructions ]; then instructions; else rest+=("$section"); fi
+    done
+    if [ ${#rest[@]} -gt 0 ]; then
+        cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" "${rest[@]}"
+    fi
 fi
 
 fi # BENCH_RENDER_ONLY: only turn the results file into BENCHMARKS.md and the chart.
@@ -119,16 +159,24 @@ out.append("Caveats: the machine has 2 cores shared by the load generator, the s
 
 # cost per request
 out.append("## Manager cost per request, MemoryStore, one task\n")
-out.append("| workload | ours µs | tower-sessions µs | ours ÷ tower (target ≤ 0.5) |")
-out.append("|---|---|---|---|")
+out.append("Load, handler work and commit (with the `Set-Cookie` each library's middleware writes), "
+           "run inline on one task; the libraries take turns in seven 1-second slices per workload "
+           "and each reports its median slice. The instruction counts (valgrind's cachegrind, "
+           "per request, set-up subtracted) do not move with machine load.\n")
+out.append("| workload | ours µs | tower-sessions µs | ours ÷ tower (target ≤ 0.5) | ours instructions | tower-sessions instructions | ÷ |")
+out.append("|---|---|---|---|---|---|---|")
 for w in WL:
     a = one("cost", backend="memory", lib="ours", workload=w)
     b = one("cost", backend="memory", lib="tower-sessions", workload=w)
+    ia = one("instructions", lib="ours", workload=w)
+    ib = one("instructions", lib="tower-sessions", workload=w)
+    instr = (f"{ia['per_request']} | {ib['per_request']} | {ia['per_request'] / ib['per_request']:.2f}"
+             if ia and ib and ib["per_request"] else "n/a | n/a | n/a")
     if a and b and a["ops_per_sec"] and b["ops_per_sec"]:
         ua, ub = 1e6 / a["ops_per_sec"], 1e6 / b["ops_per_sec"]
-        out.append(f"| {w} | {ua:.2f} | {ub:.2f} | {mark(f'{ua/ub:.2f}', ua/ub <= 0.5)} |")
+        out.append(f"| {w} | {ua:.2f} | {ub:.2f} | {mark(f'{ua/ub:.2f}', ua/ub <= 0.5)} | {instr} |")
     else:
-        out.append(f"| {w} | n/a | n/a | not measured |")
+        out.append(f"| {w} | n/a | n/a | not measured | {instr} |")
 out.append("")
 
 chart = []

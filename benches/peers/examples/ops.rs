@@ -134,8 +134,7 @@ async fn tower(workload: &str, n: u64) {
             let mut headers = HeaderMap::new();
             headers.append(
                 http::header::SET_COOKIE,
-                http::HeaderValue::from_str(&cookie.build().encoded().to_string())
-                    .expect("header"),
+                http::HeaderValue::from_str(&cookie.build().encoded().to_string()).expect("header"),
             );
             std::hint::black_box(headers);
         }

@@ -58,6 +58,7 @@ fi
 export REDIS_URL="redis://127.0.0.1:$BENCH_REDIS_PORT"
 export POSTGRES_URL=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/session_bench}
 export MONGODB_URL=${MONGODB_URL:-$(bash scripts/mongo.sh url)}
+export MYSQL_URL=${BENCH_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}
 
 MANIFEST=benches/peers/Cargo.toml
 cargo bench --manifest-path "$MANIFEST" --bench peers --no-run
@@ -154,8 +155,9 @@ out.append("Caveats: the machine has 2 cores shared by the load generator, the s
            "sends the commands but neither encodes nor decodes a session, and on 2 cores the client's CPU "
            "competes with the server's, so ours ÷ floor measures our client-side cost too. actix-session is "
            "an actix-web middleware: it is measured at the store and manager levels, not under axum. "
-           "MongoDB has no peer store here (tower-sessions' Mongo store is on bson 2). SQLite and MySQL "
-           "are not measured yet.\n")
+           "MongoDB has no peer store here (tower-sessions' Mongo store is on bson 2). SQLite (a WAL file "
+           "on local disk) and MySQL (MariaDB) are compared with tower-sessions-sqlx-store; the raw "
+           "floor and the round-trip counters are measured on Redis and Postgres.\n")
 
 # cost per request
 out.append("## Manager cost per request, MemoryStore, one task\n")
@@ -189,7 +191,7 @@ for level, title in (("manager", "Manager level, 64 concurrent tasks"), ("store"
                "≥ 1.5× tower-sessions, ≥ 0.9× the raw floor.\n")
     out.append("| backend | workload | ours ops/s | ÷ tower-sessions | ÷ actix-session | ÷ raw floor | errors |")
     out.append("|---|---|---|---|---|---|---|")
-    for backend in ("memory", "redis", "postgres", "mongo"):
+    for backend in ("memory", "redis", "postgres", "sqlite", "mysql", "mongo"):
         for w in WL:
             o = one(level, backend=backend, lib="ours", workload=w)
             if not o:

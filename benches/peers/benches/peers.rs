@@ -730,6 +730,79 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             Err(e) => eprintln!("raw postgres skipped: {e}"),
         }
     }
+    #[cfg(feature = "sql")]
+    if want("sqlite") {
+        // A file of its own (WAL mode, as our store sets it up), fresh for every run.
+        let dir = sqlite_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let url = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(name).display());
+        match async {
+            let store = session_store_sqlx::SqliteStore::connect(&url("ours.db"))
+                .await
+                .map_err(s)?;
+            store.migrate().await.map_err(s)?;
+            Ours::new(Arc::new(store))
+        }
+        .await
+        {
+            Ok(l) => out.push(("sqlite".into(), "ours".into(), Arc::new(l))),
+            Err(e) => eprintln!("ours/sqlite skipped: {e}"),
+        }
+        match async {
+            let pool = tower_sessions_sqlx_store::sqlx::SqlitePool::connect(&url("tower.db"))
+                .await
+                .map_err(s)?;
+            let store = tower_sessions_sqlx_store::SqliteStore::new(pool);
+            store.migrate().await.map_err(s)?;
+            Res::Ok(store)
+        }
+        .await
+        {
+            Ok(store) => out.push((
+                "sqlite".into(),
+                "tower-sessions".into(),
+                Arc::new(Tower::new(store)),
+            )),
+            Err(e) => eprintln!("tower-sessions/sqlite skipped: {e}"),
+        }
+    }
+    #[cfg(feature = "sql")]
+    if want("mysql") {
+        let url = env("MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+        match async {
+            let store = session_store_sqlx::MySqlStore::connect(&url)
+                .await
+                .map_err(s)?
+                .with_table_name(&format!("bench_{}", std::process::id()))
+                .map_err(s)?;
+            store.migrate().await.map_err(s)?;
+            Ours::new(Arc::new(store))
+        }
+        .await
+        {
+            Ok(l) => out.push(("mysql".into(), "ours".into(), Arc::new(l))),
+            Err(e) => eprintln!("ours/mysql skipped: {e}"),
+        }
+        match async {
+            let pool = tower_sessions_sqlx_store::sqlx::MySqlPool::connect(&url)
+                .await
+                .map_err(s)?;
+            let store = tower_sessions_sqlx_store::MySqlStore::new(pool)
+                .with_table_name(format!("tower_bench_{}", std::process::id()))
+                .map_err(s)?;
+            store.migrate().await.map_err(s)?;
+            Res::Ok(store)
+        }
+        .await
+        {
+            Ok(store) => out.push((
+                "mysql".into(),
+                "tower-sessions".into(),
+                Arc::new(Tower::new(store)),
+            )),
+            Err(e) => eprintln!("tower-sessions/mysql skipped: {e}"),
+        }
+    }
     if want("mongo") {
         let url = env(
             "MONGODB_URL",
@@ -749,6 +822,11 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
         }
     }
     out
+}
+
+/// Where this run's SQLite files live (removed at the end of the run).
+fn sqlite_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("session-bench-{}", std::process::id()))
 }
 
 async fn seed(lib: &Arc<dyn Lib>, n: usize) -> Res<Arc<Vec<String>>> {
@@ -1412,4 +1490,5 @@ fn main() {
             web::run(&mut out, secs("WRK_SECS", 10)).await;
         }
     });
+    let _ = std::fs::remove_dir_all(sqlite_dir());
 }

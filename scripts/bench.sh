@@ -215,7 +215,7 @@ for level, title in (("manager", "Manager level, 64 concurrent tasks"), ("store"
 out.append("## HTTP (axum, wrk -t2 -c64)\n")
 http = pick("http")
 if http:
-    out.append("Ratios: requests/s ÷ the same app without a session layer (target ≥ 0.85 for ours/memory), and ours ÷ tower-sessions.\n")
+    out.append("Ratios: requests/s ÷ the same app without a session layer, sent the same requests (a session cookie each) (target ≥ 0.85 for ours/memory), and ours ÷ tower-sessions.\n")
     out.append("| variant | " + " | ".join(WL) + " |")
     out.append("|---|" + "---|" * len(WL))
     base = {w: (one("http", variant="none", workload=w) or {}).get("requests_per_sec") for w in WL}

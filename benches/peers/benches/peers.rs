@@ -1332,7 +1332,14 @@ mod web {
             for w in Workload::MAIN {
                 let built: Res<(Router, Vec<String>)> = async {
                     Ok(match variant {
-                        "none" => (Router::new().route("/", get(plain)), Vec::new()),
+                        // The same requests (a session cookie each) to an app without a
+                        // session layer.
+                        "none" => (
+                            Router::new().route("/", get(plain)),
+                            (0..SEEDS)
+                                .map(|_| IdGenerator::nanoid().generate().as_str().to_owned())
+                                .collect(),
+                        ),
                         v if v.starts_with("ours/") => {
                             let store: Arc<dyn SessionStore> = match v {
                                 "ours/memory" => Arc::new(session_store::MemoryStore::new()),

@@ -104,10 +104,19 @@ impl Connector {
     }
 
     /// The shared connection, taking a new one from the pool if there is none.
+    ///
+    /// The pool's futures (checkout, timeouts, the refill lock) take about 10 KB, which
+    /// every request's future would carry and copy if they were inlined here; they are
+    /// boxed, and only allocated when the shared connection has to be replaced.
     pub(crate) async fn get(&self) -> Result<(u64, Live)> {
         if let Some(live) = self.current().clone() {
             return Ok(live);
         }
+        Box::pin(self.refill()).await
+    }
+
+    /// Takes a new connection from the pool, once for all the requests waiting for one.
+    async fn refill(&self) -> Result<(u64, Live)> {
         let _refill = self.refill.lock().await;
         if let Some(live) = self.current().clone() {
             return Ok(live);

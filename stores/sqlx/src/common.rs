@@ -192,6 +192,32 @@ where
 /// 30 s): a database that is down is reported within the manager's default store timeout.
 pub(crate) const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A connection that sat idle in the pool for at least this long is pinged before use.
+pub(crate) const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The pool options of the `connect` constructors (PostgreSQL, MySQL).
+///
+/// sqlx pings every connection it hands out by default (`test_before_acquire`): one more
+/// round trip per statement, which doubles the latency of a session read. Here only a
+/// connection idle for [`PING_IF_IDLE_FOR`] or longer is pinged (the case where the
+/// server may have closed it, e.g. after a restart); a busy connection that breaks fails
+/// its statement with [`Error::Unavailable`] and is then discarded by the pool.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn network_pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    use sqlx::Connection as _;
+    sqlx::pool::PoolOptions::new()
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn: &mut DB::Connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

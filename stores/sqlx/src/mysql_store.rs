@@ -8,7 +8,7 @@ use session_store::{
     Capabilities, CasOutcome, Clock, Error, Record, Result, SessionId, SessionStore, SystemClock,
     async_trait,
 };
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::MySqlPool;
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlStr};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
@@ -170,13 +170,14 @@ impl MySqlStore {
         Self::build(pool, DEFAULT_TABLE_NAME.to_owned(), Arc::new(SystemClock))
     }
 
-    /// Connects a new pool (default pool options) to `url`, e.g.
+    /// Connects a new pool to `url` (sqlx's default options, except a 5 s acquire timeout
+    /// and a ping before use only for connections idle for 5 s or more, not before every
+    /// statement: one round trip per session operation instead of two), e.g.
     /// `mysql://user:pass@host:3306/db` (`mariadb://` works too). Fails with
     /// [`Error::Unavailable`] when the server cannot be reached and [`Error::Backend`] for a
     /// malformed URL.
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = MySqlPoolOptions::new()
-            .acquire_timeout(crate::common::ACQUIRE_TIMEOUT)
+        let pool = crate::common::network_pool_options()
             .connect(url)
             .await
             .map_err(err)?;

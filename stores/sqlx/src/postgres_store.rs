@@ -9,7 +9,7 @@ use session_store::{
     Capabilities, CasOutcome, Clock, CookieOptions, Error, Record, Result, SessionId, SessionStore,
     SystemClock, async_trait,
 };
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlStr};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
@@ -309,12 +309,13 @@ impl PostgresStore {
         )
     }
 
-    /// Connects a new pool (default pool options) to `url`, e.g.
+    /// Connects a new pool to `url` (sqlx's default options, except a 5 s acquire timeout
+    /// and a ping before use only for connections idle for 5 s or more, not before every
+    /// statement: one round trip per session operation instead of two), e.g.
     /// `postgres://user:pass@host:5432/db`. Fails with [`Error::Unavailable`] when the
     /// server cannot be reached and [`Error::Backend`] for a malformed URL.
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .acquire_timeout(crate::common::ACQUIRE_TIMEOUT)
+        let pool = crate::common::network_pool_options()
             .connect(url)
             .await
             .map_err(err)?;

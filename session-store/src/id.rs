@@ -73,10 +73,11 @@ fn random_id(len: usize) -> String {
     let mut bytes = [0u8; 32];
     let bytes = &mut bytes[..len.min(32)];
     rand::rng().fill_bytes(bytes);
-    bytes
-        .iter()
-        .map(|b| char::from(ALPHABET[usize::from(b & 63)]))
-        .collect()
+    for b in bytes.iter_mut() {
+        *b = ALPHABET[usize::from(*b & 63)];
+    }
+    // ASCII, so this borrows and copies once (cheaper than collecting `char`s).
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 impl IdGenerator {

@@ -155,8 +155,10 @@ impl Config {
         );
         out.push_str(&self.name);
         out.push('=');
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{}", utf8_percent_encode(value, URI_COMPONENT));
+        // Chunks, not `Display`: an id of URL-safe characters is one chunk, copied as is.
+        for chunk in utf8_percent_encode(value, URI_COMPONENT) {
+            out.push_str(chunk);
+        }
         out.push_str(&self.cookie_attributes);
         if let Some(expires) = expires {
             let seconds = ((expires - now).whole_milliseconds() + 500).div_euclid(1000);

@@ -1,13 +1,12 @@
 //! [`MemoryStore`]: a complete in-process backend.
 
-use std::borrow::Borrow;
-use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 use time::OffsetDateTime;
 
 use crate::clock::{Clock, SystemClock};
@@ -44,13 +43,15 @@ struct Inner {
 }
 
 struct Shard {
-    entries: HashSet<Entry>,
+    /// Entries by the hash of their id (one hash per operation: its high bits chose the
+    /// shard, its low bits the bucket).
+    entries: HashTable<Entry>,
     /// Unix nanoseconds.
     next_sweep: i64,
 }
 
 /// One record: `bytes` holds the id's length (2 bytes, big-endian), the id, then the
-/// payload envelope. Hashed and compared by id, so the set finds it by `&str`.
+/// payload envelope. Hashed and compared by id.
 struct Entry {
     bytes: Arc<[u8]>,
     /// Unix time in nanoseconds (exact for expiries until the year 2262; later ones are
@@ -66,11 +67,19 @@ impl Entry {
         // still fits the 2-byte prefix for any id up to 64 KiB.
         let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX);
         let id = &id[..usize::from(id_len)];
-        let mut prefix = Vec::with_capacity(2 + id.len());
-        prefix.extend_from_slice(&id_len.to_be_bytes());
-        prefix.extend_from_slice(id);
+        // The prefix is assembled on the stack for ids of usual lengths.
+        let mut stack = [0u8; 2 + 64];
+        let mut heap = Vec::new();
+        let prefix: &mut [u8] = if id.len() <= 64 {
+            &mut stack[..2 + id.len()]
+        } else {
+            heap.resize(2 + id.len(), 0);
+            &mut heap
+        };
+        prefix[..2].copy_from_slice(&id_len.to_be_bytes());
+        prefix[2..].copy_from_slice(id);
         Self {
-            bytes: record.encode_shared_payload(&prefix),
+            bytes: record.encode_shared_payload(prefix),
             expires: to_nanos(record.expires),
             version: record.version,
         }
@@ -80,7 +89,7 @@ impl Entry {
         usize::from(u16::from_be_bytes([self.bytes[0], self.bytes[1]]))
     }
 
-    /// The id's bytes (the set is searched by `id.as_str().as_bytes()`).
+    /// The id's bytes.
     fn id(&self) -> &[u8] {
         &self.bytes[2..2 + self.id_len()]
     }
@@ -102,27 +111,7 @@ impl Entry {
     }
 }
 
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.id() == other.id()
-    }
-}
-
-impl Eq for Entry {}
-
-impl Hash for Entry {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id().hash(state);
-    }
-}
-
-impl Borrow<[u8]> for Entry {
-    fn borrow(&self) -> &[u8] {
-        self.id()
-    }
-}
-
-/// How the set is searched for `id`.
+/// The bytes an id is hashed and compared by.
 fn key(id: &SessionId) -> &[u8] {
     id.as_str().as_bytes()
 }
@@ -185,7 +174,7 @@ impl MemoryStore {
         let shards = (0..SHARDS)
             .map(|_| {
                 Mutex::new(Shard {
-                    entries: HashSet::new(),
+                    entries: HashTable::new(),
                     next_sweep: first_sweep,
                 })
             })
@@ -247,14 +236,62 @@ impl MemoryStore {
     }
 
     /// Locks the shard of `id`, sweeping it first if its sweep is due.
-    fn shard(&self, id: &SessionId, now: i64) -> MutexGuard<'_, Shard> {
-        let index = (self.inner.hasher.hash_one(key(id)) as usize) % SHARDS;
+    fn shard(&self, id: &SessionId, now: i64) -> Slot<'_> {
+        let hash = self.inner.hasher.hash_one(key(id));
+        // Bits 32 and up choose the shard; the table of a shard indexes its buckets with the
+        // low bits, so the two never correlate.
+        let index = ((hash >> 32) as usize) % SHARDS;
         let mut shard = lock(&self.inner.shards[index]);
         if now >= shard.next_sweep {
             shard.entries.retain(|e| e.live(now));
             shard.next_sweep = now.saturating_add(interval_nanos(self.inner.sweep_interval));
         }
-        shard
+        Slot {
+            shard,
+            hash,
+            hasher: &self.inner.hasher,
+        }
+    }
+}
+
+/// A locked shard and the hash of the id being worked on.
+struct Slot<'a> {
+    shard: MutexGuard<'a, Shard>,
+    hash: u64,
+    hasher: &'a std::collections::hash_map::RandomState,
+}
+
+impl Slot<'_> {
+    /// The live entry of `id`.
+    fn live(&mut self, id: &SessionId, now: i64) -> Option<&mut Entry> {
+        let key = key(id);
+        self.shard
+            .entries
+            .find_mut(self.hash, |e| e.id() == key)
+            .filter(|e| e.live(now))
+    }
+
+    /// Stores `entry` in place of any entry of the same id.
+    fn put(&mut self, entry: Entry) {
+        let hasher = self.hasher;
+        match self.shard.entries.entry(
+            self.hash,
+            |e| e.id() == entry.id(),
+            |e| hasher.hash_one(e.id()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut slot) => *slot.get_mut() = entry,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(entry);
+            }
+        }
+    }
+
+    /// Removes the entry of `id`, if any.
+    fn remove(&mut self, id: &SessionId) {
+        let key = key(id);
+        if let Ok(slot) = self.shard.entries.find_entry(self.hash, |e| e.id() == key) {
+            slot.remove();
+        }
     }
 }
 
@@ -276,68 +313,63 @@ impl SessionStore for MemoryStore {
 
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         let now = now_nanos(&*self.inner.clock);
-        let shard = self.shard(id, now);
-        let entry = match shard.entries.get(key(id)) {
-            Some(e) if e.live(now) => Entry {
+        let mut slot = self.shard(id, now);
+        let entry = match slot.live(id, now) {
+            Some(e) => Entry {
                 bytes: e.bytes.clone(),
                 expires: e.expires,
                 version: e.version,
             },
-            _ => return Ok(None),
+            None => return Ok(None),
         };
-        drop(shard);
+        drop(slot);
         entry.record().map(Some)
     }
 
     async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
         let entry = Entry::new(id, record);
         let now = now_nanos(&*self.inner.clock);
-        self.shard(id, now).entries.replace(entry);
+        self.shard(id, now).put(entry);
         Ok(())
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         let now = now_nanos(&*self.inner.clock);
-        self.shard(id, now).entries.remove(key(id));
+        self.shard(id, now).remove(id);
         Ok(())
     }
 
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
         let now = now_nanos(&*self.inner.clock);
-        let mut shard = self.shard(id, now);
-        match shard.entries.take(key(id)) {
-            Some(mut e) if e.live(now) => {
+        match self.shard(id, now).live(id, now) {
+            Some(e) => {
                 e.expires = to_nanos(expires);
-                shard.entries.insert(e);
                 Ok(true)
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let entry = Entry::new(id, record);
         let now = now_nanos(&*self.inner.clock);
-        let mut shard = self.shard(id, now);
-        match shard.entries.get(key(id)) {
-            Some(e) if e.live(now) => Ok(false),
-            _ => {
-                shard.entries.replace(entry);
-                Ok(true)
-            }
+        let mut slot = self.shard(id, now);
+        if slot.live(id, now).is_some() {
+            return Ok(false);
         }
+        slot.put(entry);
+        Ok(true)
     }
 
     async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let entry = Entry::new(id, record);
         let now = now_nanos(&*self.inner.clock);
-        let mut shard = self.shard(id, now);
-        match shard.entries.get(key(id)) {
-            Some(e) if e.live(now) => {
-                shard.entries.replace(entry);
+        match self.shard(id, now).live(id, now) {
+            Some(e) => {
+                *e = entry;
                 Ok(true)
             }
-            _ => Ok(false),
+            None => Ok(false),
         }
     }
 
@@ -349,16 +381,13 @@ impl SessionStore for MemoryStore {
     ) -> Result<CasOutcome> {
         let entry = Entry::new(id, record);
         let now = now_nanos(&*self.inner.clock);
-        let mut shard = self.shard(id, now);
-        match shard.entries.get(key(id)) {
-            Some(e) if e.live(now) => {
-                if e.version != expected {
-                    return Ok(CasOutcome::Conflict);
-                }
-                shard.entries.replace(entry);
+        match self.shard(id, now).live(id, now) {
+            Some(e) if e.version != expected => Ok(CasOutcome::Conflict),
+            Some(e) => {
+                *e = entry;
                 Ok(CasOutcome::Written)
             }
-            _ => Ok(CasOutcome::Missing),
+            None => Ok(CasOutcome::Missing),
         }
     }
 }

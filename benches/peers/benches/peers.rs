@@ -492,7 +492,13 @@ struct RawPg {
 #[cfg(feature = "sql")]
 impl RawPg {
     async fn new(url: &str, payload: Vec<u8>) -> Res<Self> {
-        let pool = sqlx::PgPool::connect(url).await.map_err(s)?;
+        // No ping before each statement, like our store's `connect` pool: the floor must
+        // not pay a round trip that ours does not.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect(url)
+            .await
+            .map_err(s)?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS raw_sessions (id TEXT PRIMARY KEY, data BYTEA NOT NULL, \
              expires TIMESTAMPTZ NOT NULL)",

@@ -21,8 +21,9 @@ pub struct Data {
     /// Entries of a payload, checked when decoded: keys valid UTF-8, strictly ascending.
     base: Option<Base>,
     /// Changes over `base`: `Some` sets a value, `None` removes a key of `base`. Without a
-    /// base, every entry is `Some`.
-    changes: BTreeMap<String, Option<Vec<u8>>>,
+    /// base, every entry is `Some`. Shared between clones (a record snapshot of a session
+    /// costs no copy) and copied on the first write after a clone; `None` when empty.
+    changes: Option<Arc<Changes>>,
     len: usize,
     /// Total bytes of keys and values.
     size: usize,
@@ -61,24 +62,56 @@ impl Base {
                 .find(|raw| raw.key >= key)
                 .filter(|raw| raw.key == key);
         };
-        let at = |i: usize| -> Option<RawEntry<'_>> {
-            let offset = usize::try_from(*index.get(i)?).ok()?;
-            BaseIter {
-                input: self.bytes.get(offset..self.end)?,
-            }
-            .next()
-        };
+        let low = self.first_not_below(index, key);
+        self.entry_at(index, low).filter(|raw| raw.key == key)
+    }
+
+    /// The entry at position `i` of the index.
+    fn entry_at<'a>(&'a self, index: &[u32], i: usize) -> Option<RawEntry<'a>> {
+        let offset = usize::try_from(*index.get(i)?).ok()?;
+        BaseIter {
+            input: self.bytes.get(offset..self.end)?,
+        }
+        .next()
+    }
+
+    /// Position in the index of the first entry whose key is not below `key`.
+    fn first_not_below(&self, index: &[u32], key: &[u8]) -> usize {
         let (mut low, mut high) = (0, index.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            let raw = at(mid)?;
-            match raw.key.cmp(key) {
-                Ordering::Less => low = mid + 1,
-                Ordering::Equal => return Some(raw),
-                Ordering::Greater => high = mid,
+            match self.entry_at(index, mid) {
+                Some(raw) if raw.key < key => low = mid + 1,
+                _ => high = mid,
             }
         }
-        None
+        low
+    }
+
+    /// Where `key` is or would go, searching from byte `from` on: the byte range of its
+    /// entry, or an empty range at the first entry above it.
+    fn locate(&self, key: &[u8], from: usize) -> (usize, usize) {
+        if let Some(index) = &self.index {
+            let i = self.first_not_below(index, key);
+            let start = index
+                .get(i)
+                .and_then(|&o| usize::try_from(o).ok())
+                .unwrap_or(self.end);
+            let end = match self.entry_at(index, i) {
+                Some(raw) if raw.key == key => start + raw.encoded.len(),
+                _ => start,
+            };
+            return (start.max(from), end.max(from));
+        }
+        let mut input = self.bytes.get(from..self.end).unwrap_or_default();
+        loop {
+            let start = self.end - input.len();
+            match read_raw_entry(&mut input) {
+                Some((k, _)) if k < key => {}
+                Some((k, _)) if k == key => return (start, self.end - input.len()),
+                _ => return (start, start),
+            }
+        }
     }
 }
 
@@ -173,7 +206,20 @@ fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
+/// Changed keys: `Some` value set, `None` removed.
+type Changes = BTreeMap<String, Option<Vec<u8>>>;
+
+static NO_CHANGES: Changes = BTreeMap::new();
+
 impl Data {
+    fn changes(&self) -> &Changes {
+        self.changes.as_deref().unwrap_or(&NO_CHANGES)
+    }
+
+    fn changes_mut(&mut self) -> &mut Changes {
+        Arc::make_mut(self.changes.get_or_insert_with(Default::default))
+    }
+
     /// No data.
     pub fn new() -> Self {
         Self::default()
@@ -229,7 +275,7 @@ impl Data {
         if sorted {
             return Some(Self {
                 base: Some(base),
-                changes: BTreeMap::new(),
+                changes: None,
                 len,
                 size,
             });
@@ -244,7 +290,7 @@ impl Data {
 
     /// The encoded value under `key`.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        match self.changes.get(key) {
+        match self.changes().get(key) {
             Some(change) => change.as_deref(),
             None => self.base.as_ref()?.find(key),
         }
@@ -271,7 +317,7 @@ impl Data {
             }
         }
         self.size += value.len();
-        self.changes.insert(key, Some(value));
+        self.changes_mut().insert(key, Some(value));
     }
 
     /// Removes `key`; returns whether it was present.
@@ -283,9 +329,9 @@ impl Data {
         self.len -= 1;
         let in_base = self.base.as_ref().is_some_and(|b| b.find(key).is_some());
         if in_base {
-            self.changes.insert(key.to_owned(), None);
+            self.changes_mut().insert(key.to_owned(), None);
         } else {
-            self.changes.remove(key);
+            self.changes_mut().remove(key);
         }
         true
     }
@@ -319,17 +365,22 @@ impl Data {
         };
         Merge {
             base: base.peekable(),
-            changes: self.changes.iter().peekable(),
+            changes: self.changes().iter().peekable(),
         }
     }
 
-    /// The entries in key order as pieces of a payload: entries of the decoded payload
-    /// still encoded (copied as they are), changed ones as key and value.
-    pub(crate) fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
-        self.merge().map(|next| match next {
-            Next::Base(raw) => Piece::Encoded(raw.encoded),
-            Next::Change(key, value) => Piece::Entry(key, value),
-        })
+    /// The entries in key order as pieces of a payload: runs of entries of the decoded
+    /// payload still encoded (copied as they are), changed ones as key and value. Each
+    /// change is located in the payload (binary search when indexed), so a session with a
+    /// few changes is re-encoded as a few copies, whatever its number of keys.
+    pub(crate) fn pieces(&self) -> Pieces<'_> {
+        Pieces {
+            base: self.base.as_ref(),
+            cursor: self.base.as_ref().map_or(0, |b| b.start),
+            changes: self.changes().iter(),
+            pending: None,
+            done: false,
+        }
     }
 
     /// The keys, in order.
@@ -354,7 +405,7 @@ impl Data {
     /// The length of the entries encoded as [`Data::pieces`] gives them.
     pub(crate) fn encoded_len(&self) -> usize {
         let mut len = self.base.as_ref().map_or(0, |b| b.end - b.start);
-        for (key, change) in &self.changes {
+        for (key, change) in self.changes() {
             if let Some(old) = self.base.as_ref().and_then(|b| b.find_raw(key)) {
                 len -= old.encoded.len();
             }
@@ -367,7 +418,7 @@ impl Data {
 
     pub(crate) fn unchanged_entries(&self) -> Option<&[u8]> {
         let base = self.base.as_ref()?;
-        if self.changes.is_empty() {
+        if self.changes().is_empty() {
             base.bytes.get(base.start..base.end)
         } else {
             None
@@ -377,10 +428,57 @@ impl Data {
 
 /// A part of an encoded data map, from [`Data::pieces`].
 pub(crate) enum Piece<'a> {
-    /// A whole MessagePack `str → bin` entry.
+    /// Whole MessagePack `str → bin` entries, in order.
     Encoded(&'a [u8]),
     /// An entry to encode.
     Entry(&'a str, &'a [u8]),
+}
+
+/// The pieces of [`Data::pieces`].
+pub(crate) struct Pieces<'a> {
+    base: Option<&'a Base>,
+    /// Bytes of the base before this offset have been returned or replaced.
+    cursor: usize,
+    changes: btree_map::Iter<'a, String, Option<Vec<u8>>>,
+    /// A change to return after the run of base entries just returned.
+    pending: Option<(&'a str, &'a [u8])>,
+    done: bool,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Piece<'a>> {
+        if let Some((key, value)) = self.pending.take() {
+            return Some(Piece::Entry(key, value));
+        }
+        let Some(base) = self.base else {
+            // Without a base every change sets a value.
+            return self
+                .changes
+                .find_map(|(key, change)| change.as_deref().map(|value| Piece::Entry(key, value)));
+        };
+        let run = |from: usize, to: usize| base.bytes.get(from..to).filter(|r| !r.is_empty());
+        for (key, change) in self.changes.by_ref() {
+            let (start, end) = base.locate(key.as_bytes(), self.cursor);
+            let before = run(self.cursor, start);
+            self.cursor = end;
+            match (before, change) {
+                (Some(before), Some(value)) => {
+                    self.pending = Some((key, value));
+                    return Some(Piece::Encoded(before));
+                }
+                (Some(before), None) => return Some(Piece::Encoded(before)),
+                (None, Some(value)) => return Some(Piece::Entry(key, value)),
+                (None, None) => {}
+            }
+        }
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        run(self.cursor, base.end).map(Piece::Encoded)
+    }
 }
 
 /// Base entries and changes merged in key order.
@@ -488,7 +586,7 @@ impl FromIterator<(String, Vec<u8>)> for Data {
         Self {
             base: None,
             len: changes.len(),
-            changes,
+            changes: (!changes.is_empty()).then(|| Arc::new(changes)),
             size,
         }
     }
@@ -570,7 +668,7 @@ mod tests {
         let owned: Data = d.to_map().into();
         assert_eq!(owned, d);
         assert!(d.remove("b"));
-        assert!(!d.changes.contains_key("b"));
+        assert!(!d.changes().contains_key("b"));
         assert_eq!(d.len(), 3);
         d.insert("e".into(), b"5".to_vec());
         assert_eq!(
@@ -607,6 +705,64 @@ mod tests {
                 }
             }
             assert_eq!(d.encoded_len(), encoded.len(), "{n}");
+        }
+    }
+
+    #[test]
+    fn pieces_splice_changes_into_the_payload_like_a_full_reencode() {
+        fn encode(entries: impl Iterator<Item = (String, Vec<u8>)>) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (k, v) in entries {
+                rmp::encode::write_str(&mut out, &k).unwrap();
+                rmp::encode::write_bin(&mut out, &v).unwrap();
+            }
+            out
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        for n in [0, 1, 2, INDEX_FROM, INDEX_FROM + 1, 30] {
+            let keys: Vec<String> = (0..n).map(|i| format!("k{:03}", i * 2)).collect();
+            let entries: Vec<(&str, &[u8])> =
+                keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+            for round in 0..200 {
+                let mut d = shared(&entries);
+                let mut expected: BTreeMap<String, Vec<u8>> = entries
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect();
+                for _ in 0..next(6) {
+                    // Even numbers exist in the payload, odd ones fall between its keys.
+                    let key = format!("k{:03}", next(2 * n + 3));
+                    if next(3) == 0 {
+                        assert_eq!(d.remove(&key), expected.remove(&key).is_some());
+                    } else {
+                        let value = vec![b'v'; next(40)];
+                        d.insert(key.clone(), value.clone());
+                        expected.insert(key, value);
+                    }
+                }
+                let mut spliced = Vec::new();
+                for piece in d.pieces() {
+                    match piece {
+                        Piece::Encoded(bytes) => spliced.extend_from_slice(bytes),
+                        Piece::Entry(k, v) => {
+                            rmp::encode::write_str(&mut spliced, k).unwrap();
+                            rmp::encode::write_bin(&mut spliced, v).unwrap();
+                        }
+                    }
+                }
+                assert_eq!(
+                    spliced,
+                    encode(expected.into_iter()),
+                    "{n} keys, round {round}"
+                );
+                assert_eq!(d.encoded_len(), spliced.len(), "{n} keys, round {round}");
+            }
         }
     }
 

@@ -76,6 +76,15 @@ struct State {
     generation: u64,
 }
 
+/// Whether a key's value `now` differs (by value, in `codec`) from `old`.
+fn differs(codec: Codec, old: Option<&[u8]>, now: Option<&[u8]>) -> bool {
+    match (old, now) {
+        (None, None) => false,
+        (Some(a), Some(b)) => !codec.same_value(a, b),
+        _ => true,
+    }
+}
+
 impl State {
     fn note_original(&mut self, key: &str) {
         if !self.originals.contains_key(key) {
@@ -84,18 +93,11 @@ impl State {
         }
     }
 
-    /// Keys whose value differs (by value) from the last load or commit, with their
-    /// current value (`None`: removed).
-    fn changes(&self) -> Vec<(String, Option<Vec<u8>>)> {
+    /// Whether some key's value differs (by value) from the last load or commit.
+    fn has_changes(&self) -> bool {
         self.originals
             .iter()
-            .filter(|(key, old)| match (old, self.data.get(key.as_str())) {
-                (None, None) => false,
-                (Some(a), Some(b)) => !self.codec.same_value(a, b),
-                _ => true,
-            })
-            .map(|(key, _)| (key.clone(), self.data.get(key).map(<[u8]>::to_vec)))
-            .collect()
+            .any(|(key, old)| differs(self.codec, old.as_deref(), self.data.get(key)))
     }
 
     fn record(&self, version: u64) -> Record {
@@ -358,7 +360,7 @@ impl Session {
 
     /// Whether the data differs (by value) from what was loaded or last committed.
     pub fn is_modified(&self) -> bool {
-        !self.lock().changes().is_empty()
+        self.lock().has_changes()
     }
 
     /// Extends the expiry now (to now + `maxAge`, or the idle lifetime), whatever
@@ -458,7 +460,7 @@ impl Session {
             }
             return Ok(());
         }
-        let changed = !st.changes().is_empty();
+        let changed = st.has_changes();
         if st.stored && !changed && !st.expiry_dirty {
             st.originals.clear();
             return Ok(());
@@ -593,27 +595,19 @@ impl Session {
         let now = c.clock.now();
         let snapshot = {
             let mut st = self.lock();
-            let changes = st.changes();
-            if changes.is_empty() && !st.expiry_dirty {
+            let changed = st.has_changes();
+            if !changed && !st.expiry_dirty {
                 st.originals.clear();
                 None
             } else {
-                let record = (!changes.is_empty()).then(|| st.record(st.version.wrapping_add(1)));
+                let record = changed.then(|| st.record(st.version.wrapping_add(1)));
                 let taken = std::mem::take(&mut st.originals);
                 let touched = std::mem::take(&mut st.expiry_dirty);
                 let cookie = std::mem::take(&mut st.cookie_dirty);
-                Some((
-                    st.id.clone(),
-                    changes,
-                    record,
-                    st.version,
-                    taken,
-                    touched,
-                    cookie,
-                ))
+                Some((st.id.clone(), record, st.version, taken, touched, cookie))
             }
         };
-        let Some((id, changes, record, expected, taken, touched, cookie)) = snapshot else {
+        let Some((id, record, expected, taken, touched, cookie)) = snapshot else {
             return self.destroy_old_ids().await;
         };
         let outcome = match record {
@@ -624,7 +618,7 @@ impl Session {
                     .map(|found| found.then_some(None))
             }
             Some(record) => self
-                .write(&id, record, expected, &changes, touched)
+                .write(&id, record, expected, &taken, touched)
                 .await
                 .map(|w| w.map(Some)),
         };
@@ -664,7 +658,7 @@ impl Session {
         id: &SessionId,
         mut record: Record,
         mut expected: u64,
-        changes: &[(String, Option<Vec<u8>>)],
+        originals: &BTreeMap<String, Option<Vec<u8>>>,
         touched: bool,
     ) -> Result<Option<(Record, bool)>> {
         let c = self.config();
@@ -676,6 +670,8 @@ impl Session {
             c.timed(c.store.set(id, &record)).await?;
             return Ok(Some((record, false)));
         }
+        // This request's changes, worked out from the snapshot on the first conflict.
+        let mut changes: Option<Vec<(String, Option<Vec<u8>>)>> = None;
         for attempt in 0..c.max_attempts {
             match c
                 .timed(c.store.compare_and_set(id, &record, expected))
@@ -694,8 +690,17 @@ impl Session {
                 record.version = expected.wrapping_add(1);
                 continue;
             }
+            let changes = changes.get_or_insert_with(|| {
+                originals
+                    .iter()
+                    .filter(|(key, old)| {
+                        differs(record.codec, old.as_deref(), record.data.get(key))
+                    })
+                    .map(|(key, _)| (key.clone(), record.data.get(key).map(<[u8]>::to_vec)))
+                    .collect()
+            });
             let mut data = theirs.data;
-            for (key, value) in changes {
+            for (key, value) in changes.iter() {
                 match value {
                     Some(v) => data.insert(key.clone(), v.clone()),
                     None => {

@@ -54,10 +54,27 @@ impl fmt::Debug for IdGenerator {
 
 /// `[A-Za-z0-9_-]`: the URL-safe alphabet of nanoid and of express-session's ids.
 fn url_safe(id: &str, lengths: &[usize]) -> bool {
-    lengths.contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    lengths.contains(&id.len()) && id.bytes().all(|b| URL_SAFE[usize::from(b)])
+}
+
+/// Byte classes as tables (one load per byte of every id a request presents): `[A-Za-z0-9_-]`,
+/// and the bytes no id may hold whatever its generator (controls, space, `;` and `,`).
+static URL_SAFE: [bool; 256] = byte_table(true);
+static NEVER_IN_ID: [bool; 256] = byte_table(false);
+
+const fn byte_table(url_safe: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = if url_safe {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        } else {
+            b.is_ascii_control() || b == b' ' || b == b';' || b == b','
+        };
+        i += 1;
+    }
+    table
 }
 
 /// The 64 symbols of ids: each random byte picks one by its low six bits, so every symbol is
@@ -126,9 +143,7 @@ impl IdGenerator {
     pub fn is_valid(&self, id: &str) -> bool {
         !id.is_empty()
             && id.len() <= MAX_ID_LEN
-            && !id
-                .bytes()
-                .any(|b| b.is_ascii_control() || b == b' ' || b == b';' || b == b',')
+            && !id.bytes().any(|b| NEVER_IN_ID[usize::from(b)])
             && (self.validate)(id)
     }
 }
@@ -169,5 +184,21 @@ mod tests {
         assert_eq!(id.as_str().len(), 32);
         assert!(g.is_valid(id.as_str()));
         assert!(g.is_valid(IdGenerator::nanoid().generate().as_str()));
+    }
+
+    #[test]
+    fn byte_tables_match_the_character_classes() {
+        let g = IdGenerator::nanoid();
+        let base = "A".repeat(20);
+        for b in 0..=255u8 {
+            let url_safe = b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+            assert_eq!(URL_SAFE[usize::from(b)], url_safe, "{b}");
+            let never = b.is_ascii_control() || b" ;,".contains(&b);
+            assert_eq!(NEVER_IN_ID[usize::from(b)], never, "{b}");
+            if b.is_ascii() {
+                let id = format!("{base}{}", char::from(b));
+                assert_eq!(g.is_valid(&id), url_safe, "{b}");
+            }
+        }
     }
 }

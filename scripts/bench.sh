@@ -8,7 +8,8 @@
 # plus a private redis-server on BENCH_REDIS_PORT (default 6399) whose counters
 # (`INFO commandstats`) nothing else touches, and a database `session_bench` of its own for
 # the `pg_stat_database` counters. Installs `wrk` with apt if it is missing.
-# Environment: BENCH_SECS (per in-process run, default 3), WRK_SECS (per wrk run, default
+# Environment: BENCH_SECS (per throughput slice, default 1), BENCH_ROUNDS (slices per library
+# and workload, default 5), WRK_SECS (per wrk run, default
 # 10), BENCH_SESSIONS (memory section, default 1000000), CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -187,8 +188,9 @@ for level, title in (("manager", "Manager level, 64 concurrent tasks"), ("store"
         out.append(f"## {title}\n\nNot measured in this run.\n")
         continue
     out.append(f"## {title}\n")
-    out.append("ops/s are absolute (noisy); ratios are ours ÷ the other. Targets (Redis, Postgres): "
-               "≥ 1.5× tower-sessions, ≥ 0.9× the raw floor.\n")
+    out.append("The libraries of a backend take turns in 1-second slices (five per workload) and each "
+               "reports its median slice. ops/s are absolute (noisy); ratios are ours ÷ the other. "
+               "Targets (Redis, Postgres): ≥ 1.5× tower-sessions, ≥ 0.9× the raw floor.\n")
     out.append("| backend | workload | ours ops/s | ÷ tower-sessions | ÷ actix-session | ÷ raw floor | errors |")
     out.append("|---|---|---|---|---|---|---|")
     for backend in ("memory", "redis", "postgres", "sqlite", "mysql", "mongo"):

@@ -843,40 +843,58 @@ async fn seed(lib: &Arc<dyn Lib>, n: usize) -> Res<Arc<Vec<String>>> {
     Ok(Arc::new(cookies))
 }
 
+/// Throughput at 64 concurrent tasks. The libraries of one backend take turns in `rounds`
+/// slices per workload (so a change of machine load hits all of them alike), and each
+/// reports its median slice.
 async fn throughput(
     out: &mut Out,
     level: &str,
     tasks: usize,
-    duration: Duration,
+    rounds: usize,
+    slice: Duration,
     libs: &[(String, String, Arc<dyn Lib>)],
 ) {
+    let mut seeded = Vec::new();
     for (backend, name, lib) in libs {
-        let cookies = match seed(lib, SEEDS).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("{backend}/{name}: seeding failed: {e}");
-                continue;
-            }
-        };
+        match seed(lib, SEEDS).await {
+            Ok(cookies) => seeded.push((backend, name, lib, cookies)),
+            Err(e) => eprintln!("{backend}/{name}: seeding failed: {e}"),
+        }
+    }
+    let by_store = level == "store";
+    // Libraries are listed backend by backend.
+    for group in seeded.chunk_by(|a, b| a.0 == b.0) {
         for w in Workload::MAIN {
-            let (lib, cookies) = (lib.clone(), cookies.clone());
-            let by_store = level == "store";
-            let rate: Rate = run_for(tasks, duration, move |t, i| {
-                let (lib, cookies) = (lib.clone(), cookies.clone());
-                async move {
-                    let cookie = &cookies[t % cookies.len()];
-                    if by_store {
-                        lib.store(w, cookie, i).await
-                    } else {
-                        lib.manager(w, cookie, i).await
-                    }
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); group.len()];
+            let mut errors = vec![0u64; group.len()];
+            for _ in 0..rounds {
+                for (at, (_, _, lib, cookies)) in group.iter().enumerate() {
+                    let (lib, cookies) = ((*lib).clone(), cookies.clone());
+                    let rate: Rate = run_for(tasks, slice, move |t, i| {
+                        let (lib, cookies) = (lib.clone(), cookies.clone());
+                        async move {
+                            let cookie = &cookies[t % cookies.len()];
+                            if by_store {
+                                lib.store(w, cookie, i).await
+                            } else {
+                                lib.manager(w, cookie, i).await
+                            }
+                        }
+                    })
+                    .await;
+                    samples[at].push(rate.ops_per_sec);
+                    errors[at] += rate.errors;
                 }
-            })
-            .await;
-            out.emit(json!({
-                "section": level, "backend": backend, "lib": name, "workload": w.name(),
-                "tasks": tasks, "ops_per_sec": rate.ops_per_sec, "errors": rate.errors,
-            }));
+            }
+            for (at, (backend, name, _, _)) in group.iter().enumerate() {
+                let mut sorted = samples[at].clone();
+                sorted.sort_by(f64::total_cmp);
+                out.emit(json!({
+                    "section": level, "backend": backend, "lib": name, "workload": w.name(),
+                    "tasks": tasks, "ops_per_sec": sorted[sorted.len() / 2],
+                    "samples": samples[at], "errors": errors[at],
+                }));
+            }
         }
     }
 }
@@ -1476,7 +1494,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let run_secs = secs("BENCH_SECS", 3);
+        let run_secs = secs("BENCH_SECS", 1);
         if want("memory") {
             let n = env("BENCH_SESSIONS", "1000000")
                 .parse()
@@ -1489,11 +1507,12 @@ fn main() {
         }
         if want("store") || want("manager") {
             let libs = libraries(&[]).await;
+            let rounds = secs("BENCH_ROUNDS", 5).as_secs().max(1) as usize;
             if want("store") {
-                throughput(&mut out, "store", 64, run_secs, &libs).await;
+                throughput(&mut out, "store", 64, rounds, run_secs, &libs).await;
             }
             if want("manager") {
-                throughput(&mut out, "manager", 64, run_secs, &libs).await;
+                throughput(&mut out, "manager", 64, rounds, run_secs, &libs).await;
             }
         }
         if want("trips") {

@@ -44,6 +44,8 @@ if ! redis-cli -p "$BENCH_REDIS_PORT" ping >/dev/null 2>&1; then
     done
     redis-cli -p "$BENCH_REDIS_PORT" ping >/dev/null || { echo "bench: private redis did not start" >&2; exit 1; }
 fi
+# The private server holds only what earlier runs left (sessions live an hour): start empty.
+redis-cli -p "$BENCH_REDIS_PORT" flushall >/dev/null
 stop_redis() {
     if [ -n "$STARTED_REDIS" ]; then
         redis-cli -p "$BENCH_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true

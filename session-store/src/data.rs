@@ -635,6 +635,21 @@ mod tests {
         out.into()
     }
 
+    /// The data's entries as [`Data::pieces`] encodes them.
+    fn spliced(d: &Data) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in d.pieces() {
+            match piece {
+                Piece::Encoded(bytes) => out.extend_from_slice(bytes),
+                Piece::Entry(k, v) => {
+                    rmp::encode::write_str(&mut out, k).unwrap();
+                    rmp::encode::write_bin(&mut out, v).unwrap();
+                }
+            }
+        }
+        out
+    }
+
     fn shared(entries: &[(&str, &[u8])]) -> Data {
         let bytes = payload(entries);
         let mut at = 0;
@@ -694,17 +709,7 @@ mod tests {
             d.insert("k001".into(), vec![1; 300]);
             d.insert(keys[0].clone(), b"changed".to_vec());
             assert!(d.remove(&keys[n - 1]));
-            let mut encoded = Vec::new();
-            for piece in d.pieces() {
-                match piece {
-                    Piece::Encoded(bytes) => encoded.extend_from_slice(bytes),
-                    Piece::Entry(k, v) => {
-                        rmp::encode::write_str(&mut encoded, k).unwrap();
-                        rmp::encode::write_bin(&mut encoded, v).unwrap();
-                    }
-                }
-            }
-            assert_eq!(d.encoded_len(), encoded.len(), "{n}");
+            assert_eq!(d.encoded_len(), spliced(&d).len(), "{n}");
         }
     }
 
@@ -746,16 +751,7 @@ mod tests {
                         expected.insert(key, value);
                     }
                 }
-                let mut spliced = Vec::new();
-                for piece in d.pieces() {
-                    match piece {
-                        Piece::Encoded(bytes) => spliced.extend_from_slice(bytes),
-                        Piece::Entry(k, v) => {
-                            rmp::encode::write_str(&mut spliced, k).unwrap();
-                            rmp::encode::write_bin(&mut spliced, v).unwrap();
-                        }
-                    }
-                }
+                let spliced = spliced(&d);
                 assert_eq!(
                     spliced,
                     encode(expected.into_iter()),

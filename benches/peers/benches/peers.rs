@@ -622,6 +622,19 @@ async fn standard_payload() -> Res<Vec<u8>> {
     Ok(ours.record().encode_payload())
 }
 
+/// Adds the library `setup` builds to `out`, or says why it is skipped.
+async fn add<L: Lib + 'static>(
+    out: &mut Vec<(String, String, Arc<dyn Lib>)>,
+    backend: &str,
+    name: &str,
+    setup: impl std::future::Future<Output = Res<L>>,
+) {
+    match setup.await {
+        Ok(lib) => out.push((backend.into(), name.into(), Arc::new(lib))),
+        Err(e) => eprintln!("{name}/{backend} skipped: {e}"),
+    }
+}
+
 async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
     let redis_url = env("REDIS_URL", "redis://127.0.0.1:6399");
     let mut out: Vec<(String, String, Arc<dyn Lib>)> = Vec::new();
@@ -702,39 +715,24 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             "POSTGRES_URL",
             "postgres://postgres@127.0.0.1:5432/session_bench",
         );
-        match async {
+        add(&mut out, "postgres", "ours", async {
             let store = session_store_sqlx::PostgresStore::connect(&url)
                 .await
                 .map_err(s)?;
             store.migrate().await.map_err(s)?;
             Ours::new(Arc::new(store))
-        }
-        .await
-        {
-            Ok(l) => out.push(("postgres".into(), "ours".into(), Arc::new(l))),
-            Err(e) => eprintln!("ours/postgres skipped: {e}"),
-        }
-        match async {
+        })
+        .await;
+        add(&mut out, "postgres", "tower-sessions", async {
             let pool = tower_sessions_sqlx_store::sqlx::PgPool::connect(&url)
                 .await
                 .map_err(s)?;
             let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
             store.migrate().await.map_err(s)?;
-            Res::Ok(store)
-        }
-        .await
-        {
-            Ok(store) => out.push((
-                "postgres".into(),
-                "tower-sessions".into(),
-                Arc::new(Tower::new(store)),
-            )),
-            Err(e) => eprintln!("tower-sessions/postgres skipped: {e}"),
-        }
-        match RawPg::new(&url, payload.clone()).await {
-            Ok(l) => out.push(("postgres".into(), "raw floor".into(), Arc::new(l))),
-            Err(e) => eprintln!("raw postgres skipped: {e}"),
-        }
+            Res::Ok(Tower::new(store))
+        })
+        .await;
+        add(&mut out, "postgres", "raw floor", RawPg::new(&url, payload.clone())).await;
     }
     #[cfg(feature = "sql")]
     if want("sqlite") {
@@ -742,40 +740,28 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
         let dir = sqlite_dir();
         let _ = std::fs::create_dir_all(&dir);
         let url = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(name).display());
-        match async {
+        add(&mut out, "sqlite", "ours", async {
             let store = session_store_sqlx::SqliteStore::connect(&url("ours.db"))
                 .await
                 .map_err(s)?;
             store.migrate().await.map_err(s)?;
             Ours::new(Arc::new(store))
-        }
-        .await
-        {
-            Ok(l) => out.push(("sqlite".into(), "ours".into(), Arc::new(l))),
-            Err(e) => eprintln!("ours/sqlite skipped: {e}"),
-        }
-        match async {
+        })
+        .await;
+        add(&mut out, "sqlite", "tower-sessions", async {
             let pool = tower_sessions_sqlx_store::sqlx::SqlitePool::connect(&url("tower.db"))
                 .await
                 .map_err(s)?;
             let store = tower_sessions_sqlx_store::SqliteStore::new(pool);
             store.migrate().await.map_err(s)?;
-            Res::Ok(store)
-        }
-        .await
-        {
-            Ok(store) => out.push((
-                "sqlite".into(),
-                "tower-sessions".into(),
-                Arc::new(Tower::new(store)),
-            )),
-            Err(e) => eprintln!("tower-sessions/sqlite skipped: {e}"),
-        }
+            Res::Ok(Tower::new(store))
+        })
+        .await;
     }
     #[cfg(feature = "sql")]
     if want("mysql") {
         let url = env("MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
-        match async {
+        add(&mut out, "mysql", "ours", async {
             let store = session_store_sqlx::MySqlStore::connect(&url)
                 .await
                 .map_err(s)?
@@ -783,13 +769,9 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
                 .map_err(s)?;
             store.migrate().await.map_err(s)?;
             Ours::new(Arc::new(store))
-        }
-        .await
-        {
-            Ok(l) => out.push(("mysql".into(), "ours".into(), Arc::new(l))),
-            Err(e) => eprintln!("ours/mysql skipped: {e}"),
-        }
-        match async {
+        })
+        .await;
+        add(&mut out, "mysql", "tower-sessions", async {
             let pool = tower_sessions_sqlx_store::sqlx::MySqlPool::connect(&url)
                 .await
                 .map_err(s)?;
@@ -797,17 +779,9 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
                 .with_table_name(format!("tower_bench_{}", std::process::id()))
                 .map_err(s)?;
             store.migrate().await.map_err(s)?;
-            Res::Ok(store)
-        }
-        .await
-        {
-            Ok(store) => out.push((
-                "mysql".into(),
-                "tower-sessions".into(),
-                Arc::new(Tower::new(store)),
-            )),
-            Err(e) => eprintln!("tower-sessions/mysql skipped: {e}"),
-        }
+            Res::Ok(Tower::new(store))
+        })
+        .await;
     }
     if want("mongo") {
         let url = env(

@@ -36,11 +36,45 @@ struct Base {
     start: usize,
     end: usize,
     /// Offset in `bytes` of each entry, for binary search (maps of more than a few keys).
-    index: Option<Arc<[u32]>>,
+    index: Option<Offsets>,
+}
+
+/// The offsets of a [`Base`]'s entries.
+#[derive(Clone)]
+enum Offsets {
+    /// In their own allocation, worked out when the payload was decoded.
+    Owned(Arc<[u32]>),
+    /// `len` little-endian `u32`s at `bytes[at..]`: the shape trailer of a payload this
+    /// process wrote (see [`Data::read_shaped`]).
+    Inline { at: usize, len: usize },
+}
+
+impl Offsets {
+    fn len(&self) -> usize {
+        match self {
+            Offsets::Owned(offsets) => offsets.len(),
+            Offsets::Inline { len, .. } => *len,
+        }
+    }
+
+    /// The offset of entry `i`, if there is one.
+    fn get(&self, bytes: &[u8], i: usize) -> Option<usize> {
+        let offset = match self {
+            Offsets::Owned(offsets) => *offsets.get(i)?,
+            Offsets::Inline { at, len } => {
+                if i >= *len {
+                    return None;
+                }
+                let from = at.checked_add(i.checked_mul(4)?)?;
+                u32::from_le_bytes(*bytes.get(from..)?.first_chunk::<4>()?)
+            }
+        };
+        usize::try_from(offset).ok()
+    }
 }
 
 /// Maps with more entries than this get an offset index.
-const INDEX_FROM: usize = 6;
+pub(crate) const INDEX_FROM: usize = 6;
 
 impl Base {
     fn entries(&self) -> BaseIter<'_> {
@@ -67,21 +101,27 @@ impl Base {
     }
 
     /// The entry at position `i` of the index.
-    fn entry_at<'a>(&'a self, index: &[u32], i: usize) -> Option<RawEntry<'a>> {
-        let offset = usize::try_from(*index.get(i)?).ok()?;
+    fn entry_at<'a>(&'a self, index: &Offsets, i: usize) -> Option<RawEntry<'a>> {
+        let offset = index.get(&self.bytes, i)?;
         BaseIter {
             input: self.bytes.get(offset..self.end)?,
         }
         .next()
     }
 
+    /// The key of the entry at position `i` of the index (its value is not read).
+    fn key_at(&self, index: &Offsets, i: usize) -> Option<&[u8]> {
+        let offset = index.get(&self.bytes, i)?;
+        read_key(&mut self.bytes.get(offset..self.end)?)
+    }
+
     /// Position in the index of the first entry whose key is not below `key`.
-    fn first_not_below(&self, index: &[u32], key: &[u8]) -> usize {
+    fn first_not_below(&self, index: &Offsets, key: &[u8]) -> usize {
         let (mut low, mut high) = (0, index.len());
         while low < high {
             let mid = low + (high - low) / 2;
-            match self.entry_at(index, mid) {
-                Some(raw) if raw.key < key => low = mid + 1,
+            match self.key_at(index, mid) {
+                Some(k) if k < key => low = mid + 1,
                 _ => high = mid,
             }
         }
@@ -93,10 +133,7 @@ impl Base {
     fn locate(&self, key: &[u8], from: usize) -> (usize, usize) {
         if let Some(index) = &self.index {
             let i = self.first_not_below(index, key);
-            let start = index
-                .get(i)
-                .and_then(|&o| usize::try_from(o).ok())
-                .unwrap_or(self.end);
+            let start = index.get(&self.bytes, i).unwrap_or(self.end);
             let end = match self.entry_at(index, i) {
                 Some(raw) if raw.key == key => start + raw.encoded.len(),
                 _ => start,
@@ -150,6 +187,16 @@ impl<'a> Iterator for BaseIter<'a> {
     }
 }
 
+/// The offset of each entry of `entries` (whole MessagePack `str → bin` entries, as
+/// [`Data::pieces`] writes them), stopping at anything malformed.
+pub(crate) fn entry_offsets(entries: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut input = entries;
+    std::iter::from_fn(move || {
+        let offset = entries.len() - input.len();
+        read_raw_entry(&mut input).map(|_| offset)
+    })
+}
+
 /// Reads one `str → bin` entry, checking every length against the input left.
 pub(crate) fn read_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a str, &'a [u8])> {
     let (key, value) = read_raw_entry(input)?;
@@ -159,16 +206,7 @@ pub(crate) fn read_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a str, &'a [u8])
 /// [`read_entry`] without checking that the key is UTF-8. MessagePack headers are read by
 /// hand: this runs for every entry of every loaded session.
 fn read_raw_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
-    let (&marker, rest) = input.split_first()?;
-    *input = rest;
-    let key_len = match marker {
-        0xa0..=0xbf => usize::from(marker & 0x1f),
-        0xd9 => read_len::<1>(input)?,
-        0xda => read_len::<2>(input)?,
-        0xdb => read_len::<4>(input)?,
-        _ => return None,
-    };
-    let key = take(input, key_len)?;
+    let key = read_key(input)?;
     let (&marker, rest) = input.split_first()?;
     *input = rest;
     let value_len = match marker {
@@ -179,6 +217,20 @@ fn read_raw_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
     };
     let value = take(input, value_len)?;
     Some((key, value))
+}
+
+/// The key of an entry: a MessagePack str, not checked for UTF-8.
+fn read_key<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (&marker, rest) = input.split_first()?;
+    *input = rest;
+    let key_len = match marker {
+        0xa0..=0xbf => usize::from(marker & 0x1f),
+        0xd9 => read_len::<1>(input)?,
+        0xda => read_len::<2>(input)?,
+        0xdb => read_len::<4>(input)?,
+        _ => return None,
+    };
+    take(input, key_len)
 }
 
 /// A big-endian length of `N` bytes.
@@ -270,7 +322,7 @@ impl Data {
             bytes: bytes.clone(),
             start,
             end,
-            index: (len > INDEX_FROM).then(|| offsets.into()),
+            index: (len > INDEX_FROM).then(|| Offsets::Owned(offsets.into())),
         };
         if sorted {
             return Some(Self {
@@ -286,6 +338,43 @@ impl Data {
                 .filter_map(|e| Some((key_str(e.key)?.to_owned(), e.value.to_vec())))
                 .collect(),
         )
+    }
+
+    /// [`Data::read_shared`] of a map this process encoded, whose shape was written beside
+    /// it: its entries end at `entries_end`, their keys and values total `size` bytes, and
+    /// for maps of more than [`INDEX_FROM`] entries the offset of each is a little-endian
+    /// `u32` at `bytes[index_at..]`. Nothing is walked; a shape that does not fit `bytes`
+    /// gives `None`, and wrong offsets within it can only make lookups miss, never panic.
+    pub(crate) fn read_shaped(
+        bytes: &Arc<[u8]>,
+        at: &mut usize,
+        entries_end: usize,
+        size: usize,
+        index_at: usize,
+    ) -> Option<Self> {
+        let mut input = bytes.get(*at..entries_end)?;
+        let total = input.len();
+        let len = rmp::decode::read_map_len(&mut input).ok()? as usize;
+        let start = *at + (total - input.len());
+        let index = if len > INDEX_FROM {
+            let table = len.checked_mul(4)?;
+            bytes.get(index_at..index_at.checked_add(table)?)?;
+            Some(Offsets::Inline { at: index_at, len })
+        } else {
+            None
+        };
+        *at = entries_end;
+        Some(Self {
+            base: Some(Base {
+                bytes: bytes.clone(),
+                start,
+                end: entries_end,
+                index,
+            }),
+            changes: None,
+            len,
+            size,
+        })
     }
 
     /// The encoded value under `key`.

@@ -106,6 +106,12 @@ impl Config {
         self.cookie.max_age.unwrap_or(self.idle_lifetime)
     }
 
+    /// The store, called through its own vtable: calling on the `Arc` would go through the
+    /// `Arc` forwarding impl, one more boxed future per call.
+    pub(crate) fn store(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+
     pub(crate) async fn timed<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
         let mut call = std::pin::pin!(call);
         // A store that answers at once (memory, a cache hit) needs no timer: poll once
@@ -406,7 +412,7 @@ impl SessionManager {
         let Some(id) = id.map(SessionId::new) else {
             return Ok(Session::fresh(self.clone(), had_cookie));
         };
-        match c.timed(c.store.get(&id)).await {
+        match c.timed(c.store().get(&id)).await {
             Ok(Some(record)) => {
                 let now = c.clock.now();
                 if record.is_expired(now) {

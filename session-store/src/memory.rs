@@ -51,7 +51,7 @@ struct Shard {
 }
 
 /// One record: `bytes` holds the id's length (2 bytes, big-endian), the id, then the
-/// payload envelope. Hashed and compared by id.
+/// payload envelope with its shape ([`Record::encode_shaped`]). Hashed and compared by id.
 struct Entry {
     bytes: Arc<[u8]>,
     /// Unix time in nanoseconds (exact for expiries until the year 2262; later ones are
@@ -79,7 +79,7 @@ impl Entry {
         prefix[..2].copy_from_slice(&id_len.to_be_bytes());
         prefix[2..].copy_from_slice(id);
         Self {
-            bytes: record.encode_shared_payload(prefix),
+            bytes: record.encode_shaped(prefix),
             expires: to_nanos(record.expires),
             version: record.version,
         }
@@ -100,12 +100,11 @@ impl Entry {
 
     fn record(&self) -> Result<Record> {
         let start = 2 + self.id_len();
-        Record::decode_shared_payload_at(
+        Record::decode_shaped(
             self.bytes.clone(),
             start,
             from_nanos(self.expires),
             self.version,
-            true,
         )
         .map_err(|e| crate::Error::corrupt("memory", e))
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use crate::data::{Data, Piece, read_entry};
+use crate::data::{Data, INDEX_FROM, Piece, entry_offsets, read_entry};
 use crate::error::{Error, Result};
 
 /// How session values are turned into bytes.
@@ -200,21 +200,60 @@ impl Record {
     /// as a MessagePack map.
     pub fn encode_payload(&self) -> Vec<u8> {
         let extra = self.extra_json();
-        let mut out = Vec::with_capacity(self.payload_len(&extra));
+        let mut out = Vec::with_capacity(self.payload_len(&extra).1);
         self.write_payload(&mut out, &extra);
         out
     }
 
-    /// `prefix` followed by [`Record::encode_payload`], in one allocation of the exact size
-    /// (what `MemoryStore` keeps per session).
-    pub(crate) fn encode_shared_payload(&self, prefix: &[u8]) -> Arc<[u8]> {
+    /// What `MemoryStore` keeps per session, in one allocation of the exact size: `prefix`,
+    /// the length of the payload (`u32`, little-endian), the payload
+    /// ([`Record::encode_payload`]), then its shape, so that reading it back walks nothing:
+    /// where the data entries end and their total size (`u32` each), and for maps of more
+    /// than a few keys the offset of each entry (`u32` each). Offsets count from the start of
+    /// the allocation. A payload too long for `u32` offsets (4 GiB) is written with the
+    /// length `u32::MAX` and no shape; [`Record::decode_shaped`] then walks it.
+    pub(crate) fn encode_shaped(&self, prefix: &[u8]) -> Arc<[u8]> {
         let extra = self.extra_json();
-        let len = prefix.len() + self.payload_len(&extra);
+        let (entries, payload_len) = self.payload_len(&extra);
+        let n = self.data.len();
+        let trailer = 8 + if n > INDEX_FROM { 4 * n } else { 0 };
+        let payload_at = prefix.len() + 4;
+        let payload_end = payload_at + payload_len;
+        let shaped = u32::try_from(payload_end + trailer).is_ok();
+        let len = if shaped {
+            payload_end + trailer
+        } else {
+            payload_end
+        };
         let mut bytes: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
-        if let Some(mut out) = Arc::get_mut(&mut bytes) {
-            out.put(prefix);
-            self.write_payload(&mut out, &extra);
-            debug_assert!(out.is_empty(), "payload length mismatch");
+        let Some(buf) = Arc::get_mut(&mut bytes) else {
+            return bytes;
+        };
+        let (payload, tail) = buf.split_at_mut(payload_end);
+        let word = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        let mut out: &mut [u8] = &mut *payload;
+        out.put(prefix);
+        out.put(&word(if shaped { payload_len } else { usize::MAX }));
+        self.write_payload(&mut out, &extra);
+        debug_assert!(out.is_empty(), "payload length mismatch");
+        if shaped {
+            let entries_at = payload_at + 3 + map_header_len(n);
+            let entries_end = entries_at + entries;
+            // Fixed-size words: copied in place, not through `put`.
+            let mut words = tail.chunks_exact_mut(4);
+            let mut push = |n: usize| {
+                if let Some(w) = words.next() {
+                    w.copy_from_slice(&word(n));
+                }
+            };
+            push(entries_end);
+            push(self.data.size());
+            if n > INDEX_FROM {
+                for offset in entry_offsets(&payload[entries_at..entries_end]) {
+                    push(entries_at + offset);
+                }
+            }
+            debug_assert!(words.next().is_none(), "trailer length mismatch");
         }
         bytes
     }
@@ -226,14 +265,20 @@ impl Record {
             .collect()
     }
 
-    /// The exact length [`Record::write_payload`] writes.
-    fn payload_len(&self, extra: &[(&str, Vec<u8>)]) -> usize {
+    /// The exact length of the data entries and of the whole envelope that
+    /// [`Record::write_payload`] writes.
+    fn payload_len(&self, extra: &[(&str, Vec<u8>)]) -> (usize, usize) {
         let entries = self.data.encoded_len();
         let extra_bytes: usize = extra
             .iter()
             .map(|(k, v)| str_len(k.len()) + bin_len(v.len()))
             .sum();
-        3 + map_header_len(self.data.len()) + entries + map_header_len(extra.len()) + extra_bytes
+        let total = 3
+            + map_header_len(self.data.len())
+            + entries
+            + map_header_len(extra.len())
+            + extra_bytes;
+        (entries, total)
     }
 
     /// Writes the envelope into `out` (a `Vec` or a slice of [`Record::payload_len`] bytes;
@@ -289,8 +334,64 @@ impl Record {
         version: u64,
         trusted: bool,
     ) -> Result<Self> {
+        let end = bytes.len();
+        let read = if trusted {
+            DataRead::Trusted
+        } else {
+            DataRead::Checked
+        };
+        Self::decode_envelope(bytes, start, end, read, expires, version)
+    }
+
+    /// Reads back what [`Record::encode_shaped`] wrote after a prefix of `start` bytes.
+    pub(crate) fn decode_shaped(
+        bytes: Arc<[u8]>,
+        start: usize,
+        expires: OffsetDateTime,
+        version: u64,
+    ) -> Result<Self> {
+        let word = |at: usize| -> Option<usize> {
+            let w = bytes.get(at..)?.first_chunk::<4>()?;
+            usize::try_from(u32::from_le_bytes(*w)).ok()
+        };
+        let too_short = || Error::corrupt("payload", "payload too short".to_owned());
+        let payload_len = word(start).ok_or_else(too_short)?;
+        let payload_at = start + 4;
+        if payload_len == u32::MAX as usize {
+            let end = bytes.len();
+            return Self::decode_envelope(
+                bytes,
+                payload_at,
+                end,
+                DataRead::Trusted,
+                expires,
+                version,
+            );
+        }
+        let end = payload_at + payload_len;
+        let (Some(entries_end), Some(size)) = (word(end), word(end + 4)) else {
+            return Err(too_short());
+        };
+        let read = DataRead::Shaped {
+            entries_end,
+            size,
+            index_at: end + 8,
+        };
+        Self::decode_envelope(bytes, payload_at, end, read, expires, version)
+    }
+
+    /// Decodes the envelope in `bytes[start..end]`.
+    fn decode_envelope(
+        bytes: Arc<[u8]>,
+        start: usize,
+        end: usize,
+        read: DataRead,
+        expires: OffsetDateTime,
+        version: u64,
+    ) -> Result<Self> {
         let corrupt = |what: &str| Error::corrupt("payload", what.to_owned());
-        let [magic, format, tag, ..] = *bytes.get(start..).unwrap_or_default() else {
+        let envelope = bytes.get(start..end).unwrap_or_default();
+        let [magic, format, tag, ..] = *envelope else {
             return Err(corrupt("payload too short"));
         };
         if magic != PAYLOAD_MAGIC {
@@ -301,9 +402,18 @@ impl Record {
         }
         let codec = Codec::from_tag(tag).ok_or_else(|| corrupt("unknown value codec"))?;
         let mut at = start + 3;
-        let data = Data::read_shared(&bytes, &mut at, trusted)
-            .ok_or_else(|| corrupt("malformed data map"))?;
-        let mut input = &bytes[at..];
+        let data = match read {
+            DataRead::Checked => Data::read_shared(&bytes, &mut at, false),
+            DataRead::Trusted => Data::read_shared(&bytes, &mut at, true),
+            DataRead::Shaped {
+                entries_end,
+                size,
+                index_at,
+            } => Data::read_shaped(&bytes, &mut at, entries_end, size, index_at),
+        }
+        .filter(|_| at <= end)
+        .ok_or_else(|| corrupt("malformed data map"))?;
+        let mut input = &bytes[at..end];
         let raw_extra = read_bin_map(&mut input).ok_or_else(|| corrupt("malformed extra map"))?;
         if !input.is_empty() {
             return Err(corrupt("trailing bytes after payload"));
@@ -326,6 +436,20 @@ impl Record {
     pub fn data_size(&self) -> usize {
         self.data.size()
     }
+}
+
+/// How [`Record::decode_envelope`] reads the data map.
+enum DataRead {
+    /// Every key checked (bytes from outside this process).
+    Checked,
+    /// Written by this process: lengths checked, key order and UTF-8 not.
+    Trusted,
+    /// Written by [`Record::encode_shaped`], whose shape is read instead of walking.
+    Shaped {
+        entries_end: usize,
+        size: usize,
+        index_at: usize,
+    },
 }
 
 /// Where [`Record::write_payload`] writes: a `Vec` or a pre-sized slice.
@@ -411,10 +535,12 @@ mod tests {
                 r.data.insert("k".repeat(key_len), vec![7; value_len]);
                 r.extra.insert("x".repeat(key_len), serde_json::json!(1));
                 let vec = r.encode_payload();
-                let shared = r.encode_shared_payload(b"id");
-                assert_eq!(&shared[..2], b"id");
-                assert_eq!(&shared[2..], &vec[..], "{key_len} {value_len}");
+                let shaped = r.encode_shaped(b"id");
+                assert_eq!(&shaped[..2], b"id");
+                assert_eq!(shaped[2..6], (vec.len() as u32).to_le_bytes());
+                assert_eq!(&shaped[6..6 + vec.len()], &vec[..], "{key_len} {value_len}");
                 assert_eq!(Record::decode_payload(&vec, r.expires, 0).unwrap(), r);
+                assert_eq!(Record::decode_shaped(shaped, 2, r.expires, 0).unwrap(), r);
             }
         }
         let mut many = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::Json);
@@ -422,7 +548,14 @@ mod tests {
             many.data = (0..n).map(|i| (format!("{i:06}"), vec![1])).collect();
             let vec = many.encode_payload();
             assert_eq!(vec.len(), vec.capacity());
-            assert_eq!(&many.encode_shared_payload(b"")[..], &vec[..]);
+            let shaped = many.encode_shaped(b"");
+            assert_eq!(&shaped[4..4 + vec.len()], &vec[..]);
+            let back = Record::decode_shaped(shaped, 0, many.expires, 0).unwrap();
+            assert_eq!(back, many);
+            for (key, value) in many.data.iter() {
+                assert_eq!(back.data.get(key), Some(value));
+            }
+            assert_eq!(back.data_size(), many.data_size());
             let back = Record::decode_payload(&vec, many.expires, 0).unwrap();
             assert_eq!(back, many);
             // Re-encoding an unchanged decoded record copies its entries.
@@ -446,6 +579,36 @@ mod tests {
             b"\xA5\x02\x01\x80\x80",
         ] {
             assert!(Record::decode_payload(bad, OffsetDateTime::UNIX_EPOCH, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn damaged_shaped_bytes_give_errors_or_misses_never_panics() {
+        let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
+        for i in 0..10 {
+            r.data.insert(format!("key{i}"), vec![i; 3]);
+        }
+        let good = r.encode_shaped(b"\x00\x02id");
+        let back = Record::decode_shaped(good.clone(), 4, r.expires, 0).unwrap();
+        assert_eq!(back, r);
+        let probe = |bytes: Arc<[u8]>| {
+            if let Ok(d) = Record::decode_shaped(bytes, 4, r.expires, 0) {
+                for i in 0..11 {
+                    let _ = d.data.get(&format!("key{i}"));
+                }
+                let _ = d.data.iter().count();
+                let _ = d.encode_payload();
+            }
+        };
+        for cut in 0..good.len() {
+            probe(Arc::from(&good[..cut]));
+        }
+        for at in 0..good.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut bad = good.to_vec();
+                bad[at] ^= flip;
+                probe(Arc::from(bad));
+            }
         }
     }
 

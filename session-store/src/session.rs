@@ -561,7 +561,7 @@ impl Session {
         let c = self.config();
         let old_ids = std::mem::take(&mut self.lock().old_ids);
         for (done, old) in old_ids.iter().enumerate() {
-            if let Err(e) = c.timed(c.store.destroy(old)).await {
+            if let Err(e) = c.timed(c.store().destroy(old)).await {
                 let mut st = self.lock();
                 let mut rest = old_ids[done..].to_vec();
                 rest.append(&mut st.old_ids);
@@ -582,12 +582,12 @@ impl Session {
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let c = self.config();
         if c.caps.create {
-            return c.timed(c.store.create(id, record)).await;
+            return c.timed(c.store().create(id, record)).await;
         }
-        if c.timed(c.store.get(id)).await?.is_some() {
+        if c.timed(c.store().get(id)).await?.is_some() {
             return Ok(false);
         }
-        c.timed(c.store.set(id, record)).await.map(|()| true)
+        c.timed(c.store().set(id, record)).await.map(|()| true)
     }
 
     async fn commit_existing(&self) -> Result<()> {
@@ -613,7 +613,7 @@ impl Session {
         let outcome = match record {
             None => {
                 let expires = self.lock().expires;
-                c.timed(c.store.touch(&id, expires))
+                c.timed(c.store().touch(&id, expires))
                     .await
                     .map(|found| found.then_some(None))
             }
@@ -664,24 +664,24 @@ impl Session {
         let c = self.config();
         if !(c.compare_and_set && c.caps.compare_and_set) {
             if c.caps.update {
-                let found = c.timed(c.store.update(id, &record)).await?;
+                let found = c.timed(c.store().update(id, &record)).await?;
                 return Ok(found.then_some((record, false)));
             }
-            c.timed(c.store.set(id, &record)).await?;
+            c.timed(c.store().set(id, &record)).await?;
             return Ok(Some((record, false)));
         }
         // This request's changes, worked out from the snapshot on the first conflict.
         let mut changes: Option<Vec<(String, Option<Vec<u8>>)>> = None;
         for attempt in 0..c.max_attempts {
             match c
-                .timed(c.store.compare_and_set(id, &record, expected))
+                .timed(c.store().compare_and_set(id, &record, expected))
                 .await?
             {
                 CasOutcome::Written => return Ok(Some((record, attempt > 0))),
                 CasOutcome::Missing => return Ok(None),
                 CasOutcome::Conflict => {}
             }
-            let Some(theirs) = c.timed(c.store.get(id)).await? else {
+            let Some(theirs) = c.timed(c.store().get(id)).await? else {
                 return Ok(None);
             };
             expected = theirs.version;

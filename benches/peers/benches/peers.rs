@@ -133,20 +133,21 @@ impl Lib for Ours {
 
     async fn store(&self, w: Workload, cookie: &str, _i: u64) -> Res {
         let id = SessionId::new(cookie);
+        // Through the store's own vtable, as the manager calls it (not the `Arc` impl).
+        let store: &dyn SessionStore = &*self.store;
         match w {
             Workload::Read | Workload::NotDue => {
-                self.store.get(&id).await.map_err(s)?.ok_or("missing")?;
+                store.get(&id).await.map_err(s)?.ok_or("missing")?;
             }
             Workload::Write => {
                 let mut record = self.record();
                 record.expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-                self.store.set(&id, &record).await.map_err(s)?;
+                store.set(&id, &record).await.map_err(s)?;
             }
             Workload::New => {
                 let mut record = self.record();
                 record.expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-                let created = self
-                    .store
+                let created = store
                     .create(&self.ids.generate(), &record)
                     .await
                     .map_err(s)?;
@@ -156,7 +157,7 @@ impl Lib for Ours {
             }
             Workload::Touch => {
                 let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-                if !self.store.touch(&id, expires).await.map_err(s)? {
+                if !store.touch(&id, expires).await.map_err(s)? {
                     return Err("touch missed".into());
                 }
             }

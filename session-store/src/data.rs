@@ -121,7 +121,7 @@ impl Base {
         while low < high {
             let mid = low + (high - low) / 2;
             match self.key_at(index, mid) {
-                Some(k) if k < key => low = mid + 1,
+                Some(k) if key_below(k, key) => low = mid + 1,
                 _ => high = mid,
             }
         }
@@ -231,6 +231,20 @@ fn read_key<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
         _ => return None,
     };
     take(input, key_len)
+}
+
+/// `a < b` in byte order, without a `memcmp` call for the short keys sessions use.
+#[inline]
+fn key_below(a: &[u8], b: &[u8]) -> bool {
+    if a.len() > 16 || b.len() > 16 {
+        return a < b;
+    }
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
 }
 
 /// A big-endian length of `N` bytes.
@@ -375,6 +389,47 @@ impl Data {
             len,
             size,
         })
+    }
+
+    /// Whether both read the same payload bytes (or neither reads any).
+    fn same_base(&self, other: &Data) -> bool {
+        match (&self.base, &other.base) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.bytes, &b.bytes) && a.start == b.start,
+            _ => false,
+        }
+    }
+
+    /// Whether `self` is a clone of `earlier` not written to since: nothing can differ.
+    pub(crate) fn is_untouched_clone_of(&self, earlier: &Data) -> bool {
+        self.same_base(earlier)
+            && match (&self.changes, &earlier.changes) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+
+    /// Calls `f` on every key whose value may differ between `self` and `earlier` (each
+    /// once), until it returns `true`; returns whether it did. When both read the same
+    /// payload, only their changes are visited, not the payload's keys.
+    pub(crate) fn any_key_since<'a>(
+        &'a self,
+        earlier: &'a Data,
+        mut f: impl FnMut(&'a str) -> bool,
+    ) -> bool {
+        if self.is_untouched_clone_of(earlier) {
+            return false;
+        }
+        if self.same_base(earlier) {
+            let ours = self.changes();
+            return ours.keys().any(|k| f(k))
+                || earlier
+                    .changes()
+                    .keys()
+                    .any(|k| !ours.contains_key(k) && f(k));
+        }
+        self.keys().any(&mut f) || earlier.keys().any(|k| !self.contains_key(k) && f(k))
     }
 
     /// The encoded value under `key`.
@@ -847,6 +902,57 @@ mod tests {
                     "{n} keys, round {round}"
                 );
                 assert_eq!(d.encoded_len(), spliced.len(), "{n} keys, round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_since_a_clone_cover_every_difference() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        let keys: Vec<String> = (0..10).map(|i| format!("k{:03}", i * 2)).collect();
+        let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
+        for round in 0..500 {
+            let mut d = shared(&entries);
+            // Some rounds start from a clone that was itself changed, or from no payload.
+            for _ in 0..next(3) {
+                d.insert(format!("k{:03}", next(23)), vec![b'w']);
+            }
+            if next(8) == 0 {
+                d.clear();
+            }
+            let earlier = d.clone();
+            assert!(d.is_untouched_clone_of(&earlier));
+            assert!(!d.any_key_since(&earlier, |_| true));
+            for _ in 0..next(5) {
+                let key = format!("k{:03}", next(23));
+                match next(4) {
+                    0 => {
+                        d.remove(&key);
+                    }
+                    1 => d.clear(),
+                    _ => d.insert(key, vec![b'v' + next(2) as u8]),
+                }
+            }
+            let mut visited = BTreeMap::new();
+            d.any_key_since(&earlier, |k| {
+                *visited.entry(k.to_owned()).or_insert(0) += 1;
+                false
+            });
+            assert!(
+                visited.values().all(|&n| n == 1),
+                "round {round}: a key twice"
+            );
+            let (now, then) = (d.to_map(), earlier.to_map());
+            for key in now.keys().chain(then.keys()) {
+                if now.get(key) != then.get(key) {
+                    assert!(visited.contains_key(key), "round {round}: {key} missed");
+                }
             }
         }
     }

@@ -57,8 +57,9 @@ struct State {
     new: bool,
     data: Data,
     size: usize,
-    /// For each key changed since the last load or commit: its value then.
-    originals: BTreeMap<String, Option<Vec<u8>>>,
+    /// The data as of the last load or commit (a clone: it shares the payload and the
+    /// changes with `data` until `data` is written to).
+    baseline: Data,
     codec: Codec,
     extra: BTreeMap<String, serde_json::Value>,
     version: u64,
@@ -76,6 +77,13 @@ struct State {
     generation: u64,
 }
 
+/// Whether some key's value in `data` differs (by value, in `codec`) from `earlier`.
+fn changed_since(codec: Codec, data: &Data, earlier: &Data) -> bool {
+    data.any_key_since(earlier, |key| {
+        differs(codec, earlier.get(key), data.get(key))
+    })
+}
+
 /// Whether a key's value `now` differs (by value, in `codec`) from `old`.
 fn differs(codec: Codec, old: Option<&[u8]>, now: Option<&[u8]>) -> bool {
     match (old, now) {
@@ -86,18 +94,9 @@ fn differs(codec: Codec, old: Option<&[u8]>, now: Option<&[u8]>) -> bool {
 }
 
 impl State {
-    fn note_original(&mut self, key: &str) {
-        if !self.originals.contains_key(key) {
-            let old = self.data.get(key).map(<[u8]>::to_vec);
-            self.originals.insert(key.to_owned(), old);
-        }
-    }
-
     /// Whether some key's value differs (by value) from the last load or commit.
     fn has_changes(&self) -> bool {
-        self.originals
-            .iter()
-            .any(|(key, old)| differs(self.codec, old.as_deref(), self.data.get(key)))
+        changed_since(self.codec, &self.data, &self.baseline)
     }
 
     fn record(&self, version: u64) -> Record {
@@ -110,19 +109,22 @@ impl State {
         }
     }
 
-    /// After a successful write of `written`: keys changed since the snapshot keep their
-    /// change relative to what is now stored; with `merged`, keys this request did not
-    /// change take the stored values (another request's changes).
-    fn settle(&mut self, written: &Record, merged: bool) {
-        for (key, old) in self.originals.iter_mut() {
-            *old = written.data.get(key).map(<[u8]>::to_vec);
-        }
+    /// After a successful write of `written`, made from `sent` (the data when the commit
+    /// began): `written` is the new baseline. With `merged` (another request's changes were
+    /// merged in), the data becomes `written`'s, plus what this request changed since `sent`.
+    fn settle(&mut self, written: &Record, sent: &Data, merged: bool) {
         if merged {
-            // Keys changed since the snapshot keep their value; the rest is what was written.
             let mut data = written.data.clone();
-            for key in self.originals.keys() {
+            let mut since = Vec::new();
+            self.data.any_key_since(sent, |key| {
+                if differs(self.codec, sent.get(key), self.data.get(key)) {
+                    since.push(key);
+                }
+                false
+            });
+            for key in since {
                 match self.data.get(key) {
-                    Some(v) => data.insert(key.clone(), v.to_vec()),
+                    Some(v) => data.insert(key.to_owned(), v.to_vec()),
                     None => {
                         data.remove(key);
                     }
@@ -133,24 +135,23 @@ impl State {
             self.extra = written.extra.clone();
             self.codec = written.codec;
         }
+        self.baseline = written.data.clone();
         self.version = written.version;
     }
 
     /// Whether a commit has nothing to do: no key set or removed since the last load or
     /// commit, no expiry to write, no id to destroy.
     fn settled(&self) -> bool {
-        self.originals.is_empty()
+        self.data.is_untouched_clone_of(&self.baseline)
             && !self.expiry_dirty
             && self.old_ids.is_empty()
             && !self.destroy_requested
             && (self.stored || self.data.is_empty())
     }
 
-    /// Restores what a failed commit took out of the state.
-    fn restore(&mut self, taken: BTreeMap<String, Option<Vec<u8>>>, expiry: bool, cookie: bool) {
-        for (key, old) in taken {
-            self.originals.insert(key, old);
-        }
+    /// Restores what a failed commit took out of the state (the baseline stays: the data
+    /// still differs from it).
+    fn restore(&mut self, expiry: bool, cookie: bool) {
         self.expiry_dirty |= expiry;
         self.cookie_dirty |= cookie;
     }
@@ -187,7 +188,7 @@ impl Session {
             new: true,
             data: Data::new(),
             size: 0,
-            originals: BTreeMap::new(),
+            baseline: Data::new(),
             codec: c.codec,
             extra: BTreeMap::new(),
             version: 0,
@@ -225,8 +226,8 @@ impl Session {
             stored: true,
             new: false,
             size: record.data_size(),
+            baseline: record.data.clone(),
             data: record.data,
-            originals: BTreeMap::new(),
             codec: record.codec,
             extra: record.extra,
             version: record.version,
@@ -304,10 +305,6 @@ impl Session {
         if let Some(limit) = self.config().max_size.filter(|limit| size > *limit) {
             return Err(Error::TooLarge { size, limit });
         }
-        if !st.originals.contains_key(&key) {
-            let original = old.map(<[u8]>::to_vec);
-            st.originals.insert(key.clone(), original);
-        }
         st.size = size;
         st.data.insert_replacing(key, bytes, old_len);
         Ok(())
@@ -316,14 +313,11 @@ impl Session {
     /// Removes `key`; returns whether it was present.
     pub fn remove(&self, key: &str) -> bool {
         let mut st = self.lock();
-        if !st.data.contains_key(key) {
+        let Some(len) = st.data.get(key).map(<[u8]>::len) else {
             return false;
-        }
-        st.note_original(key);
-        if let Some(len) = st.data.get(key).map(<[u8]>::len) {
-            st.data.remove(key);
-            st.size -= key.len() + len;
-        }
+        };
+        st.data.remove(key);
+        st.size -= key.len() + len;
         true
     }
 
@@ -350,10 +344,6 @@ impl Session {
     /// Removes every key (the session itself stays; see [`destroy`](Self::destroy)).
     pub fn clear(&self) {
         let mut st = self.lock();
-        let keys: Vec<String> = st.data.keys().map(str::to_owned).collect();
-        for key in keys {
-            st.note_original(&key);
-        }
         st.data.clear();
         st.size = 0;
     }
@@ -386,7 +376,7 @@ impl Session {
         st.stored = false;
         st.data.clear();
         st.size = 0;
-        st.originals.clear();
+        st.baseline = Data::new();
         st.extra.clear();
         st.version = 0;
         st.expiry_dirty = false;
@@ -407,7 +397,7 @@ impl Session {
             st.old_ids.push(old);
         }
         st.stored = false;
-        st.originals.clear();
+        st.baseline = Data::new();
         st.version = 0;
         st.expiry_dirty = false;
         st.generation += 1;
@@ -453,7 +443,7 @@ impl Session {
             let ended = st.destroy_requested || !st.old_ids.is_empty();
             st.old_ids.clear();
             st.destroy_requested = false;
-            st.originals.clear();
+            st.baseline = st.data.clone();
             if ended && st.client_cookie {
                 st.pending_cookie = Some(c.removal_cookie());
                 st.client_cookie = false;
@@ -462,7 +452,7 @@ impl Session {
         }
         let changed = st.has_changes();
         if st.stored && !changed && !st.expiry_dirty {
-            st.originals.clear();
+            st.baseline = st.data.clone();
             return Ok(());
         }
         let expires = if st.stored {
@@ -491,7 +481,7 @@ impl Session {
         st.version = version;
         st.stored = true;
         st.client_cookie = true;
-        st.originals.clear();
+        st.baseline = record.data;
         st.old_ids.clear();
         st.destroy_requested = false;
         st.expiry_dirty = false;
@@ -509,11 +499,10 @@ impl Session {
             } else {
                 st.expires = now + c.lifetime();
                 let record = st.record(0);
-                let taken = std::mem::take(&mut st.originals);
-                Some((st.id.clone(), record, taken, st.generation))
+                Some((st.id.clone(), record, st.generation))
             }
         };
-        let Some((mut id, record, taken, generation)) = snapshot else {
+        let Some((mut id, record, generation)) = snapshot else {
             return self.destroy_old_ids().await;
         };
         let mut attempts = 0;
@@ -521,16 +510,12 @@ impl Session {
             attempts += 1;
             let created = match self.create(&id, &record).await {
                 Ok(created) => created,
-                Err(e) => {
-                    self.lock().restore(taken, false, false);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             };
             if created {
                 break;
             }
             if attempts >= 3 {
-                self.lock().restore(taken, false, false);
                 return Err(Error::Conflict { attempts });
             }
             // Another session has this id: a fresh one.
@@ -544,7 +529,7 @@ impl Session {
                 st.stored = true;
                 st.expiry_dirty = false;
                 st.cookie_dirty = false;
-                st.settle(&record, false);
+                st.settle(&record, &record.data, false);
                 st.pending_cookie = Some(c.set_cookie(&id, cookie_expiry, now));
                 st.client_cookie = true;
             } else {
@@ -597,17 +582,17 @@ impl Session {
             let mut st = self.lock();
             let changed = st.has_changes();
             if !changed && !st.expiry_dirty {
-                st.originals.clear();
+                st.baseline = st.data.clone();
                 None
             } else {
                 let record = changed.then(|| st.record(st.version.wrapping_add(1)));
-                let taken = std::mem::take(&mut st.originals);
+                let baseline = st.baseline.clone();
                 let touched = std::mem::take(&mut st.expiry_dirty);
                 let cookie = std::mem::take(&mut st.cookie_dirty);
-                Some((st.id.clone(), record, st.version, taken, touched, cookie))
+                Some((st.id.clone(), record, st.version, baseline, touched, cookie))
             }
         };
-        let Some((id, record, expected, taken, touched, cookie)) = snapshot else {
+        let Some((id, record, expected, baseline, touched, cookie)) = snapshot else {
             return self.destroy_old_ids().await;
         };
         let outcome = match record {
@@ -617,10 +602,12 @@ impl Session {
                     .await
                     .map(|found| found.then_some(None))
             }
-            Some(record) => self
-                .write(&id, record, expected, &taken, touched)
-                .await
-                .map(|w| w.map(Some)),
+            Some(record) => {
+                let sent = record.data.clone();
+                self.write(&id, record, expected, &baseline, touched)
+                    .await
+                    .map(|w| w.map(|(written, merged)| Some((written, merged, sent))))
+            }
         };
         let written = match outcome {
             Ok(Some(written)) => written,
@@ -629,14 +616,14 @@ impl Session {
                 return Ok(());
             }
             Err(e) => {
-                self.lock().restore(taken, touched, cookie);
+                self.lock().restore(touched, cookie);
                 return Err(e);
             }
         };
         {
             let mut st = self.lock();
-            if let Some((record, merged)) = &written {
-                st.settle(record, *merged);
+            if let Some((record, merged, sent)) = &written {
+                st.settle(record, sent, *merged);
                 if *merged {
                     st.expires = record.expires;
                 }
@@ -658,7 +645,7 @@ impl Session {
         id: &SessionId,
         mut record: Record,
         mut expected: u64,
-        originals: &BTreeMap<String, Option<Vec<u8>>>,
+        baseline: &Data,
         touched: bool,
     ) -> Result<Option<(Record, bool)>> {
         let c = self.config();
@@ -691,13 +678,15 @@ impl Session {
                 continue;
             }
             let changes = changes.get_or_insert_with(|| {
-                originals
-                    .iter()
-                    .filter(|(key, old)| {
-                        differs(record.codec, old.as_deref(), record.data.get(key))
-                    })
-                    .map(|(key, _)| (key.clone(), record.data.get(key).map(<[u8]>::to_vec)))
-                    .collect()
+                let mut changes = Vec::new();
+                record.data.any_key_since(baseline, |key| {
+                    let now = record.data.get(key);
+                    if differs(record.codec, baseline.get(key), now) {
+                        changes.push((key.to_owned(), now.map(<[u8]>::to_vec)));
+                    }
+                    false
+                });
+                changes
             });
             let mut data = theirs.data;
             for (key, value) in changes.iter() {
@@ -741,7 +730,7 @@ impl Session {
         st.new = true;
         st.data.clear();
         st.size = 0;
-        st.originals.clear();
+        st.baseline = Data::new();
         st.extra.clear();
         st.version = 0;
         st.expiry_dirty = false;

@@ -8,8 +8,15 @@ use session_store::{CookieOptions, Error, Record, Result};
 
 use crate::error::NAME;
 
-/// Bytes before the payload in a [`Layout::Native`] value: the record version, big-endian.
-const VERSION_LEN: usize = 8;
+/// Bytes before the payload in a [`Layout::Native`] value: the record version and the
+/// expiry in Unix milliseconds, 8 bytes each, big-endian.
+pub(crate) const HEADER_LEN: usize = 16;
+/// Where the expiry starts in a [`Layout::Native`] value.
+pub(crate) const EXPIRY_AT: usize = 8;
+/// Byte 8 of a native value written before the expiry moved into the value (version, then
+/// the payload, whose first byte is this). In the current header byte 8 is the top byte of
+/// an expiry below 2^48 ms, so always 0.
+const LEGACY_MARK: u8 = 0xA5;
 /// Latest expiry Redis is asked for (9999-12-31T23:59:59.999Z), in Unix milliseconds.
 pub(crate) const MAX_EXPIRY_MS: i128 = 253_402_300_799_999;
 
@@ -18,9 +25,15 @@ pub(crate) const MAX_EXPIRY_MS: i128 = 253_402_300_799_999;
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub enum Layout {
-    /// This library's layout (the default): the record version (8 bytes, big-endian)
-    /// followed by the core's payload envelope ([`Record::encode_payload`]). Every value
-    /// codec, every capability including compare-and-set. Default key prefix `session:`.
+    /// This library's layout (the default): the record version and the expiry in Unix
+    /// milliseconds (8 bytes each, big-endian), then the core's payload envelope
+    /// ([`Record::encode_payload`]). The key's TTL is set to the same expiry, so Redis still
+    /// removes expired sessions itself, and a read is one `GET`. Every value codec, every
+    /// capability including compare-and-set. Default key prefix `session:`.
+    ///
+    /// Values of earlier releases (version, then payload; the expiry only in the TTL) are
+    /// still read, with one more command (`PEXPIRETIME`), and are rewritten in the current
+    /// form on their next write.
     #[default]
     Native,
     /// connect-redis's layout, shared with Node services running express-session: the value
@@ -61,8 +74,9 @@ impl Layout {
         match self {
             Self::Native => {
                 let payload = record.encode_payload();
-                let mut value = Vec::with_capacity(VERSION_LEN + payload.len());
+                let mut value = Vec::with_capacity(HEADER_LEN + payload.len());
                 value.extend_from_slice(&record.version.to_be_bytes());
+                value.extend_from_slice(&expiry_ms(record.expires).to_be_bytes());
                 value.extend_from_slice(&payload);
                 Ok(value)
             }
@@ -70,8 +84,40 @@ impl Layout {
         }
     }
 
+    /// Whether the expiry of this stored `value` is only in its key's TTL: every
+    /// connect-redis value, and native values of earlier releases. Read those with
+    /// [`Layout::decode`] and the key's `PEXPIRETIME`, the others with
+    /// [`Layout::decode_native`].
+    pub(crate) fn needs_key_expiry(&self, value: &[u8]) -> bool {
+        match self {
+            Self::Native => value.get(EXPIRY_AT) == Some(&LEGACY_MARK),
+            Self::ConnectRedis(_) => true,
+        }
+    }
+
+    /// The record in a native `value` that carries its expiry; `None` if expired at `now`.
+    pub(crate) fn decode_native(value: &[u8], now: OffsetDateTime) -> Result<Option<Record>> {
+        let Some((header, payload)) = value.split_first_chunk::<HEADER_LEN>() else {
+            return Err(Error::corrupt(NAME, "value shorter than its header"));
+        };
+        let (version, expiry) = header.split_at(EXPIRY_AT);
+        let version = u64::from_be_bytes(version.try_into().unwrap_or_default());
+        let ms = i64::from_be_bytes(expiry.try_into().unwrap_or_default());
+        if !(1..=MAX_EXPIRY_MS as i64).contains(&ms) {
+            return Err(Error::corrupt(NAME, "expiry out of range"));
+        }
+        let expires = from_ms(ms)?;
+        if expires <= now {
+            return Ok(None);
+        }
+        Record::decode_payload(payload, expires, version)
+            .map(Some)
+            .map_err(|e| Error::corrupt(NAME, e))
+    }
+
     /// The record in a stored `value` whose key expires at `expires_ms` (a `PEXPIRETIME`
-    /// reply: -2 no key, -1 no expiry); `None` if gone or expired at `now`.
+    /// reply: -2 no key, -1 no expiry); `None` if gone or expired at `now`. For values
+    /// whose expiry is only in the TTL ([`Layout::needs_key_expiry`]).
     pub(crate) fn decode(
         &self,
         value: &[u8],
@@ -87,7 +133,7 @@ impl Layout {
                 if expires <= now {
                     return Ok(None);
                 }
-                let Some((version, payload)) = value.split_first_chunk::<VERSION_LEN>() else {
+                let Some((version, payload)) = value.split_first_chunk::<8>() else {
                     return Err(Error::corrupt(
                         NAME,
                         "value shorter than its version header",
@@ -189,6 +235,32 @@ mod tests {
     #[test]
     fn native_garbage_is_corrupt_not_a_panic() {
         let later = (now().unix_timestamp() + 600) * 1000;
+        let header = |ms: i64| [&7u64.to_be_bytes()[..], &ms.to_be_bytes()[..]].concat();
+        for value in [
+            Vec::new(),
+            b"\x00\x01".to_vec(),
+            header(later)[..15].to_vec(),
+            header(later),
+            [header(later), b"{}".to_vec()].concat(),
+            [header(0), Record::new(now(), Codec::Json).encode_payload()].concat(),
+            [header(-5), Record::new(now(), Codec::Json).encode_payload()].concat(),
+            [
+                header(i64::MAX),
+                Record::new(now(), Codec::Json).encode_payload(),
+            ]
+            .concat(),
+        ] {
+            assert!(
+                matches!(
+                    Layout::decode_native(&value, now()),
+                    Err(Error::Corrupt { .. })
+                ),
+                "{value:?}"
+            );
+        }
+        // An expired header is a miss, whatever follows.
+        assert!(Layout::decode_native(&header(1), now()).unwrap().is_none());
+        // Values of earlier releases: the TTL gives the expiry.
         for value in [
             &b""[..],
             b"\x00\x01",
@@ -215,7 +287,18 @@ mod tests {
         record.data.insert("k".into(), b"1".to_vec());
         let ms = expiry_ms(record.expires);
         let value = Layout::Native.encode(&record).unwrap();
-        let back = Layout::Native.decode(&value, ms, now()).unwrap().unwrap();
+        assert!(!Layout::Native.needs_key_expiry(&value));
+        assert_eq!(value[..8], record.version.to_be_bytes());
+        assert_eq!(value[8..16], ms.to_be_bytes());
+        let back = Layout::decode_native(&value, now()).unwrap().unwrap();
+        assert_eq!(back.version, record.version);
+        assert_eq!(back.data, record.data);
+        assert_eq!(expiry_ms(back.expires), ms);
+
+        // The layout of earlier releases: version, payload; expiry in the TTL only.
+        let legacy = [&record.version.to_be_bytes()[..], &record.encode_payload()].concat();
+        assert!(Layout::Native.needs_key_expiry(&legacy));
+        let back = Layout::Native.decode(&legacy, ms, now()).unwrap().unwrap();
         assert_eq!(back.version, record.version);
         assert_eq!(back.data, record.data);
         assert_eq!(expiry_ms(back.expires), ms);

@@ -35,16 +35,33 @@ redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 2
 ";
 
+/// Touch in one `EVALSHA`: 0 = missing, 1 = touched. Rewrites the 8-byte expiry inside the
+/// value (`SETRANGE`, which keeps the key's TTL) and the key's TTL (`PEXPIREAT`, which
+/// removes the key if the time has passed), never the payload. A value of an earlier release
+/// (byte 8 is its payload's first byte, 0xA5) has no expiry inside: only its TTL moves.
+const TOUCH_SCRIPT: &str = r"
+local mark = redis.call('GETRANGE', KEYS[1], 8, 8)
+if mark == '' then
+  return 0
+end
+if string.byte(mark) ~= 165 then
+  redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
+";
+
 /// Sessions in Redis: a single server, a Redis Cluster or the master named by Redis
 /// Sentinel, over a [`deadpool_redis`] pool.
 ///
 /// # Layout
 ///
 /// One string key per session, `prefix + id` (default prefix [`RedisStore::DEFAULT_PREFIX`],
-/// `session:`), holding the record version (8 bytes, big-endian) followed by the core's
-/// payload envelope ([`Record::encode_payload`]). The expiry is the key's own: every write
-/// sets it with `PXAT` (milliseconds), so Redis removes expired sessions by itself and
-/// `PEXPIRETIME` reads it back exactly. Requires Redis 7.0 or later (`PEXPIRETIME`).
+/// `session:`), holding the record version and the expiry in Unix milliseconds (8 bytes
+/// each, big-endian), followed by the core's payload envelope ([`Record::encode_payload`]).
+/// Every write also sets the key's TTL to that expiry with `PXAT`, so Redis removes expired
+/// sessions by itself, and a read is a single `GET`. Requires Redis 7.0 or later
+/// (`PEXPIRETIME`, used for values written by earlier releases and by connect-redis).
 ///
 /// [`RedisStore::with_layout`] with [`Layout::ConnectRedis`] selects connect-redis's layout
 /// instead, to share sessions with Node's express-session: key `sess:` + id, value the
@@ -54,9 +71,9 @@ return 2
 ///
 /// | operation | commands |
 /// |---|---|
-/// | `get` | `GET`, `PEXPIRETIME` (pipelined) |
+/// | `get` | `GET` (connect-redis layout: `GET`, `PEXPIRETIME` pipelined) |
 /// | `set` | `SET key value PXAT ms` |
-/// | `touch` | `PEXPIREAT key ms` (no payload) |
+/// | `touch` | `EVALSHA` of a script that rewrites the 8-byte expiry and the TTL, no payload (connect-redis layout: `PEXPIREAT key ms`) |
 /// | `destroy` | `DEL` |
 /// | `create` | `SET … NX PXAT ms` |
 /// | `update` | `SET … XX PXAT ms` (never recreates a destroyed key) |
@@ -79,6 +96,7 @@ pub struct RedisStore {
     prefix: Option<Arc<str>>,
     layout: Arc<Layout>,
     cas: Arc<Script>,
+    touch: Arc<Script>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -122,6 +140,7 @@ impl RedisStore {
             prefix: None,
             layout: Arc::new(Layout::Native),
             cas: Arc::new(Script::new(CAS_SCRIPT)),
+            touch: Arc::new(Script::new(TOUCH_SCRIPT)),
         }
     }
 
@@ -307,11 +326,13 @@ impl RedisStore {
     /// operation connects on demand.
     pub async fn connect(&self) -> Result<()> {
         let (generation, mut conn) = self.connector.get().await?;
-        if let Err(e) = self.cas.load_async(&mut conn).await {
-            if error::replace_connection(&e) {
-                self.connector.discard(generation);
+        for script in [&self.cas, &self.touch] {
+            if let Err(e) = script.load_async(&mut conn).await {
+                if error::replace_connection(&e) {
+                    self.connector.discard(generation);
+                }
+                return Err(error::from_redis(e));
             }
-            return Err(error::from_redis(e));
         }
         Ok(())
     }
@@ -393,6 +414,24 @@ impl SessionStore for RedisStore {
 
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         let key = self.key(id);
+        if let Layout::Native = *self.layout {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(&key);
+            let value: Option<Vec<u8>> = self.send(Request::Cmd(&cmd), Retry::Once).await?;
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            if !self.layout.needs_key_expiry(&value) {
+                return Layout::decode_native(&value, OffsetDateTime::now_utc());
+            }
+            // Written by an earlier release: the expiry is the key's TTL only.
+            let mut cmd = redis::cmd("PEXPIRETIME");
+            cmd.arg(&key);
+            let expires_ms: i64 = self.send(Request::Cmd(&cmd), Retry::Once).await?;
+            return self
+                .layout
+                .decode(&value, expires_ms, OffsetDateTime::now_utc());
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
         let (value, expires_ms): (Option<Vec<u8>>, i64) =
@@ -417,9 +456,19 @@ impl SessionStore for RedisStore {
     }
 
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
-        let mut cmd = redis::cmd("PEXPIREAT");
-        cmd.arg(self.key(id)).arg(expiry_ms(expires));
-        let found: i64 = self.send(Request::Cmd(&cmd), Retry::Once).await?;
+        let ms = expiry_ms(expires);
+        let found: i64 = if let Layout::Native = *self.layout {
+            let mut invocation = self.touch.prepare_invoke();
+            invocation
+                .key(self.key(id))
+                .arg(&ms.to_be_bytes()[..])
+                .arg(ms);
+            self.send(Request::Script(&invocation), Retry::Once).await?
+        } else {
+            let mut cmd = redis::cmd("PEXPIREAT");
+            cmd.arg(self.key(id)).arg(ms);
+            self.send(Request::Cmd(&cmd), Retry::Once).await?
+        };
         Ok(found == 1)
     }
 

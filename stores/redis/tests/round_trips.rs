@@ -267,13 +267,8 @@ async fn each_operation_is_one_round_trip_with_exact_commands() {
 
     let (got, cmds) = op!("get", store.get(&id).await.unwrap());
     assert_eq!(got.unwrap().data, record.data);
-    assert_eq!(
-        cmds,
-        [
-            vec!["GET".to_owned(), key.clone()],
-            vec!["PEXPIRETIME".to_owned(), key.clone()]
-        ]
-    );
+    // One command: the expiry is in the value.
+    assert_eq!(cmds, [vec!["GET".to_owned(), key.clone()]]);
 
     let ((), cmds) = op!("set", store.set(&id, &record).await.unwrap());
     assert_eq!(cmds.len(), 1, "{cmds:?}");
@@ -285,11 +280,19 @@ async fn each_operation_is_one_round_trip_with_exact_commands() {
 
     let (touched, cmds) = op!("touch", store.touch(&id, later).await.unwrap());
     assert!(touched);
-    // No payload: the key and the new expiry, nothing else.
+    // No payload: one EVALSHA with the key and the new expiry (8 bytes for the value's
+    // header, and as a number for the TTL); inside, a 1-byte GETRANGE, the 8-byte SETRANGE
+    // and the PEXPIREAT.
     assert_eq!(
-        cmds,
-        [vec!["PEXPIREAT".to_owned(), key.clone(), later_ms.clone()]]
+        names(&cmds),
+        ["EVALSHA", "LUA:GETRANGE", "LUA:SETRANGE", "LUA:PEXPIREAT"],
+        "{cmds:?}"
     );
+    assert_eq!(cmds[0][2..4], ["1".to_owned(), key.clone()], "{cmds:?}");
+    assert_eq!(cmds[0].len(), 6, "{cmds:?}");
+    assert_eq!(cmds[0][5], later_ms, "{cmds:?}");
+    assert_eq!(&cmds[1][2..], ["lua:8", "lua:8"], "{cmds:?}");
+    assert_eq!(cmds[3][2], format!("lua:{later_ms}"), "{cmds:?}");
 
     let (got, _) = op!("get after touch", store.get(&id).await.unwrap());
     assert_eq!(got.unwrap().expires, later);

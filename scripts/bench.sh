@@ -259,8 +259,10 @@ if trips:
                "counts once) after `CONFIG RESETSTAT`, less deadpool's PING health checks; the commands column is "
                "`INFO commandstats` (which also counts commands run inside `EVALSHA`). tower-sessions and "
                "actix-session have no not-due state: their rolling expiry writes on every request. "
-               "Postgres: `pg_stat_database` transactions of a database of its own (one per autocommit statement; "
-               "connection set-up included, amortised over 200 requests). Targets for ours: read 1, write 2, touch 2, "
+               "Postgres: `pg_stat_database` transactions of a database of its own (one per autocommit statement). "
+               "MySQL: the server's `Questions` (statements clients sent; pings and prepares excluded). For both, "
+               "each cell counts a fresh library instance after 20 warm-up requests, so its pool is connected and its "
+               "statements prepared, as in a running service. Targets for ours: read 1, write 2, touch 2, "
                "not-due 1.\n")
     out.append("| backend | library | workload | per request | commands |")
     out.append("|---|---|---|---|---|")

@@ -93,8 +93,10 @@ fn random_id(len: usize) -> String {
     for b in bytes.iter_mut() {
         *b = ALPHABET[usize::from(*b & 63)];
     }
-    // ASCII, so this borrows and copies once (cheaper than collecting `char`s).
-    String::from_utf8_lossy(bytes).into_owned()
+    // The alphabet is ASCII: the check passes, and the bytes are copied once.
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }
 
 impl IdGenerator {

@@ -23,6 +23,22 @@ use crate::store::{Capabilities, SessionStore};
 /// Longest cookie value the manager looks at; longer values mean "no session".
 pub const MAX_COOKIE_VALUE_LEN: usize = 4096;
 
+/// The bytes [`URI_COMPONENT`] leaves as they are, as a table.
+const UNRESERVED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            );
+        b += 1;
+    }
+    table
+};
+
 /// JavaScript's `encodeURIComponent` set: everything but `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -161,9 +177,13 @@ impl Config {
         );
         out.push_str(&self.name);
         out.push('=');
-        // Chunks, not `Display`: an id of URL-safe characters is one chunk, copied as is.
-        for chunk in utf8_percent_encode(value, URI_COMPONENT) {
-            out.push_str(chunk);
+        if value.bytes().all(|b| UNRESERVED[usize::from(b)]) {
+            // Ids are URL-safe: nothing to encode.
+            out.push_str(value);
+        } else {
+            for chunk in utf8_percent_encode(value, URI_COMPONENT) {
+                out.push_str(chunk);
+            }
         }
         out.push_str(&self.cookie_attributes);
         if let Some(expires) = expires {
@@ -778,6 +798,19 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_unreserved_table_is_the_uri_component_set() {
+        for b in 0..=255u8 {
+            let encoded = utf8_percent_encode(
+                std::str::from_utf8(&[b]).unwrap_or("\u{fffd}"),
+                URI_COMPONENT,
+            )
+            .to_string();
+            let kept = b.is_ascii() && encoded.as_bytes() == [b];
+            assert_eq!(UNRESERVED[usize::from(b)], kept, "byte {b}");
         }
     }
 

@@ -63,7 +63,8 @@ struct State {
     codec: Codec,
     extra: BTreeMap<String, serde_json::Value>,
     version: u64,
-    /// The store expiry to write.
+    /// The store expiry to write, for a stored session (an unstored one gets now + the
+    /// lifetime when it is committed; see [`Session::expires`]).
     expires: OffsetDateTime,
     expiry_dirty: bool,
     cookie_dirty: bool,
@@ -164,7 +165,7 @@ impl fmt::Debug for Session {
             .field("id", &st.id)
             .field("is_new", &st.new)
             .field("keys", &st.data.len())
-            .field("expires", &st.expires)
+            .field("stored", &st.stored)
             .finish_non_exhaustive()
     }
 }
@@ -192,7 +193,8 @@ impl Session {
             codec: c.codec,
             extra: BTreeMap::new(),
             version: 0,
-            expires: c.clock.now() + c.lifetime(),
+            // Set when committed; a clock read and date arithmetic saved per new request.
+            expires: OffsetDateTime::UNIX_EPOCH,
             expiry_dirty: false,
             cookie_dirty: false,
             old_ids: Vec::new(),
@@ -270,9 +272,16 @@ impl Session {
         self.lock().new
     }
 
-    /// The expiry the store holds (or will hold after commit).
+    /// The expiry the store holds (or will hold after commit: for a session not stored yet,
+    /// now + the lifetime).
     pub fn expires(&self) -> OffsetDateTime {
-        self.lock().expires
+        let st = self.lock();
+        if st.stored {
+            return st.expires;
+        }
+        drop(st);
+        let c = self.config();
+        c.clock.now() + c.lifetime()
     }
 
     /// The value under `key`, decoded as `T`; `Ok(None)` if absent; an error if the stored

@@ -172,7 +172,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The default reads the record and writes it back with the new expiry, through
     /// [`update`](Self::update) when the store has it (so a record destroyed in between is
     /// not recreated), else through [`set`](Self::set). Stores override it to change only the
-    /// expiry (Redis `PEXPIREAT`, SQL `UPDATE … SET expires`).
+    /// expiry (Redis: the 8 expiry bytes and the key TTL in one script; SQL `UPDATE … SET
+    /// expires`).
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
         let Some(mut record) = self.get(id).await? else {
             return Ok(false);

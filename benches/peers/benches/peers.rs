@@ -1021,6 +1021,85 @@ async fn trips(out: &mut Out, rounds: usize) {
     }
     #[cfg(feature = "sql")]
     pg_trips(out, rounds, &workloads).await;
+    #[cfg(feature = "sql")]
+    mysql_trips(out, rounds, &workloads).await;
+}
+
+/// Requests a SQL library serves before its statements are counted: its pool's
+/// connections are open and its statements prepared, as in a running service.
+#[cfg(feature = "sql")]
+const WARM_UP: usize = 20;
+
+/// Serves [`WARM_UP`] requests of workload `w` on the first seeded sessions, and leaves the
+/// others for counting.
+#[cfg(feature = "sql")]
+async fn warm_up(lib: &dyn Lib, w: Workload, cookies: &mut Vec<String>) {
+    let rest = cookies.split_off(WARM_UP.min(cookies.len()));
+    for (i, cookie) in cookies.iter().enumerate() {
+        let _ = lib.manager(w, cookie, i as u64).await;
+    }
+    *cookies = rest;
+}
+
+/// MariaDB/MySQL `Questions`: statements clients sent (pings and prepares excluded),
+/// server-wide. The `SHOW` reading it counts itself.
+#[cfg(feature = "sql")]
+async fn mysql_questions(admin: &sqlx::MySqlPool) -> Res<i64> {
+    let (_, value): (String, String) = sqlx::query_as("SHOW GLOBAL STATUS LIKE 'Questions'")
+        .fetch_one(admin)
+        .await
+        .map_err(s)?;
+    value.parse::<i64>().map_err(s)
+}
+
+/// MySQL statements per request, from the server's `Questions` counter (nothing else uses
+/// the server during a bench run). As for Postgres, each cell counts with a fresh library
+/// instance, seeded by another, so its connection set-up is included, amortised over the
+/// requests.
+#[cfg(feature = "sql")]
+async fn mysql_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
+    if skipped("mysql") {
+        return;
+    }
+    let url = env("MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    let Ok(admin) = sqlx::MySqlPool::connect(&url).await else {
+        eprintln!("mysql round trips skipped: no admin connection");
+        return;
+    };
+    for lib_name in ["ours", "tower-sessions"] {
+        for &w in workloads {
+            let seeded = {
+                let libs = libraries(&["mysql"]).await;
+                let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
+                    continue;
+                };
+                seed(&lib, rounds + WARM_UP).await
+            };
+            let Ok(seeded) = seeded else { continue };
+            let mut cookies = seeded.to_vec();
+            let libs = libraries(&["mysql"]).await;
+            let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
+                continue;
+            };
+            warm_up(&*lib, w, &mut cookies).await;
+            let Ok(before) = mysql_questions(&admin).await else {
+                continue;
+            };
+            let mut errors = 0;
+            for (i, cookie) in cookies.iter().enumerate() {
+                if lib.manager(w, cookie, i as u64).await.is_err() {
+                    errors += 1;
+                }
+            }
+            let after = mysql_questions(&admin).await.unwrap_or(before);
+            drop(lib);
+            out.emit(json!({
+                "section": "trips", "backend": "mysql", "lib": lib_name, "workload": w.name(),
+                "per_request": (after - before - 1) as f64 / rounds as f64,
+                "detail": "statements (Questions)", "errors": errors,
+            }));
+        }
+    }
 }
 
 #[cfg(feature = "sql")]
@@ -1084,15 +1163,17 @@ async fn pg_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
                 let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
                     continue;
                 };
-                let c = seed(&lib, rounds).await;
+                let c = seed(&lib, rounds + WARM_UP).await;
                 drop(lib);
                 c
             };
-            let Ok(cookies) = seeded else { continue };
+            let Ok(seeded) = seeded else { continue };
+            let mut cookies = seeded.to_vec();
             let libs = libraries(&["postgres"]).await;
             let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
                 continue;
             };
+            warm_up(&*lib, w, &mut cookies).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
             let Ok(before) = pg_xacts(&admin, &db).await else {
                 continue;

@@ -273,7 +273,26 @@ fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
 }
 
 /// Changed keys: `Some` value set, `None` removed.
-type Changes = BTreeMap<String, Option<Vec<u8>>>;
+type Changes = BTreeMap<String, Change>;
+
+/// A changed key.
+#[derive(Clone, Debug, PartialEq)]
+struct Change {
+    /// The new value; `None`: removed.
+    value: Option<Vec<u8>>,
+    /// The byte range of the key's entry in the base, or the empty range where it would go
+    /// (`None` without a base): found once, when the key is first changed, so encoding
+    /// needs no second search.
+    at: Option<(usize, usize)>,
+}
+
+/// What [`Data::find`] found: the length of the current value, and where the key is in the
+/// base.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Found {
+    pub(crate) len: Option<usize>,
+    at: Option<(usize, usize)>,
+}
 
 static NO_CHANGES: Changes = BTreeMap::new();
 
@@ -435,8 +454,35 @@ impl Data {
     /// The encoded value under `key`.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
         match self.changes().get(key) {
-            Some(change) => change.as_deref(),
+            Some(change) => change.value.as_deref(),
             None => self.base.as_ref()?.find(key),
+        }
+    }
+
+    /// The length of the value under `key`, and where `key` is in the payload: what
+    /// [`Data::insert_found`] needs to set it without searching again.
+    pub(crate) fn find(&self, key: &str) -> Found {
+        if let Some(change) = self.changes().get(key) {
+            return Found {
+                len: change.value.as_ref().map(Vec::len),
+                at: change.at,
+            };
+        }
+        let Some(base) = &self.base else {
+            return Found {
+                len: None,
+                at: None,
+            };
+        };
+        let (start, end) = base.locate(key.as_bytes(), base.start);
+        let len = base
+            .bytes
+            .get(start..end)
+            .and_then(|entry| BaseIter { input: entry }.next())
+            .map(|raw| raw.value.len());
+        Found {
+            len,
+            at: Some((start, end)),
         }
     }
 
@@ -447,13 +493,13 @@ impl Data {
 
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: String, value: Vec<u8>) {
-        let old_len = self.get(&key).map(<[u8]>::len);
-        self.insert_replacing(key, value, old_len);
+        let found = self.find(&key);
+        self.insert_found(key, value, found);
     }
 
-    /// [`Data::insert`] when the caller just looked up the length of the value it replaces.
-    pub(crate) fn insert_replacing(&mut self, key: String, value: Vec<u8>, old_len: Option<usize>) {
-        match old_len {
+    /// [`Data::insert`] when the caller just looked `key` up with [`Data::find`].
+    pub(crate) fn insert_found(&mut self, key: String, value: Vec<u8>, found: Found) {
+        match found.len {
             Some(len) => self.size -= len,
             None => {
                 self.len += 1;
@@ -461,19 +507,28 @@ impl Data {
             }
         }
         self.size += value.len();
-        self.changes_mut().insert(key, Some(value));
+        let change = Change {
+            value: Some(value),
+            at: found.at,
+        };
+        self.changes_mut().insert(key, change);
     }
 
     /// Removes `key`; returns whether it was present.
     pub fn remove(&mut self, key: &str) -> bool {
-        let Some(old) = self.get(key) else {
+        let found = self.find(key);
+        let Some(len) = found.len else {
             return false;
         };
-        self.size -= key.len() + old.len();
+        self.size -= key.len() + len;
         self.len -= 1;
-        let in_base = self.base.as_ref().is_some_and(|b| b.find(key).is_some());
+        let in_base = found.at.is_some_and(|(start, end)| end > start);
         if in_base {
-            self.changes_mut().insert(key.to_owned(), None);
+            let change = Change {
+                value: None,
+                at: found.at,
+            };
+            self.changes_mut().insert(key.to_owned(), change);
         } else {
             self.changes_mut().remove(key);
         }
@@ -550,22 +605,52 @@ impl Data {
     pub(crate) fn encoded_len(&self) -> usize {
         let mut len = self.base.as_ref().map_or(0, |b| b.end - b.start);
         for (key, change) in self.changes() {
-            if let Some(old) = self.base.as_ref().and_then(|b| b.find_raw(key)) {
-                len -= old.encoded.len();
+            match change.at {
+                Some((start, end)) => len -= end - start,
+                None => {
+                    if let Some(old) = self.base.as_ref().and_then(|b| b.find_raw(key)) {
+                        len -= old.encoded.len();
+                    }
+                }
             }
-            if let Some(value) = change {
+            if let Some(value) = &change.value {
                 len += str_len(key.len()) + bin_len(value.len());
             }
         }
         len
     }
 
-    pub(crate) fn unchanged_entries(&self) -> Option<&[u8]> {
+    pub(crate) fn unchanged_entries(&self) -> Option<(&[u8], usize)> {
         let base = self.base.as_ref()?;
         if self.changes().is_empty() {
-            base.bytes.get(base.start..base.end)
+            Some((base.bytes.get(base.start..base.end)?, base.start))
         } else {
             None
+        }
+    }
+
+    /// Calls `f` with the offset, within `run`, of each entry of a run of payload entries
+    /// that starts at byte `from` of the payload ([`Piece::Encoded`]): read from the
+    /// payload's index when it has one, else by walking the run.
+    pub(crate) fn run_offsets(&self, run: &[u8], from: usize, mut f: impl FnMut(usize)) {
+        let Some(index) = self.base.as_ref().and_then(|b| b.index.as_ref()) else {
+            entry_offsets(run).for_each(f);
+            return;
+        };
+        let bytes = self.base.as_ref().map_or(&[][..], |b| &b.bytes[..]);
+        let (mut low, mut high) = (0, index.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match index.get(bytes, mid) {
+                Some(offset) if offset < from => low = mid + 1,
+                _ => high = mid,
+            }
+        }
+        for i in low..index.len() {
+            match index.get(bytes, i) {
+                Some(offset) if offset < from + run.len() => f(offset - from),
+                _ => break,
+            }
         }
     }
 }
@@ -573,7 +658,8 @@ impl Data {
 /// A part of an encoded data map, from [`Data::pieces`].
 pub(crate) enum Piece<'a> {
     /// Whole MessagePack `str → bin` entries, in order.
-    Encoded(&'a [u8]),
+    /// The second field is where the run starts in the payload (see [`Data::run_offsets`]).
+    Encoded(&'a [u8], usize),
     /// An entry to encode.
     Entry(&'a str, &'a [u8]),
 }
@@ -583,7 +669,7 @@ pub(crate) struct Pieces<'a> {
     base: Option<&'a Base>,
     /// Bytes of the base before this offset have been returned or replaced.
     cursor: usize,
-    changes: btree_map::Iter<'a, String, Option<Vec<u8>>>,
+    changes: btree_map::Iter<'a, String, Change>,
     /// A change to return after the run of base entries just returned.
     pending: Option<(&'a str, &'a [u8])>,
     done: bool,
@@ -598,21 +684,30 @@ impl<'a> Iterator for Pieces<'a> {
         }
         let Some(base) = self.base else {
             // Without a base every change sets a value.
-            return self
-                .changes
-                .find_map(|(key, change)| change.as_deref().map(|value| Piece::Entry(key, value)));
+            return self.changes.find_map(|(key, change)| {
+                change
+                    .value
+                    .as_deref()
+                    .map(|value| Piece::Entry(key, value))
+            });
         };
-        let run = |from: usize, to: usize| base.bytes.get(from..to).filter(|r| !r.is_empty());
+        let run = |from: usize, to: usize| {
+            let bytes = base.bytes.get(from..to).filter(|r| !r.is_empty())?;
+            Some(Piece::Encoded(bytes, from))
+        };
         for (key, change) in self.changes.by_ref() {
-            let (start, end) = base.locate(key.as_bytes(), self.cursor);
+            let (start, end) = match change.at {
+                Some((start, end)) => (start.max(self.cursor), end.max(self.cursor)),
+                None => base.locate(key.as_bytes(), self.cursor),
+            };
             let before = run(self.cursor, start);
             self.cursor = end;
-            match (before, change) {
+            match (before, &change.value) {
                 (Some(before), Some(value)) => {
                     self.pending = Some((key, value));
-                    return Some(Piece::Encoded(before));
+                    return Some(before);
                 }
-                (Some(before), None) => return Some(Piece::Encoded(before)),
+                (Some(before), None) => return Some(before),
                 (None, Some(value)) => return Some(Piece::Entry(key, value)),
                 (None, None) => {}
             }
@@ -621,14 +716,14 @@ impl<'a> Iterator for Pieces<'a> {
             return None;
         }
         self.done = true;
-        run(self.cursor, base.end).map(Piece::Encoded)
+        run(self.cursor, base.end)
     }
 }
 
 /// Base entries and changes merged in key order.
 struct Merge<'a> {
     base: Peekable<BaseIter<'a>>,
-    changes: Peekable<btree_map::Iter<'a, String, Option<Vec<u8>>>>,
+    changes: Peekable<btree_map::Iter<'a, String, Change>>,
 }
 
 enum Next<'a> {
@@ -654,7 +749,7 @@ impl<'a> Iterator for Merge<'a> {
                 self.base.next();
             }
             let (key, change) = self.changes.next()?;
-            if let Some(value) = change {
+            if let Some(value) = &change.value {
                 return Some(Next::Change(key.as_str(), value.as_slice()));
             }
         }
@@ -721,11 +816,19 @@ impl Index<&str> for Data {
 
 impl FromIterator<(String, Vec<u8>)> for Data {
     fn from_iter<I: IntoIterator<Item = (String, Vec<u8>)>>(iter: I) -> Self {
-        let changes: BTreeMap<String, Option<Vec<u8>>> =
-            iter.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let changes: Changes = iter
+            .into_iter()
+            .map(|(k, v)| {
+                let change = Change {
+                    value: Some(v),
+                    at: None,
+                };
+                (k, change)
+            })
+            .collect();
         let size = changes
             .iter()
-            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .map(|(k, c)| k.len() + c.value.as_ref().map_or(0, Vec::len))
             .sum();
         Self {
             base: None,
@@ -784,7 +887,7 @@ mod tests {
         let mut out = Vec::new();
         for piece in d.pieces() {
             match piece {
-                Piece::Encoded(bytes) => out.extend_from_slice(bytes),
+                Piece::Encoded(bytes, _) => out.extend_from_slice(bytes),
                 Piece::Entry(k, v) => {
                     rmp::encode::write_str(&mut out, k).unwrap();
                     rmp::encode::write_bin(&mut out, v).unwrap();

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use crate::data::{Data, INDEX_FROM, Piece, entry_offsets, read_entry};
+use crate::data::{Data, INDEX_FROM, Piece, read_entry};
 use crate::error::{Error, Result};
 
 /// How session values are turned into bytes.
@@ -201,7 +201,7 @@ impl Record {
     pub fn encode_payload(&self) -> Vec<u8> {
         let extra = self.extra_json();
         let mut out = Vec::with_capacity(self.payload_len(&extra).1);
-        self.write_payload(&mut out, &extra);
+        self.write_payload(&mut out, &extra, None);
         out
     }
 
@@ -234,27 +234,28 @@ impl Record {
         let mut out: &mut [u8] = &mut *payload;
         out.put(prefix);
         out.put(&word(if shaped { payload_len } else { usize::MAX }));
-        self.write_payload(&mut out, &extra);
-        debug_assert!(out.is_empty(), "payload length mismatch");
-        if shaped {
-            let entries_at = payload_at + 3 + map_header_len(n);
-            let entries_end = entries_at + entries;
-            // Fixed-size words: copied in place, not through `put`.
-            let mut words = tail.chunks_exact_mut(4);
-            let mut push = |n: usize| {
-                if let Some(w) = words.next() {
-                    w.copy_from_slice(&word(n));
-                }
-            };
-            push(entries_end);
-            push(self.data.size());
-            if n > INDEX_FROM {
-                for offset in entry_offsets(&payload[entries_at..entries_end]) {
-                    push(entries_at + offset);
-                }
-            }
-            debug_assert!(words.next().is_none(), "trailer length mismatch");
+        if !shaped {
+            self.write_payload(&mut out, &extra, None);
+            debug_assert!(out.is_empty(), "payload length mismatch");
+            return bytes;
         }
+        let entries_at = payload_at + 3 + map_header_len(n);
+        // Fixed-size words: copied in place, not through `put`.
+        let mut words = tail.chunks_exact_mut(4);
+        let mut push = |n: usize| {
+            if let Some(w) = words.next() {
+                w.copy_from_slice(&word(n));
+            }
+        };
+        push(entries_at + entries);
+        push(self.data.size());
+        if n > INDEX_FROM {
+            self.write_payload(&mut out, &extra, Some(&mut |at| push(entries_at + at)));
+        } else {
+            self.write_payload(&mut out, &extra, None);
+        }
+        debug_assert!(out.is_empty(), "payload length mismatch");
+        debug_assert!(words.next().is_none(), "trailer length mismatch");
         bytes
     }
 
@@ -284,18 +285,43 @@ impl Record {
     /// Writes the envelope into `out` (a `Vec` or a slice of [`Record::payload_len`] bytes;
     /// writing into either cannot fail once sized; lengths above u32::MAX are impossible in
     /// practice).
-    fn write_payload<W: PayloadWrite>(&self, out: &mut W, extra: &[(&str, Vec<u8>)]) {
+    ///
+    /// `entry_at`, if given, is called with the offset of every data entry, counted from the
+    /// first.
+    fn write_payload<W: PayloadWrite>(
+        &self,
+        out: &mut W,
+        extra: &[(&str, Vec<u8>)],
+        mut entry_at: Option<&mut dyn FnMut(usize)>,
+    ) {
         out.put(&[PAYLOAD_MAGIC, PAYLOAD_FORMAT, self.codec.tag()]);
         let _ = rmp::encode::write_map_len(out, self.data.len() as u32);
+        let mut pos = 0;
+        let copy = |out: &mut W,
+                        run: &[u8],
+                        from: usize,
+                        pos: &mut usize,
+                        entry_at: &mut Option<&mut dyn FnMut(usize)>| {
+            out.put(run);
+            if let Some(f) = entry_at.as_deref_mut() {
+                let at = *pos;
+                self.data.run_offsets(run, from, |offset| f(at + offset));
+            }
+            *pos += run.len();
+        };
         match self.data.unchanged_entries() {
-            Some(entries) => out.put(entries),
+            Some((entries, from)) => copy(out, entries, from, &mut pos, &mut entry_at),
             None => {
                 for piece in self.data.pieces() {
                     match piece {
-                        Piece::Encoded(bytes) => out.put(bytes),
+                        Piece::Encoded(run, from) => copy(out, run, from, &mut pos, &mut entry_at),
                         Piece::Entry(key, value) => {
+                            if let Some(f) = entry_at.as_deref_mut() {
+                                f(pos);
+                            }
                             let _ = rmp::encode::write_str(out, key);
                             let _ = rmp::encode::write_bin(out, value);
+                            pos += str_len(key.len()) + bin_len(value.len());
                         }
                     }
                 }
@@ -579,6 +605,47 @@ mod tests {
             b"\xA5\x02\x01\x80\x80",
         ] {
             assert!(Record::decode_payload(bad, OffsetDateTime::UNIX_EPOCH, 0).is_err());
+        }
+    }
+
+    #[test]
+    fn shaped_rewrites_of_changed_records_index_every_entry() {
+        let mut seed = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = |bound: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        };
+        for n in [0, 3, INDEX_FROM, INDEX_FROM + 1, 12, 40] {
+            let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
+            for i in 0..n {
+                r.data.insert(format!("k{:03}", i * 2), vec![b'v'; 1 + i % 5]);
+            }
+            let mut bytes = r.encode_shaped(b"p");
+            for round in 0..60 {
+                let mut back = Record::decode_shaped(bytes, 1, r.expires, 0).unwrap();
+                assert_eq!(back.data, r.data, "{n} keys, round {round}");
+                for _ in 0..next(4) {
+                    let key = format!("k{:03}", next(2 * n + 3));
+                    if next(3) == 0 {
+                        back.data.remove(&key);
+                        r.data.remove(&key);
+                    } else {
+                        let value = vec![b'w'; next(300)];
+                        back.data.insert(key.clone(), value.clone());
+                        r.data.insert(key, value);
+                    }
+                }
+                bytes = back.encode_shaped(b"p");
+                let again = Record::decode_shaped(bytes.clone(), 1, r.expires, 0).unwrap();
+                for (key, value) in r.data.iter() {
+                    assert_eq!(again.data.get(key), Some(value), "{n} keys, round {round}");
+                }
+                assert_eq!(again.data.get("k999"), None);
+                assert_eq!(again.data_size(), r.data_size());
+                assert_eq!(again.encode_payload(), r.encode_payload());
+            }
         }
     }
 

@@ -307,15 +307,15 @@ impl Session {
             return self.insert(key, value);
         }
         let st = &mut *st;
-        // One lookup serves the size check, the original value and the insert.
-        let old = st.data.get(&key);
-        let old_len = old.map(<[u8]>::len);
+        // One lookup serves the size check and the insert.
+        let found = st.data.find(&key);
+        let old_len = found.len;
         let size = st.size - old_len.map_or(0, |len| key.len() + len) + key.len() + bytes.len();
         if let Some(limit) = self.config().max_size.filter(|limit| size > *limit) {
             return Err(Error::TooLarge { size, limit });
         }
         st.size = size;
-        st.data.insert_replacing(key, bytes, old_len);
+        st.data.insert_found(key, bytes, found);
         Ok(())
     }
 

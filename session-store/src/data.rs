@@ -429,26 +429,58 @@ impl Data {
             }
     }
 
-    /// Calls `f` on every key whose value may differ between `self` and `earlier` (each
-    /// once), until it returns `true`; returns whether it did. When both read the same
-    /// payload, only their changes are visited, not the payload's keys.
-    pub(crate) fn any_key_since<'a>(
+    /// Calls `f(key, value in earlier, value in self)` on every key whose value may differ
+    /// between `self` and `earlier` (each once), until it returns `true`; returns whether it
+    /// did. When both read the same payload, only their changes are visited, and values in
+    /// the payload are read where the change found them, without searching.
+    pub(crate) fn any_change_since<'a>(
         &'a self,
         earlier: &'a Data,
-        mut f: impl FnMut(&'a str) -> bool,
+        mut f: impl FnMut(&'a str, Option<&'a [u8]>, Option<&'a [u8]>) -> bool,
     ) -> bool {
         if self.is_untouched_clone_of(earlier) {
             return false;
         }
         if self.same_base(earlier) {
-            let ours = self.changes();
-            return ours.keys().any(|k| f(k))
-                || earlier
-                    .changes()
-                    .keys()
-                    .any(|k| !ours.contains_key(k) && f(k));
+            let (ours, theirs) = (self.changes(), earlier.changes());
+            for (key, change) in ours {
+                let then = match theirs.get(key) {
+                    Some(c) => c.value.as_deref(),
+                    None => self.base_value(key, change.at),
+                };
+                if f(key, then, change.value.as_deref()) {
+                    return true;
+                }
+            }
+            for (key, change) in theirs {
+                if !ours.contains_key(key)
+                    && f(
+                        key,
+                        change.value.as_deref(),
+                        self.base_value(key, change.at),
+                    )
+                {
+                    return true;
+                }
+            }
+            return false;
         }
-        self.keys().any(&mut f) || earlier.keys().any(|k| !self.contains_key(k) && f(k))
+        self.iter().any(|(k, v)| f(k, earlier.get(k), Some(v)))
+            || earlier
+                .iter()
+                .any(|(k, v)| !self.contains_key(k) && f(k, Some(v), None))
+    }
+
+    /// The payload's value under `key`, read at `at` when a change recorded where it is.
+    fn base_value(&self, key: &str, at: Option<(usize, usize)>) -> Option<&[u8]> {
+        let base = self.base.as_ref()?;
+        match at {
+            Some((start, end)) => {
+                let entry = base.bytes.get(start..end)?;
+                BaseIter { input: entry }.next().map(|raw| raw.value)
+            }
+            None => base.find(key),
+        }
     }
 
     /// The encoded value under `key`.
@@ -1031,7 +1063,7 @@ mod tests {
             }
             let earlier = d.clone();
             assert!(d.is_untouched_clone_of(&earlier));
-            assert!(!d.any_key_since(&earlier, |_| true));
+            assert!(!d.any_change_since(&earlier, |_, _, _| true));
             for _ in 0..next(5) {
                 let key = format!("k{:03}", next(23));
                 match next(4) {
@@ -1043,7 +1075,9 @@ mod tests {
                 }
             }
             let mut visited = BTreeMap::new();
-            d.any_key_since(&earlier, |k| {
+            d.any_change_since(&earlier, |k, then, now| {
+                assert_eq!(then, earlier.get(k), "round {round}: {k} then");
+                assert_eq!(now, d.get(k), "round {round}: {k} now");
                 *visited.entry(k.to_owned()).or_insert(0) += 1;
                 false
             });

@@ -298,10 +298,10 @@ impl Record {
         let _ = rmp::encode::write_map_len(out, self.data.len() as u32);
         let mut pos = 0;
         let copy = |out: &mut W,
-                        run: &[u8],
-                        from: usize,
-                        pos: &mut usize,
-                        entry_at: &mut Option<&mut dyn FnMut(usize)>| {
+                    run: &[u8],
+                    from: usize,
+                    pos: &mut usize,
+                    entry_at: &mut Option<&mut dyn FnMut(usize)>| {
             out.put(run);
             if let Some(f) = entry_at.as_deref_mut() {
                 let at = *pos;
@@ -620,7 +620,8 @@ mod tests {
         for n in [0, 3, INDEX_FROM, INDEX_FROM + 1, 12, 40] {
             let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
             for i in 0..n {
-                r.data.insert(format!("k{:03}", i * 2), vec![b'v'; 1 + i % 5]);
+                r.data
+                    .insert(format!("k{:03}", i * 2), vec![b'v'; 1 + i % 5]);
             }
             let mut bytes = r.encode_shaped(b"p");
             for round in 0..60 {

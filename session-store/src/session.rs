@@ -80,9 +80,7 @@ struct State {
 
 /// Whether some key's value in `data` differs (by value, in `codec`) from `earlier`.
 fn changed_since(codec: Codec, data: &Data, earlier: &Data) -> bool {
-    data.any_key_since(earlier, |key| {
-        differs(codec, earlier.get(key), data.get(key))
-    })
+    data.any_change_since(earlier, |_, then, now| differs(codec, then, now))
 }
 
 /// Whether a key's value `now` differs (by value, in `codec`) from `old`.
@@ -117,8 +115,8 @@ impl State {
         if merged {
             let mut data = written.data.clone();
             let mut since = Vec::new();
-            self.data.any_key_since(sent, |key| {
-                if differs(self.codec, sent.get(key), self.data.get(key)) {
+            self.data.any_change_since(sent, |key, then, now| {
+                if differs(self.codec, then, now) {
                     since.push(key);
                 }
                 false
@@ -688,9 +686,8 @@ impl Session {
             }
             let changes = changes.get_or_insert_with(|| {
                 let mut changes = Vec::new();
-                record.data.any_key_since(baseline, |key| {
-                    let now = record.data.get(key);
-                    if differs(record.codec, baseline.get(key), now) {
+                record.data.any_change_since(baseline, |key, then, now| {
+                    if differs(record.codec, then, now) {
                         changes.push((key.to_owned(), now.map(<[u8]>::to_vec)));
                     }
                     false

@@ -319,8 +319,7 @@ impl Record {
                             if let Some(f) = entry_at.as_deref_mut() {
                                 f(pos);
                             }
-                            let _ = rmp::encode::write_str(out, key);
-                            let _ = rmp::encode::write_bin(out, value);
+                            put_entry(out, key, value);
                             pos += str_len(key.len()) + bin_len(value.len());
                         }
                     }
@@ -329,8 +328,7 @@ impl Record {
         }
         let _ = rmp::encode::write_map_len(out, extra.len() as u32);
         for (key, json) in extra {
-            let _ = rmp::encode::write_str(out, key);
-            let _ = rmp::encode::write_bin(out, json);
+            put_entry(out, key, json);
         }
     }
 
@@ -498,6 +496,54 @@ impl PayloadWrite for &mut [u8] {
     }
 }
 
+/// Writes a MessagePack `str → bin` entry, in the smallest formats (as `rmp` would), with
+/// its headers assembled on the stack.
+fn put_entry<W: PayloadWrite>(out: &mut W, key: &str, value: &[u8]) {
+    let mut head = [0u8; 5];
+    let k = key.len();
+    let n = match k {
+        0..32 => {
+            head[0] = 0xa0 | k as u8;
+            1
+        }
+        32..256 => {
+            head[..2].copy_from_slice(&[0xd9, k as u8]);
+            2
+        }
+        256..65536 => {
+            head[0] = 0xda;
+            head[1..3].copy_from_slice(&(k as u16).to_be_bytes());
+            3
+        }
+        _ => {
+            head[0] = 0xdb;
+            head[1..5].copy_from_slice(&(k as u32).to_be_bytes());
+            5
+        }
+    };
+    out.put(&head[..n]);
+    out.put(key.as_bytes());
+    let v = value.len();
+    let n = match v {
+        0..256 => {
+            head[..2].copy_from_slice(&[0xc4, v as u8]);
+            2
+        }
+        256..65536 => {
+            head[0] = 0xc5;
+            head[1..3].copy_from_slice(&(v as u16).to_be_bytes());
+            3
+        }
+        _ => {
+            head[0] = 0xc6;
+            head[1..5].copy_from_slice(&(v as u32).to_be_bytes());
+            5
+        }
+    };
+    out.put(&head[..n]);
+    out.put(value);
+}
+
 /// Encoded size of a MessagePack map header for `n` entries.
 fn map_header_len(n: usize) -> usize {
     match n {
@@ -561,6 +607,11 @@ mod tests {
                 r.data.insert("k".repeat(key_len), vec![7; value_len]);
                 r.extra.insert("x".repeat(key_len), serde_json::json!(1));
                 let vec = r.encode_payload();
+                // The entry is what `rmp` writes.
+                let mut entry = Vec::new();
+                rmp::encode::write_str(&mut entry, &"k".repeat(key_len)).unwrap();
+                rmp::encode::write_bin(&mut entry, &vec![7; value_len]).unwrap();
+                assert_eq!(&vec[4..4 + entry.len()], &entry[..], "{key_len} {value_len}");
                 let shaped = r.encode_shaped(b"id");
                 assert_eq!(&shaped[..2], b"id");
                 assert_eq!(shaped[2..6], (vec.len() as u32).to_le_bytes());

@@ -611,7 +611,11 @@ mod tests {
                 let mut entry = Vec::new();
                 rmp::encode::write_str(&mut entry, &"k".repeat(key_len)).unwrap();
                 rmp::encode::write_bin(&mut entry, &vec![7; value_len]).unwrap();
-                assert_eq!(&vec[4..4 + entry.len()], &entry[..], "{key_len} {value_len}");
+                assert_eq!(
+                    &vec[4..4 + entry.len()],
+                    &entry[..],
+                    "{key_len} {value_len}"
+                );
                 let shaped = r.encode_shaped(b"id");
                 assert_eq!(&shaped[..2], b"id");
                 assert_eq!(shaped[2..6], (vec.len() as u32).to_le_bytes());

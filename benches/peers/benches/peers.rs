@@ -733,7 +733,13 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             Res::Ok(Tower::new(store))
         })
         .await;
-        add(&mut out, "postgres", "raw floor", RawPg::new(&url, payload.clone())).await;
+        add(
+            &mut out,
+            "postgres",
+            "raw floor",
+            RawPg::new(&url, payload.clone()),
+        )
+        .await;
     }
     #[cfg(feature = "sql")]
     if want("sqlite") {
@@ -819,8 +825,9 @@ async fn seed(lib: &Arc<dyn Lib>, n: usize) -> Res<Arc<Vec<String>>> {
 }
 
 /// Throughput at 64 concurrent tasks. The libraries of one backend take turns in `rounds`
-/// slices per workload (so a change of machine load hits all of them alike), and each
-/// reports its median slice.
+/// rounds of one slice each per workload, each round starting with the next library (so a
+/// change of machine load hits all of them alike); each reports its median slice and every
+/// slice, in round order, for per-round ratios.
 async fn throughput(
     out: &mut Out,
     level: &str,
@@ -842,8 +849,11 @@ async fn throughput(
         for w in Workload::MAIN {
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); group.len()];
             let mut errors = vec![0u64; group.len()];
-            for _ in 0..rounds {
-                for (at, (_, _, lib, cookies)) in group.iter().enumerate() {
+            for round in 0..rounds {
+                // Each round starts with another library, so no one always goes first.
+                for k in 0..group.len() {
+                    let at = (round + k) % group.len();
+                    let (_, _, lib, cookies) = &group[at];
                     let (lib, cookies) = ((*lib).clone(), cookies.clone());
                     let rate: Rate = run_for(tasks, slice, move |t, i| {
                         let (lib, cookies) = (lib.clone(), cookies.clone());
@@ -875,8 +885,9 @@ async fn throughput(
 }
 
 /// Manager cost per request, one task, run inline: the libraries take turns in `rounds`
-/// short slices per workload (so a change of machine load hits both alike), and each
-/// reports its median slice.
+/// rounds of one short slice each per workload (starting with the next library each round,
+/// so a change of machine load hits both alike); each reports its median slice and every
+/// slice, in round order.
 async fn cost(
     out: &mut Out,
     rounds: usize,
@@ -893,8 +904,10 @@ async fn cost(
     for w in Workload::MAIN {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); seeded.len()];
         let mut errors = vec![0u64; seeded.len()];
-        for _ in 0..rounds {
-            for (at, (_, _, lib, cookies)) in seeded.iter().enumerate() {
+        for round in 0..rounds {
+            for k in 0..seeded.len() {
+                let at = (round + k) % seeded.len();
+                let (_, _, lib, cookies) = &seeded[at];
                 // Inline on this task: no spawn, no cross-thread wake-ups in the measurement.
                 let start = std::time::Instant::now();
                 let mut done = 0u64;
@@ -1563,7 +1576,7 @@ fn main() {
         }
         if want("store") || want("manager") {
             let libs = libraries(&[]).await;
-            let rounds = secs("BENCH_ROUNDS", 5).as_secs().max(1) as usize;
+            let rounds = secs("BENCH_ROUNDS", 7).as_secs().max(1) as usize;
             if want("store") {
                 throughput(&mut out, "store", 64, rounds, run_secs, &libs).await;
             }

@@ -4,7 +4,9 @@
 //!
 //! `cargo run --release --manifest-path benches/peers/Cargo.toml --example ops -- ours read 20000`
 //!
-//! Libraries: `ours`, `tower-sessions`. Workloads: `read`, `write`, `new`, `touch`, or
+//! Libraries: `ours`, `tower-sessions` (in-memory stores), `ours-redis` and `floor-redis`
+//! (the raw `redis` client) against `REDIS_URL` (default `redis://127.0.0.1:6379`), whose
+//! counts are the client's side only. Workloads: `read`, `write`, `new`, `touch`, or
 //! `none` (set-up only, to subtract).
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,15 +26,72 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         match lib.as_str() {
-            "ours" => ours(&workload, n).await,
+            "ours" => ours(MemoryStore::new(), &workload, n).await,
+            "ours-redis" => {
+                let store = session_store_redis::RedisStore::from_url(&redis_url())
+                    .expect("redis url")
+                    .with_prefix("ops:");
+                store.connect().await.expect("redis");
+                ours(store, &workload, n).await
+            }
+            "floor-redis" => floor_redis(&workload, n).await,
             "tower-sessions" => tower(&workload, n).await,
             other => panic!("unknown library {other}"),
         }
     });
 }
 
-async fn ours(workload: &str, n: u64) {
-    let store = MemoryStore::new();
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The raw `redis` client doing what the bench's raw floor does per request: `GET` (read),
+/// `GET` + `SET … PXAT` (write), with the same 1 KB payload.
+async fn floor_redis(workload: &str, n: u64) {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let payload = vec![7u8; 1300];
+    let key = "ops:floor";
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(&payload)
+        .query_async(&mut conn)
+        .await
+        .expect("seed");
+    for _ in 0..n {
+        match workload {
+            "none" => break,
+            "write" => {
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("get");
+                let _: () = redis::cmd("SET")
+                    .arg(key)
+                    .arg(&v)
+                    .arg("PX")
+                    .arg(3_600_000)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("set");
+            }
+            _ => {
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("get");
+                std::hint::black_box(v);
+            }
+        }
+    }
+}
+
+async fn ours(store: impl session_store::SessionStore + Clone, workload: &str, n: u64) {
     let build = |touch: Option<Duration>| {
         let mut b = SessionManager::builder(store.clone())
             .cookie_name("sid")

@@ -105,7 +105,7 @@ where
                 i += 1;
                 // In-memory operations never wait: yield now and then so the timer that
                 // ends the run (and the other tasks) get the worker threads.
-                if i % 8 == 0 {
+                if i.is_multiple_of(8) {
                     tokio::task::yield_now().await;
                 }
             }

@@ -303,11 +303,12 @@ if trips:
                "counts once) after `CONFIG RESETSTAT`, less deadpool's PING health checks; the commands column is "
                "`INFO commandstats` (which also counts commands run inside `EVALSHA`). tower-sessions and "
                "actix-session have no not-due state: their rolling expiry writes on every request. "
-               "Postgres: `pg_stat_database` transactions of a database of its own (one per autocommit statement). "
-               "MySQL: the server's `Questions` (statements clients sent; pings and prepares excluded). For both, "
-               "each cell counts a fresh library instance after 20 warm-up requests, so its pool is connected and its "
-               "statements prepared, as in a running service. Targets for ours: read 1, write 2, touch 2, "
-               "not-due 1.\n")
+               "Postgres: `pg_stat_database` transactions of a database of its own (one per autocommit statement), "
+               "the difference between two fresh library instances serving 20 and 220 requests (backends publish "
+               "their counters late, so both are counted until their pools close; connection set-up and statement "
+               "preparation cancel out). MySQL: the server's `Questions` (statements clients sent; pings and "
+               "prepares excluded) over 200 requests of a library instance that has served 20 already. Targets for "
+               "ours: read 1, write 2, touch 2, not-due 1.\n")
     out.append("| backend | library | workload | per request | commands |")
     out.append("|---|---|---|---|---|")
     target = {"read": 1, "write": 2, "touch": 2, "not-due": 1}

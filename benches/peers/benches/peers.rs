@@ -1170,44 +1170,63 @@ async fn pg_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
     };
     for lib_name in ["ours", "tower-sessions", "raw floor"] {
         for &w in workloads {
-            // Seed with one instance, count with another.
+            // Seed with one instance; count with two others, one serving WARM_UP requests and
+            // one WARM_UP + rounds: the difference is `rounds` requests, without connection
+            // set-up or statement preparation.
             let seeded = {
                 let libs = libraries(&["postgres"]).await;
                 let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
                     continue;
                 };
-                let c = seed(&lib, rounds + WARM_UP).await;
+                let c = seed(&lib, rounds + 2 * WARM_UP).await;
                 drop(lib);
                 c
             };
             let Ok(seeded) = seeded else { continue };
-            let mut cookies = seeded.to_vec();
-            let libs = libraries(&["postgres"]).await;
-            let Some((_, _, lib)) = libs.into_iter().find(|l| l.1 == lib_name) else {
-                continue;
-            };
-            warm_up(&*lib, w, &mut cookies).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let Ok(before) = pg_xacts(&admin, &db).await else {
-                continue;
-            };
+            let (short, long) = seeded.split_at(WARM_UP);
             let mut errors = 0;
-            for (i, cookie) in cookies.iter().enumerate() {
-                if lib.manager(w, cookie, i as u64).await.is_err() {
-                    errors += 1;
-                }
+            let mut counts = Vec::new();
+            for cookies in [short, long] {
+                let Some(n) = pg_count(&admin, &db, lib_name, w, cookies, &mut errors).await
+                else {
+                    break;
+                };
+                counts.push(n);
             }
-            drop(lib);
-            // Pools close when dropped; give the backends time to exit.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let after = pg_xacts(&admin, &db).await.unwrap_or(before);
+            let [a, b] = counts[..] else { continue };
             out.emit(json!({
                 "section": "trips", "backend": "postgres", "lib": lib_name, "workload": w.name(),
-                "per_request": (after - before) as f64 / rounds as f64,
+                "per_request": (b - a) as f64 / rounds as f64,
                 "detail": "statements (xacts)", "errors": errors,
             }));
         }
     }
+}
+
+/// Transactions in `db` while a fresh instance of `lib_name` serves one request of `w` per
+/// cookie and is dropped (its backends exit and flush their counters).
+#[cfg(feature = "sql")]
+async fn pg_count(
+    admin: &sqlx::PgPool,
+    db: &str,
+    lib_name: &str,
+    w: Workload,
+    cookies: &[String],
+    errors: &mut u64,
+) -> Option<i64> {
+    let libs = libraries(&["postgres"]).await;
+    let (_, _, lib) = libs.into_iter().find(|l| l.1 == lib_name)?;
+    let before = pg_xacts(admin, db).await.ok()?;
+    for (i, cookie) in cookies.iter().enumerate() {
+        if lib.manager(w, cookie, i as u64).await.is_err() {
+            *errors += 1;
+        }
+    }
+    drop(lib);
+    // Pools close when dropped; give the backends time to exit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = pg_xacts(admin, db).await.ok()?;
+    Some(after - before)
 }
 
 // ---------------------------------------------------------------- memory

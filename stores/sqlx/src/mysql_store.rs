@@ -33,9 +33,10 @@ const NAME: &str = "mysql";
 /// );
 /// ```
 ///
-/// - Implements every optional operation ([`Capabilities::ALL`]). `create` is a `DELETE`
-///   of an expired row under the id followed by a plain `INSERT` (a duplicate key means a
-///   live row exists); no `INSERT IGNORE`, which would also hide truncation errors.
+/// - Implements every optional operation ([`Capabilities::ALL`]). `create` is a plain
+///   `INSERT`, one statement when the id is free; on a duplicate key it deletes the row if
+///   it has expired and inserts once more (a duplicate key then means a live row). No
+///   `INSERT IGNORE`, which would also hide truncation errors.
 ///   `compare_and_set` adds a `SELECT` only when it wrote nothing.
 /// - The id column is binary, so ids compare exactly (a case-insensitive collation would
 ///   let `abc` and `ABC` share a row). Ids longer than 256 bytes cannot be stored.
@@ -341,22 +342,30 @@ impl SessionStore for MySqlStore {
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        // An expired row must not block the id: remove it (only if still expired), then
-        // insert; a duplicate key now means a live row.
+        let payload = record.encode_payload();
+        let insert = || {
+            sqlx::query(self.inner.sql.insert.clone())
+                .bind(id.as_str())
+                .bind(payload.as_slice())
+                .bind(to_db(record.expires))
+                .bind(version_to_db(record.version))
+                .execute(&self.inner.pool)
+        };
+        // One statement when the id is free, as it nearly always is.
+        match insert().await {
+            Ok(_) => return Ok(true),
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(err(e)),
+        }
+        // Taken: an expired row must not block the id. Remove it (only if still expired)
+        // and try once more; a duplicate key now means a live row.
         sqlx::query(self.inner.sql.delete_expired_one.clone())
             .bind(id.as_str())
             .bind(self.now())
             .execute(&self.inner.pool)
             .await
             .map_err(err)?;
-        let inserted = sqlx::query(self.inner.sql.insert.clone())
-            .bind(id.as_str())
-            .bind(record.encode_payload())
-            .bind(to_db(record.expires))
-            .bind(version_to_db(record.version))
-            .execute(&self.inner.pool)
-            .await;
-        match inserted {
+        match insert().await {
             Ok(_) => Ok(true),
             Err(e) if is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(err(e)),

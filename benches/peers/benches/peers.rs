@@ -655,60 +655,43 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
         ));
     }
     if want("redis") {
-        match async {
+        add(&mut out, "redis", "ours", async {
             let store = session_store_redis::RedisStore::from_url(&redis_url)
                 .map_err(s)?
                 .with_prefix(prefix());
             store.connect().await.map_err(s)?;
             Ours::new(Arc::new(store))
-        }
-        .await
-        {
-            Ok(l) => out.push(("redis".into(), "ours".into(), Arc::new(l))),
-            Err(e) => eprintln!("ours/redis skipped: {e}"),
-        }
-        match async {
+        })
+        .await;
+        add(&mut out, "redis", "tower-sessions", async {
             use tower_sessions_redis_store::fred::prelude::*;
             let config = Config::from_url(&redis_url).map_err(s)?;
             let pool = Pool::new(config, None, None, None, 8).map_err(s)?;
             pool.init().await.map_err(s)?;
-            Res::Ok(tower_sessions_redis_store::RedisStore::new(pool))
-        }
-        .await
-        {
-            Ok(store) => out.push((
-                "redis".into(),
-                "tower-sessions".into(),
-                Arc::new(Tower::new(store)),
-            )),
-            Err(e) => eprintln!("tower-sessions/redis skipped: {e}"),
-        }
-        let p = prefix();
-        match actix_session::storage::RedisSessionStore::builder(redis_url.clone())
-            .cache_keygen(move |k| format!("{p}{k}"))
-            .build()
-            .await
-        {
-            Ok(store) => out.push((
-                "redis".into(),
-                "actix-session".into(),
-                Arc::new(Actix { store }),
-            )),
-            Err(e) => eprintln!("actix-session/redis skipped: {e}"),
-        }
-        match redis_admin(&redis_url).await {
-            Ok(conn) => out.push((
-                "redis".into(),
-                "raw floor".into(),
-                Arc::new(RawRedis {
-                    conn,
-                    prefix: prefix(),
-                    payload: payload.clone(),
-                    ids: IdGenerator::nanoid(),
-                }),
-            )),
-            Err(e) => eprintln!("raw redis skipped: {e}"),
-        }
+            Res::Ok(Tower::new(tower_sessions_redis_store::RedisStore::new(
+                pool,
+            )))
+        })
+        .await;
+        add(&mut out, "redis", "actix-session", async {
+            let p = prefix();
+            let store = actix_session::storage::RedisSessionStore::builder(redis_url.clone())
+                .cache_keygen(move |k| format!("{p}{k}"))
+                .build()
+                .await
+                .map_err(s)?;
+            Res::Ok(Actix { store })
+        })
+        .await;
+        add(&mut out, "redis", "raw floor", async {
+            Res::Ok(RawRedis {
+                conn: redis_admin(&redis_url).await?,
+                prefix: prefix(),
+                payload: payload.clone(),
+                ids: IdGenerator::nanoid(),
+            })
+        })
+        .await;
     }
     #[cfg(feature = "sql")]
     if want("postgres") {
@@ -795,18 +778,14 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             "MONGODB_URL",
             "mongodb://127.0.0.1:27917/?directConnection=true",
         );
-        match async {
+        add(&mut out, "mongo", "ours", async {
             let coll = format!("bench_{}", nanoid::nanoid!(8, &nanoid::alphabet::SAFE[2..]));
             let store = session_store_mongodb::MongoStore::connect(&url, "session_bench", &coll)
                 .await
                 .map_err(s)?;
             Ours::new(Arc::new(store))
-        }
-        .await
-        {
-            Ok(l) => out.push(("mongo".into(), "ours".into(), Arc::new(l))),
-            Err(e) => eprintln!("ours/mongo skipped: {e}"),
-        }
+        })
+        .await;
     }
     out
 }
@@ -1036,16 +1015,76 @@ async fn trips(out: &mut Out, rounds: usize) {
     pg_trips(out, rounds, &workloads).await;
     #[cfg(feature = "sql")]
     mysql_trips(out, rounds, &workloads).await;
+    mongo_trips(out, rounds, &workloads).await;
 }
 
-/// Requests a SQL library serves before its statements are counted: its pool's
-/// connections are open and its statements prepared, as in a running service.
-#[cfg(feature = "sql")]
+/// The server's `network.numRequests` (`serverStatus`): every message a client sent,
+/// whatever the operation. The reading counts itself.
+async fn mongo_requests(client: &session_store_mongodb::mongodb::Client) -> Res<i64> {
+    use session_store_mongodb::mongodb::bson::doc;
+    let status = client
+        .database("admin")
+        .run_command(doc! { "serverStatus": 1 })
+        .await
+        .map_err(s)?;
+    let network = status.get_document("network").map_err(s)?;
+    match network.get("numRequests") {
+        Some(session_store_mongodb::mongodb::bson::Bson::Int64(n)) => Ok(*n),
+        Some(session_store_mongodb::mongodb::bson::Bson::Int32(n)) => Ok(i64::from(*n)),
+        Some(session_store_mongodb::mongodb::bson::Bson::Double(n)) => Ok(*n as i64),
+        _ => Err("serverStatus has no network.numRequests".into()),
+    }
+}
+
+/// MongoDB requests per request, from the server's request counter: each library instance
+/// seeds its sessions, serves 20 warm-up requests (connections open), then 200 counted
+/// ones. The driver's own monitoring (a heartbeat every 10 s) may add one now and then.
+async fn mongo_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
+    if skipped("mongo") {
+        return;
+    }
+    let url = env(
+        "MONGODB_URL",
+        "mongodb://127.0.0.1:27917/?directConnection=true",
+    );
+    let Ok(admin) = session_store_mongodb::mongodb::Client::with_uri_str(&url).await else {
+        eprintln!("mongo round trips skipped: no admin connection");
+        return;
+    };
+    for &w in workloads {
+        let libs = libraries(&["mongo"]).await;
+        let Some((_, name, lib)) = libs.into_iter().next() else {
+            return;
+        };
+        let Ok(seeded) = seed(&lib, rounds + WARM_UP).await else {
+            continue;
+        };
+        let mut cookies = seeded.to_vec();
+        warm_up(&*lib, w, &mut cookies).await;
+        let Ok(before) = mongo_requests(&admin).await else {
+            continue;
+        };
+        let mut errors = 0;
+        for (i, cookie) in cookies.iter().enumerate() {
+            if lib.manager(w, cookie, i as u64).await.is_err() {
+                errors += 1;
+            }
+        }
+        let after = mongo_requests(&admin).await.unwrap_or(before);
+        out.emit(json!({
+            "section": "trips", "backend": "mongo", "lib": name, "workload": w.name(),
+            "per_request": (after - before - 1) as f64 / rounds as f64,
+            "detail": "requests (serverStatus network.numRequests)", "errors": errors,
+        }));
+    }
+}
+
+/// Requests a library serves before its round trips are counted: its pool's connections
+/// are open and its statements prepared, as in a running service.
 const WARM_UP: usize = 20;
 
 /// Serves [`WARM_UP`] requests of workload `w` on the first seeded sessions, and leaves the
 /// others for counting.
-#[cfg(feature = "sql")]
 async fn warm_up(lib: &dyn Lib, w: Workload, cookies: &mut Vec<String>) {
     let rest = cookies.split_off(WARM_UP.min(cookies.len()));
     for (i, cookie) in cookies.iter().enumerate() {
@@ -1187,8 +1226,7 @@ async fn pg_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
             let mut errors = 0;
             let mut counts = Vec::new();
             for cookies in [short, long] {
-                let Some(n) = pg_count(&admin, &db, lib_name, w, cookies, &mut errors).await
-                else {
+                let Some(n) = pg_count(&admin, &db, lib_name, w, cookies, &mut errors).await else {
                     break;
                 };
                 counts.push(n);

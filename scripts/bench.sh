@@ -183,7 +183,7 @@ out.append("Caveats: the machine has 2 cores shared by the load generator, the s
            "an actix-web middleware: it is measured at the store and manager levels, not under axum. "
            "MongoDB has no peer store here (tower-sessions' Mongo store is on bson 2). SQLite (a WAL file "
            "on local disk) and MySQL (MariaDB) are compared with tower-sessions-sqlx-store; the raw "
-           "floor and the round-trip counters are measured on Redis and Postgres.\n")
+           "floor is measured on Redis and Postgres, round trips on every network backend.\n")
 
 # cost per request
 out.append("## Manager cost per request, MemoryStore, one task\n")
@@ -307,8 +307,9 @@ if trips:
                "the difference between two fresh library instances serving 20 and 220 requests (backends publish "
                "their counters late, so both are counted until their pools close; connection set-up and statement "
                "preparation cancel out). MySQL: the server's `Questions` (statements clients sent; pings and "
-               "prepares excluded) over 200 requests of a library instance that has served 20 already. Targets for "
-               "ours: read 1, write 2, touch 2, not-due 1.\n")
+               "prepares excluded) over 200 requests of a library instance that has served 20 already. MongoDB: the "
+               "server's `network.numRequests` (`serverStatus`), counted the same way. Targets for ours: read 1, "
+               "write 2, touch 2, not-due 1.\n")
     out.append("| backend | library | workload | per request | commands |")
     out.append("|---|---|---|---|---|")
     target = {"read": 1, "write": 2, "touch": 2, "not-due": 1}

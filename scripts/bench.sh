@@ -9,8 +9,9 @@
 # (`INFO commandstats`) nothing else touches, and a database `session_bench` of its own for
 # the `pg_stat_database` counters. Installs `wrk` with apt if it is missing.
 # Environment: BENCH_SECS (per throughput slice, default 1), BENCH_ROUNDS (slices per library
-# and workload, default 5), WRK_SECS (per wrk run, default
-# 10), BENCH_SESSIONS (memory section, default 1000000), CARGO_TARGET_DIR.
+# and workload, default 7), WRK_SECS (per wrk run, default 4), HTTP_ROUNDS (wrk runs per
+# variant and workload, default 5), BENCH_SESSIONS (memory section, default 1000000),
+# CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -143,7 +144,7 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if a and b else "n/a"
 
 def paired(a, b):
-    """a ÷ b for two throughput rows: the median of the per-round ratios when both carry their
+    """a ÷ b for two throughput rows (ops/s or HTTP requests/s): the median of the per-round ratios when both carry their
     slices (each round runs every library once, back to back, so drift in machine load hits
     both sides of a ratio alike), else the ratio of the medians."""
     sa, sb = a.get("samples") or [], b.get("samples") or []
@@ -151,7 +152,8 @@ def paired(a, b):
         rs = sorted(x / y for x, y in zip(sa, sb))
         n = len(rs)
         return rs[n // 2] if n % 2 else (rs[n // 2 - 1] + rs[n // 2]) / 2
-    return a["ops_per_sec"] / b["ops_per_sec"] if b["ops_per_sec"] else 0.0
+    rate = lambda r: r.get("ops_per_sec", r.get("requests_per_sec")) or 0.0
+    return rate(a) / rate(b) if rate(b) else 0.0
 
 def mark(value, ok):
     return f"{value} {'✅' if ok else '❌'}"
@@ -263,7 +265,10 @@ for level, title in (("manager", "Manager level, 64 concurrent tasks"), ("store"
 out.append("## HTTP (axum, wrk -t2 -c64)\n")
 http = pick("http")
 if http:
-    out.append("Ratios: requests/s ÷ the same app without a session layer, sent the same requests (a session cookie each) (target ≥ 0.85 for ours/memory), and ours ÷ tower-sessions.\n")
+    out.append("Ratios: requests/s ÷ the same app without a session layer, sent the same requests (a session cookie each) "
+               "(target ≥ 0.85 for ours/memory), and ours ÷ tower-sessions. Per workload every variant's app is built once, "
+               "then `wrk` runs on each in rounds (five by default, each round starting with the next variant); req/s is "
+               "the median run, a ratio the median over rounds of the two runs of the same round.\n")
     out.append("| variant | " + " | ".join(WL) + " |")
     out.append("|---|" + "---|" * len(WL))
     base = {w: (one("http", variant="none", workload=w) or {}).get("requests_per_sec") for w in WL}
@@ -275,7 +280,7 @@ if http:
             if not r or not base[w]:
                 cells.append("n/a")
                 continue
-            x = r["requests_per_sec"] / base[w]
+            x = paired(r, one("http", variant="none", workload=w))
             c = f"{x:.2f}x"
             if v == "ours/memory":
                 c = mark(c, x >= 0.85)
@@ -287,9 +292,9 @@ if http:
         cells = []
         for w in WL:
             o, t = one("http", variant=f"ours/{b}", workload=w), one("http", variant=f"tower-sessions/{b}", workload=w)
-            cells.append(ratio(o and o["requests_per_sec"], t and t["requests_per_sec"]))
+            cells.append(f"{paired(o, t):.2f}x" if o and t and t["requests_per_sec"] else "n/a")
             if o and t and b != "memory":
-                chart.append((f"HTTP {b} {w}", o["requests_per_sec"] / t["requests_per_sec"]))
+                chart.append((f"HTTP {b} {w}", paired(o, t)))
         out.append(f"| ours ÷ tower-sessions, {b} | " + " | ".join(cells) + " |")
     out.append("")
 else:

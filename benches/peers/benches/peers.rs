@@ -6,8 +6,8 @@
 //! `trips`, `memory` (default: all). Environment: `REDIS_URL` (a Redis whose counters may be
 //! reset: the script starts a private one), `POSTGRES_URL` (a database of its own, for
 //! clean `pg_stat_database` counters), `MONGODB_URL`, `BENCH_SECS` (per in-process run,
-//! default 3), `WRK_SECS` (per wrk run, default 10), `BENCH_SESSIONS` (memory section,
-//! default 1000000).
+//! default 3), `WRK_SECS` (per wrk run, default 4), `HTTP_ROUNDS` (wrk runs per variant and
+//! workload, interleaved, default 5), `BENCH_SESSIONS` (memory section, default 1000000).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -1469,17 +1469,19 @@ mod web {
         Ok((rps, bad))
     }
 
-    pub async fn run(out: &mut Out, secs: Duration) {
+    /// Per workload: builds every variant's app once, then runs `wrk` on each in `rounds`
+    /// rounds (each round starting with the next variant, so drift in machine load hits all
+    /// of them alike); each variant reports its median run and every run, in round order.
+    pub async fn run(out: &mut Out, secs: Duration, rounds: usize) {
         let redis_url = env("REDIS_URL", "redis://127.0.0.1:6399");
         let mut variants: Vec<&str> = vec!["none", "ours/memory", "tower-sessions/memory"];
         variants.extend(["ours/redis", "tower-sessions/redis"]);
         #[cfg(feature = "sql")]
         variants.extend(["ours/postgres", "tower-sessions/postgres"]);
-        for variant in variants {
-            if variant.split_once('/').is_some_and(|(_, b)| skipped(b)) {
-                continue;
-            }
-            for w in Workload::MAIN {
+        variants.retain(|v| !v.split_once('/').is_some_and(|(_, b)| skipped(b)));
+        for w in Workload::MAIN {
+            let mut apps = Vec::new();
+            for &variant in &variants {
                 let built: Res<(Router, Vec<String>)> = async {
                     Ok(match variant {
                         // The same requests (a session cookie each) to an app without a
@@ -1565,20 +1567,37 @@ mod web {
                     })
                 }
                 .await;
-                let (app, cookies) = match built {
-                    Ok(b) => b,
-                    Err(e) => {
-                        eprintln!("http {variant}/{}: {e}", w.name());
-                        continue;
-                    }
-                };
-                match wrk(app, &cookies, secs).await {
-                    Ok((rps, bad)) => out.emit(json!({
-                        "section": "http", "variant": variant, "workload": w.name(),
-                        "requests_per_sec": rps, "non_2xx": bad,
-                    })),
+                match built {
+                    Ok((app, cookies)) => apps.push((variant, app, cookies)),
                     Err(e) => eprintln!("http {variant}/{}: {e}", w.name()),
                 }
+            }
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); apps.len()];
+            let mut bad = vec![0u64; apps.len()];
+            for round in 0..rounds {
+                for k in 0..apps.len() {
+                    let at = (round + k) % apps.len();
+                    let (variant, app, cookies) = &apps[at];
+                    match wrk(app.clone(), cookies, secs).await {
+                        Ok((rps, b)) => {
+                            samples[at].push(rps);
+                            bad[at] += b;
+                        }
+                        Err(e) => eprintln!("http {variant}/{}: {e}", w.name()),
+                    }
+                }
+            }
+            for (at, (variant, _, _)) in apps.iter().enumerate() {
+                let mut sorted = samples[at].clone();
+                if sorted.is_empty() {
+                    continue;
+                }
+                sorted.sort_by(f64::total_cmp);
+                out.emit(json!({
+                    "section": "http", "variant": variant, "workload": w.name(),
+                    "requests_per_sec": sorted[sorted.len() / 2], "samples": samples[at],
+                    "non_2xx": bad[at],
+                }));
             }
         }
     }
@@ -1645,7 +1664,8 @@ fn main() {
             trips(&mut out, 200).await;
         }
         if want("http") {
-            web::run(&mut out, secs("WRK_SECS", 10)).await;
+            let rounds = secs("HTTP_ROUNDS", 5).as_secs().max(1) as usize;
+            web::run(&mut out, secs("WRK_SECS", 4), rounds).await;
         }
     });
     let _ = std::fs::remove_dir_all(sqlite_dir());

@@ -152,7 +152,7 @@ impl Config {
         expires: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> HeaderValue {
-        let value = self.cookie_codec.encode(&self.name, id.as_str());
+        let value = self.cookie_codec.encode_cow(&self.name, id.as_str());
         self.set_cookie_value(&value, expires, now)
     }
 
@@ -172,12 +172,23 @@ impl Config {
         use std::fmt::Write as _;
         // The layout of the `cookie` crate's `Display`, without building a `Cookie`:
         // `name=value`, the fixed attributes, then `Max-Age` and `Expires`.
-        let mut out = String::with_capacity(
-            self.name.len() + value.len() + self.cookie_attributes.len() + 64,
-        );
+        let plain = value.bytes().all(|b| UNRESERVED[usize::from(b)]);
+        let max_age = expires.map(|e| {
+            let seconds = ((e - now).whole_milliseconds() + 500).div_euclid(1000);
+            (e, seconds.max(0))
+        });
+        // The exact length in the usual case (a URL-safe value, a 4-digit year), so that
+        // the header takes the buffer as it is instead of allocating a shared header.
+        let mut len = self.name.len() + 1 + self.cookie_attributes.len();
+        len += if plain { value.len() } else { value.len() * 3 };
+        if let Some((_, seconds)) = max_age {
+            let digits = seconds.checked_ilog10().map_or(1, |d| d as usize + 1);
+            len += "; Max-Age=".len() + digits + "; Expires=".len() + HTTP_DATE_LEN;
+        }
+        let mut out = String::with_capacity(len);
         out.push_str(&self.name);
         out.push('=');
-        if value.bytes().all(|b| UNRESERVED[usize::from(b)]) {
+        if plain {
             // Ids are URL-safe: nothing to encode.
             out.push_str(value);
         } else {
@@ -186,11 +197,16 @@ impl Config {
             }
         }
         out.push_str(&self.cookie_attributes);
-        if let Some(expires) = expires {
-            let seconds = ((expires - now).whole_milliseconds() + 500).div_euclid(1000);
-            let _ = write!(out, "; Max-Age={}; Expires=", seconds.max(0));
+        if let Some((expires, seconds)) = max_age {
+            let _ = write!(out, "; Max-Age={seconds}; Expires=");
             write_http_date(&mut out, expires);
         }
+        debug_assert!(
+            !plain
+                || max_age.is_some_and(|(e, _)| !(1000..=9999).contains(&e.year()))
+                || out.len() == len,
+            "Set-Cookie length estimate is off"
+        );
         // Every part was validated by the builder or percent-encoded, so this cannot fail;
         // an empty header would be harmless anyway.
         HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -225,6 +241,9 @@ impl Config {
         cookie
     }
 }
+
+/// The length of [`write_http_date`]'s output for years 1000 to 9999.
+const HTTP_DATE_LEN: usize = "Thu, 01 Jan 1970 00:00:00 GMT".len();
 
 /// An HTTP date as the `cookie` crate writes `Expires`: `Thu, 01 Jan 1970 00:00:00 GMT`.
 fn write_http_date(out: &mut String, at: OffsetDateTime) {

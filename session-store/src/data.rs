@@ -901,8 +901,18 @@ impl fmt::Debug for Data {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A deterministic stream of numbers below `bound` (xorshift64), for randomised tests.
+    pub(crate) fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |bound| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % bound as u64) as usize
+        }
+    }
 
     fn payload(entries: &[(&str, &[u8])]) -> Arc<[u8]> {
         let mut out = Vec::new();
@@ -1002,13 +1012,7 @@ mod tests {
             }
             out
         }
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |bound: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % bound as u64) as usize
-        };
+        let mut next = crate::data::tests::xorshift(0x2545_f491_4f6c_dd1d_u64);
         for n in [0, 1, 2, INDEX_FROM, INDEX_FROM + 1, 30] {
             let keys: Vec<String> = (0..n).map(|i| format!("k{:03}", i * 2)).collect();
             let entries: Vec<(&str, &[u8])> =
@@ -1043,13 +1047,7 @@ mod tests {
 
     #[test]
     fn keys_since_a_clone_cover_every_difference() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |bound: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % bound as u64) as usize
-        };
+        let mut next = crate::data::tests::xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let keys: Vec<String> = (0..10).map(|i| format!("k{:03}", i * 2)).collect();
         let entries: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &b"v"[..])).collect();
         for round in 0..500 {

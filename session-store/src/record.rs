@@ -665,13 +665,7 @@ mod tests {
 
     #[test]
     fn shaped_rewrites_of_changed_records_index_every_entry() {
-        let mut seed = 0x853c_49e6_748f_ea9b_u64;
-        let mut next = |bound: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % bound as u64) as usize
-        };
+        let mut next = crate::data::tests::xorshift(0x853c_49e6_748f_ea9b_u64);
         for n in [0, 3, INDEX_FROM, INDEX_FROM + 1, 12, 40] {
             let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
             for i in 0..n {

@@ -990,12 +990,7 @@ async fn trips(out: &mut Out, rounds: usize) {
                         .query_async(&mut admin)
                         .await
                         .map_err(s);
-                    let mut errors = 0;
-                    for (i, cookie) in cookies.iter().enumerate() {
-                        if lib.manager(w, cookie, i as u64).await.is_err() {
-                            errors += 1;
-                        }
-                    }
+                    let errors = serve(&*lib, w, &cookies).await;
                     let (total, calls) = redis_calls(&mut admin).await.unwrap_or_default();
                     let detail: Vec<String> = calls
                         .iter()
@@ -1064,12 +1059,7 @@ async fn mongo_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
         let Ok(before) = mongo_requests(&admin).await else {
             continue;
         };
-        let mut errors = 0;
-        for (i, cookie) in cookies.iter().enumerate() {
-            if lib.manager(w, cookie, i as u64).await.is_err() {
-                errors += 1;
-            }
-        }
+        let errors = serve(&*lib, w, &cookies).await;
         let after = mongo_requests(&admin).await.unwrap_or(before);
         out.emit(json!({
             "section": "trips", "backend": "mongo", "lib": name, "workload": w.name(),
@@ -1077,6 +1067,17 @@ async fn mongo_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
             "detail": "requests (serverStatus network.numRequests)", "errors": errors,
         }));
     }
+}
+
+/// Serves one manager-level request of `w` per cookie, in order; returns how many failed.
+async fn serve(lib: &dyn Lib, w: Workload, cookies: &[String]) -> u64 {
+    let mut errors = 0;
+    for (i, cookie) in cookies.iter().enumerate() {
+        if lib.manager(w, cookie, i as u64).await.is_err() {
+            errors += 1;
+        }
+    }
+    errors
 }
 
 /// Requests a library serves before its round trips are counted: its pool's connections
@@ -1087,9 +1088,7 @@ const WARM_UP: usize = 20;
 /// others for counting.
 async fn warm_up(lib: &dyn Lib, w: Workload, cookies: &mut Vec<String>) {
     let rest = cookies.split_off(WARM_UP.min(cookies.len()));
-    for (i, cookie) in cookies.iter().enumerate() {
-        let _ = lib.manager(w, cookie, i as u64).await;
-    }
+    serve(lib, w, cookies).await;
     *cookies = rest;
 }
 
@@ -1137,12 +1136,7 @@ async fn mysql_trips(out: &mut Out, rounds: usize, workloads: &[Workload]) {
             let Ok(before) = mysql_questions(&admin).await else {
                 continue;
             };
-            let mut errors = 0;
-            for (i, cookie) in cookies.iter().enumerate() {
-                if lib.manager(w, cookie, i as u64).await.is_err() {
-                    errors += 1;
-                }
-            }
+            let errors = serve(&*lib, w, &cookies).await;
             let after = mysql_questions(&admin).await.unwrap_or(before);
             drop(lib);
             out.emit(json!({
@@ -1255,11 +1249,7 @@ async fn pg_count(
     let libs = libraries(&["postgres"]).await;
     let (_, _, lib) = libs.into_iter().find(|l| l.1 == lib_name)?;
     let before = pg_xacts(admin, db).await.ok()?;
-    for (i, cookie) in cookies.iter().enumerate() {
-        if lib.manager(w, cookie, i as u64).await.is_err() {
-            *errors += 1;
-        }
-    }
+    *errors += serve(&*lib, w, cookies).await;
     drop(lib);
     // Pools close when dropped; give the backends time to exit.
     tokio::time::sleep(Duration::from_millis(500)).await;

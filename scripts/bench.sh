@@ -11,7 +11,8 @@
 # Environment: BENCH_SECS (per throughput slice, default 1), BENCH_ROUNDS (slices per library
 # and workload, default 7), WRK_SECS (per wrk run, default 4), HTTP_ROUNDS (wrk runs per
 # variant and workload, default 5), BENCH_SESSIONS (memory section, default 1000000),
-# CARGO_TARGET_DIR.
+# CARGO_TARGET_DIR; to profile one case, BENCH_WORKLOADS and BENCH_HTTP (comma lists of
+# workloads and HTTP variants, e.g. BENCH_HTTP=none,ours/memory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -84,7 +85,9 @@ for line in sys.stdin:
         valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 \
             | awk '/I *refs/ { gsub(",", "", $NF); print $NF }'
     }
-    for lib in ours tower-sessions; do
+    # ours and tower-sessions at the manager level; then the HTTP section's axum app called in
+    # process (no network): without sessions, behind a no-op layer, and with our layer.
+    for lib in ours tower-sessions axum-none axum-noop axum-ours; do
         local base
         base=$(count "$ops" "$lib" none 1)
         for w in read write new touch; do
@@ -273,7 +276,7 @@ if http:
     out.append("|---|" + "---|" * len(WL))
     base = {w: (one("http", variant="none", workload=w) or {}).get("requests_per_sec") for w in WL}
     out.append("| no session layer (req/s) | " + " | ".join(f"{base[w]:.0f}" if base[w] else "n/a" for w in WL) + " |")
-    for v in ("ours/memory", "tower-sessions/memory", "ours/redis", "tower-sessions/redis", "ours/postgres", "tower-sessions/postgres"):
+    for v in ("noop-layer", "ours/memory", "tower-sessions/memory", "ours/redis", "tower-sessions/redis", "ours/postgres", "tower-sessions/postgres"):
         cells = []
         for w in WL:
             r = one("http", variant=v, workload=w)
@@ -296,7 +299,29 @@ if http:
             if o and t and b != "memory":
                 chart.append((f"HTTP {b} {w}", paired(o, t)))
         out.append(f"| ours ÷ tower-sessions, {b} | " + " | ".join(cells) + " |")
+    cells = []
+    for w in WL:
+        o, n = one("http", variant="ours/memory", workload=w), one("http", variant="noop-layer", workload=w)
+        cells.append(f"{paired(o, n):.2f}x" if o and n and n["requests_per_sec"] else "n/a")
+    out.append("| ours/memory ÷ noop-layer | " + " | ".join(cells) + " |")
     out.append("")
+    if one("instructions", lib="axum-ours", workload="read"):
+        out.append("Instructions per request of the same axum apps called in process (the `ops` example's "
+                   "`axum-none`, `axum-noop`, `axum-ours`: no network, no HTTP parsing), under cachegrind; "
+                   "the last row is what our layer adds beyond axum's cost of any layer, and the manager row the "
+                   "part of it that is the session's load, handler work and commit.\n")
+        out.append("| instructions | " + " | ".join(WL) + " |")
+        out.append("|---|" + "---|" * len(WL))
+        per = lambda lib, w: (one("instructions", lib=lib, workload=w) or {}).get("per_request")
+        for lib, label in (("axum-none", "no session layer"), ("axum-noop", "noop-layer"), ("axum-ours", "ours/memory")):
+            out.append(f"| {label} | " + " | ".join(str(per(lib, w) or "n/a") for w in WL) + " |")
+        out.append("| ours/memory − noop-layer | " + " | ".join(
+            str(per("axum-ours", w) - per("axum-noop", w)) if per("axum-ours", w) and per("axum-noop", w) else "n/a" for w in WL) + " |")
+        out.append("| of which the manager (load, handler work, commit) | " + " | ".join(str(per("ours", w) or "n/a") for w in WL) + " |")
+        out.append("")
+    out.append("`noop-layer` is the app without sessions behind a tower layer that does nothing "
+               "(`MapRequestLayer` with the identity): what axum charges for routing through any layer. "
+               "`ours/memory ÷ noop-layer` is then the session's own share.\n")
 else:
     out.append("Not measured in this run.\n")
 

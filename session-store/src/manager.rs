@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
 use time::OffsetDateTime;
 
 use crate::clock::{Clock, SystemClock};
@@ -501,16 +501,21 @@ fn decode_cookie_value(raw: &[u8]) -> Option<String> {
     if raw.len() > MAX_COOKIE_VALUE_LEN * 3 {
         return None;
     }
-    let raw = std::str::from_utf8(raw).ok()?;
     let raw = raw
-        .strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
+        .strip_prefix(b"\"")
+        .and_then(|r| r.strip_suffix(b"\""))
         .unwrap_or(raw);
-    let value = percent_decode_str(raw).decode_utf8().ok()?;
+    // Ids are usually URL-safe: without a `%` there is nothing to decode, and the value is
+    // copied once.
+    let value = if raw.contains(&b'%') {
+        percent_decode(raw).decode_utf8().ok()?.into_owned()
+    } else {
+        std::str::from_utf8(raw).ok()?.to_owned()
+    };
     if value.is_empty() || value.len() > MAX_COOKIE_VALUE_LEN {
         return None;
     }
-    Some(value.into_owned())
+    Some(value)
 }
 
 /// Configures a [`SessionManager`]; every option of next-session plus ours.

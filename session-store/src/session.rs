@@ -532,12 +532,15 @@ impl Session {
             let mut st = self.lock();
             if st.generation == generation {
                 let cookie_expiry = c.cookie.max_age.map(|_| record.expires);
-                st.id = id.clone();
+                // The id differs only if it collided above.
+                if st.id != id {
+                    st.id = id;
+                }
                 st.stored = true;
                 st.expiry_dirty = false;
                 st.cookie_dirty = false;
                 st.settle(&record, &record.data, false);
-                st.pending_cookie = Some(c.set_cookie(&id, cookie_expiry, now));
+                st.pending_cookie = Some(c.set_cookie(&st.id, cookie_expiry, now));
                 st.client_cookie = true;
             } else {
                 // Regenerated or destroyed while the record was being written.

@@ -928,6 +928,18 @@ async fn cookie_header_parsing() {
     // First occurrence wins, even when it is not valid.
     let s = loads(vec!["sid=bogus", &cookie]).await;
     assert!(s.is_new());
+    // The value as decoded: quotes removed, then percent-decoded; not UTF-8 or empty: none.
+    let value = |raw: &[u8]| {
+        let mut map = HeaderMap::new();
+        map.append(COOKIE, HeaderValue::from_bytes(raw).unwrap());
+        h.manager.cookie_value(&map)
+    };
+    assert_eq!(value(b"sid=\"a%20b\"").as_deref(), Some("a b"));
+    assert_eq!(value(b"sid=a%2").as_deref(), Some("a%2"));
+    assert_eq!(value(b"sid=ab\xff").as_deref(), None);
+    assert_eq!(value(b"sid=ab%FF").as_deref(), None);
+    assert_eq!(value(b"sid=\"\"").as_deref(), None);
+    assert_eq!(value(b"sid=\"").as_deref(), Some("\""));
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 //! reset: the script starts a private one), `POSTGRES_URL` (a database of its own, for
 //! clean `pg_stat_database` counters), `MONGODB_URL`, `BENCH_SECS` (per in-process run,
 //! default 3), `WRK_SECS` (per wrk run, default 4), `HTTP_ROUNDS` (wrk runs per variant and
-//! workload, interleaved, default 5), `BENCH_SESSIONS` (memory section, default 1000000).
+//! workload, interleaved, default 5), `BENCH_SESSIONS` (memory section, default 1000000), and for profiling one case,
+//! `BENCH_WORKLOADS` and `BENCH_HTTP` (comma lists of workloads and HTTP variants).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -612,6 +613,14 @@ fn skipped(backend: &str) -> bool {
         .any(|s| s.trim() == backend)
 }
 
+/// Whether `name` is in the comma-separated list `var` (an unset or empty list keeps all):
+/// `BENCH_WORKLOADS` (read, write, new, touch) and `BENCH_HTTP` (HTTP variants such as
+/// `none,ours/memory`), to profile one case alone.
+fn kept(var: &str, name: &str) -> bool {
+    let list = env(var, "");
+    list.trim().is_empty() || list.split(',').any(|s| s.trim() == name)
+}
+
 fn prefix() -> String {
     format!("bench:{}:", nanoid::nanoid!(8))
 }
@@ -881,6 +890,9 @@ async fn cost(
         }
     }
     for w in Workload::MAIN {
+        if !kept("BENCH_WORKLOADS", w.name()) {
+            continue;
+        }
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); seeded.len()];
         let mut errors = vec![0u64; seeded.len()];
         for round in 0..rounds {
@@ -1464,23 +1476,33 @@ mod web {
     /// of them alike); each variant reports its median run and every run, in round order.
     pub async fn run(out: &mut Out, secs: Duration, rounds: usize) {
         let redis_url = env("REDIS_URL", "redis://127.0.0.1:6399");
-        let mut variants: Vec<&str> = vec!["none", "ours/memory", "tower-sessions/memory"];
+        let mut variants: Vec<&str> =
+            vec!["none", "noop-layer", "ours/memory", "tower-sessions/memory"];
         variants.extend(["ours/redis", "tower-sessions/redis"]);
         #[cfg(feature = "sql")]
         variants.extend(["ours/postgres", "tower-sessions/postgres"]);
         variants.retain(|v| !v.split_once('/').is_some_and(|(_, b)| skipped(b)));
+        variants.retain(|v| kept("BENCH_HTTP", v));
         for w in Workload::MAIN {
+            if !kept("BENCH_WORKLOADS", w.name()) {
+                continue;
+            }
             let mut apps = Vec::new();
             for &variant in &variants {
                 let built: Res<(Router, Vec<String>)> = async {
                     Ok(match variant {
                         // The same requests (a session cookie each) to an app without a
                         // session layer.
-                        "none" => (
-                            Router::new().route("/", get(plain)),
-                            (0..SEEDS)
-                                .map(|_| IdGenerator::nanoid().generate().as_str().to_owned())
-                                .collect(),
+                        "none" => (Router::new().route("/", get(plain)), random_cookies()),
+                        // The same app behind a layer that does nothing: what axum charges
+                        // for any layer (routing through it, boxing), session or not.
+                        "noop-layer" => (
+                            Router::new().route("/", get(plain)).layer(
+                                tower::util::MapRequestLayer::new(
+                                    |r: http::Request<axum::body::Body>| r,
+                                ),
+                            ),
+                            random_cookies(),
                         ),
                         v if v.starts_with("ours/") => {
                             let store: Arc<dyn SessionStore> = match v {
@@ -1590,6 +1612,13 @@ mod web {
                 }));
             }
         }
+    }
+
+    /// Cookies of sessions that exist nowhere, for the apps without sessions.
+    fn random_cookies() -> Vec<String> {
+        (0..SEEDS)
+            .map(|_| IdGenerator::nanoid().generate().as_str().to_owned())
+            .collect()
     }
 
     async fn seed_n<S: tower_sessions::SessionStore>(

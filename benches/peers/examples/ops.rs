@@ -6,8 +6,12 @@
 //!
 //! Libraries: `ours`, `tower-sessions` (in-memory stores), `ours-redis` and `floor-redis`
 //! (the raw `redis` client) against `REDIS_URL` (default `redis://127.0.0.1:6379`), whose
-//! counts are the client's side only. Workloads: `read`, `write`, `new`, `touch`, or
-//! `none` (set-up only, to subtract).
+//! counts are the client's side only; `axum-ours` and `axum-none` (the HTTP bench's axum app
+//! with our `SessionLayer` on MemoryStore, and without a session layer), called in process
+//! with a request carrying the session cookie, so that their difference is everything the
+//! layer adds to a request apart from the network; `axum-noop` is the app without sessions
+//! behind a layer that does nothing, for what axum charges for any layer. Workloads: `read`, `write`, `new`,
+//! `touch`, or `none` (set-up only, to subtract).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +40,9 @@ fn main() {
             }
             "floor-redis" => floor_redis(&workload, n).await,
             "tower-sessions" => tower(&workload, n).await,
+            "axum-ours" => app(true, &workload, n).await,
+            "axum-none" => app(false, &workload, n).await,
+            "axum-noop" => noop_app(&workload, n).await,
             other => panic!("unknown library {other}"),
         }
     });
@@ -197,5 +204,94 @@ async fn tower(workload: &str, n: u64) {
             );
             std::hint::black_box(headers);
         }
+    }
+}
+
+/// The HTTP bench's app (with or without our layer) called in process, `n` times.
+async fn app(layer: bool, workload: &str, n: u64) {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use session_store_tower::{Session, SessionLayer};
+    use tower::ServiceExt as _;
+
+    let manager = SessionManager::builder(MemoryStore::new())
+        .cookie_name("sid")
+        .idle_lifetime(Duration::from_secs(3600));
+    let manager = if workload == "touch" {
+        manager.touch_after(Duration::ZERO)
+    } else {
+        manager
+    }
+    .build()
+    .expect("manager");
+    let seed = manager.new_session();
+    for (k, v) in small_keys() {
+        seed.insert(k, v).expect("insert");
+    }
+    seed.insert("n", 0u64).expect("insert");
+    seed.insert("blob", blob()).expect("insert");
+    seed.commit().await.expect("commit");
+    let cookie = format!("sid={}", seed.id().as_str());
+    let app = if layer {
+        let route = match workload {
+            "write" => get(|Session(s): Session| async move {
+                let n: u64 = s.get("n").ok().flatten().unwrap_or(0);
+                let _ = s.insert("n", n + 1);
+                "ok"
+            }),
+            "new" => get(|Session(s): Session| async move {
+                let _ = s.insert("user", "alice");
+                "ok"
+            }),
+            _ => get(|Session(s): Session| async move {
+                s.get::<String>("k3").ok().flatten().unwrap_or_default()
+            }),
+        };
+        Router::new()
+            .route("/", route)
+            .layer(SessionLayer::new(manager))
+    } else {
+        Router::new().route("/", get(|| async { "value-3" }))
+    };
+    for _ in 0..n {
+        if workload == "none" {
+            break;
+        }
+        let mut request = http::Request::get("/");
+        if workload != "new" {
+            request = request.header(http::header::COOKIE, &cookie);
+        }
+        let request = request.body(Body::empty()).expect("request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        assert!(response.status().is_success());
+        std::hint::black_box(response);
+    }
+}
+
+/// `axum-none`'s app behind a layer that does nothing (`tower::util::MapRequestLayer` with
+/// the identity): what routing through any layer costs in axum.
+async fn noop_app(workload: &str, n: u64) {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt as _;
+
+    let app = Router::new().route("/", get(|| async { "value-3" })).layer(
+        tower::util::MapRequestLayer::new(|r: http::Request<Body>| r),
+    );
+    let cookie = format!("sid={}", "x".repeat(21));
+    for _ in 0..n {
+        if workload == "none" {
+            break;
+        }
+        let mut request = http::Request::get("/");
+        if workload != "new" {
+            request = request.header(http::header::COOKIE, &cookie);
+        }
+        let request = request.body(Body::empty()).expect("request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        assert!(response.status().is_success());
+        std::hint::black_box(response);
     }
 }

@@ -4,13 +4,14 @@
 #   bash scripts/bench.sh                 # everything (~15 min of measuring after the build)
 #   bash scripts/bench.sh manager http    # only some sections (store manager cost http trips memory
 #                                         # instructions)
-# Services: the same as scripts/test.sh (PostgreSQL, Redis, MongoDB-compatible SecantusDB),
-# plus a private redis-server on BENCH_REDIS_PORT (default 6399) whose counters
+# Services: PostgreSQL and MariaDB as for scripts/test.sh, a private SecantusDB
+# (MongoDB-compatible) on BENCH_MONGO_PORT (default 27918), stopped at exit, and a private
+# redis-server on BENCH_REDIS_PORT (default 6399) whose counters
 # (`INFO commandstats`) nothing else touches, and a database `session_bench` of its own for
 # the `pg_stat_database` counters. Installs `wrk` with apt if it is missing.
 # Environment: BENCH_SECS (per throughput slice, default 1), BENCH_ROUNDS (slices per library
-# and workload, default 7), WRK_SECS (per wrk run, default 4), HTTP_ROUNDS (wrk runs per
-# variant and workload, default 5), BENCH_SESSIONS (memory section, default 1000000),
+# and workload, default 7), WRK_SECS (per wrk run, default 2), HTTP_ROUNDS (wrk runs per
+# variant and workload, default 9), BENCH_SESSIONS (memory section, default 1000000),
 # CARGO_TARGET_DIR; to profile one case, BENCH_WORKLOADS and BENCH_HTTP (comma lists of
 # workloads and HTTP variants, e.g. BENCH_HTTP=none,ours/memory).
 set -euo pipefail
@@ -20,7 +21,23 @@ ROOT=$PWD
 RESULTS=${BENCH_RESULTS:-$ROOT/target/bench-peers.jsonl}
 if [ -z "${BENCH_RENDER_ONLY:-}" ]; then
 bash scripts/services.sh
-bash scripts/mongo.sh start
+# A private MongoDB-compatible server, like the private Redis below: the bench leaves many
+# sessions behind, and the tests' server sweeps its TTL index every second (a third of a core
+# here once the bench has filled it), which would slow every later section. This one sweeps
+# once a minute and stops when the script exits.
+BENCH_MONGO=(env MONGO_PORT="${BENCH_MONGO_PORT:-27918}" MONGO_TTL_SWEEP_SECONDS=60
+    MONGO_STATE_DIR="$ROOT/target/bench-mongo")
+BENCH_REDIS_PORT=${BENCH_REDIS_PORT:-6399}
+STARTED_REDIS=""
+stop_servers() {
+    if [ -n "$STARTED_REDIS" ]; then
+        redis-cli -p "$BENCH_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    fi
+    "${BENCH_MONGO[@]}" bash scripts/mongo.sh stop >/dev/null 2>&1 || true
+}
+trap stop_servers EXIT
+"${BENCH_MONGO[@]}" bash scripts/mongo.sh stop >/dev/null 2>&1 || true
+"${BENCH_MONGO[@]}" bash scripts/mongo.sh start
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "bench: installing wrk" >&2
@@ -33,8 +50,6 @@ if ! command -v valgrind >/dev/null 2>&1; then
 fi
 command -v valgrind >/dev/null 2>&1 || { echo "bench: valgrind is required (apt-get install valgrind)" >&2; exit 1; }
 
-BENCH_REDIS_PORT=${BENCH_REDIS_PORT:-6399}
-STARTED_REDIS=""
 if ! redis-cli -p "$BENCH_REDIS_PORT" ping >/dev/null 2>&1; then
     redis-server --port "$BENCH_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
         --daemonize yes --pidfile "/tmp/session-bench-redis-$BENCH_REDIS_PORT.pid" \
@@ -48,12 +63,6 @@ if ! redis-cli -p "$BENCH_REDIS_PORT" ping >/dev/null 2>&1; then
 fi
 # The private server holds only what earlier runs left (sessions live an hour): start empty.
 redis-cli -p "$BENCH_REDIS_PORT" flushall >/dev/null
-stop_redis() {
-    if [ -n "$STARTED_REDIS" ]; then
-        redis-cli -p "$BENCH_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-    fi
-}
-trap stop_redis EXIT
 
 PSQL=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -qAt)
 if ! "${PSQL[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = 'session_bench'" | grep -q 1; then
@@ -62,7 +71,8 @@ fi
 
 export REDIS_URL="redis://127.0.0.1:$BENCH_REDIS_PORT"
 export POSTGRES_URL=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/session_bench}
-export MONGODB_URL=${MONGODB_URL:-$(bash scripts/mongo.sh url)}
+MONGODB_URL=$("${BENCH_MONGO[@]}" bash scripts/mongo.sh url)
+export MONGODB_URL
 export MYSQL_URL=${BENCH_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}
 
 MANIFEST=benches/peers/Cargo.toml
@@ -270,7 +280,7 @@ http = pick("http")
 if http:
     out.append("Ratios: requests/s ÷ the same app without a session layer, sent the same requests (a session cookie each) "
                "(target ≥ 0.85 for ours/memory), and ours ÷ tower-sessions. Per workload every variant's app is built once, "
-               "then `wrk` runs on each in rounds (five by default, each round starting with the next variant); req/s is "
+               "then `wrk` runs on each in rounds (nine by default, each round starting with the next variant); req/s is "
                "the median run, a ratio the median over rounds of the two runs of the same round.\n")
     out.append("| variant | " + " | ".join(WL) + " |")
     out.append("|---|" + "---|" * len(WL))

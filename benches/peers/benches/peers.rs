@@ -6,9 +6,10 @@
 //! `trips`, `memory` (default: all). Environment: `REDIS_URL` (a Redis whose counters may be
 //! reset: the script starts a private one), `POSTGRES_URL` (a database of its own, for
 //! clean `pg_stat_database` counters), `MONGODB_URL`, `BENCH_SECS` (per in-process run,
-//! default 3), `WRK_SECS` (per wrk run, default 4), `HTTP_ROUNDS` (wrk runs per variant and
-//! workload, interleaved, default 5), `BENCH_SESSIONS` (memory section, default 1000000), and for profiling one case,
-//! `BENCH_WORKLOADS` and `BENCH_HTTP` (comma lists of workloads and HTTP variants).
+//! default 3), `WRK_SECS` (per wrk run, default 2), `HTTP_ROUNDS` (wrk runs per variant and
+//! workload, interleaved, default 9), `BENCH_SESSIONS` (memory section, default 1000000),
+//! and, to profile one case, `BENCH_WORKLOADS` and `BENCH_HTTP` (comma lists of workloads
+//! and HTTP variants).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -1683,8 +1684,8 @@ fn main() {
             trips(&mut out, 200).await;
         }
         if want("http") {
-            let rounds = secs("HTTP_ROUNDS", 5).as_secs().max(1) as usize;
-            web::run(&mut out, secs("WRK_SECS", 4), rounds).await;
+            let rounds = secs("HTTP_ROUNDS", 9).as_secs().max(1) as usize;
+            web::run(&mut out, secs("WRK_SECS", 2), rounds).await;
         }
     });
     let _ = std::fs::remove_dir_all(sqlite_dir());

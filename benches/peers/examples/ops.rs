@@ -40,9 +40,9 @@ fn main() {
             }
             "floor-redis" => floor_redis(&workload, n).await,
             "tower-sessions" => tower(&workload, n).await,
-            "axum-ours" => app(true, &workload, n).await,
-            "axum-none" => app(false, &workload, n).await,
-            "axum-noop" => noop_app(&workload, n).await,
+            "axum-ours" => app(App::Ours, &workload, n).await,
+            "axum-none" => app(App::Plain, &workload, n).await,
+            "axum-noop" => app(App::Noop, &workload, n).await,
             other => panic!("unknown library {other}"),
         }
     });
@@ -207,80 +207,72 @@ async fn tower(workload: &str, n: u64) {
     }
 }
 
-/// The HTTP bench's app (with or without our layer) called in process, `n` times.
-async fn app(layer: bool, workload: &str, n: u64) {
+/// The HTTP bench's axum apps.
+#[derive(Clone, Copy, PartialEq)]
+enum App {
+    /// No session layer.
+    Plain,
+    /// No session layer, behind a layer that does nothing
+    /// (`tower::util::MapRequestLayer` with the identity): what any layer costs in axum.
+    Noop,
+    /// Our `SessionLayer` on MemoryStore.
+    Ours,
+}
+
+/// One of the HTTP bench's apps called in process, `n` times, with the session cookie
+/// (except for `new`).
+async fn app(kind: App, workload: &str, n: u64) {
     use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
     use session_store_tower::{Session, SessionLayer};
     use tower::ServiceExt as _;
 
-    let manager = SessionManager::builder(MemoryStore::new())
-        .cookie_name("sid")
-        .idle_lifetime(Duration::from_secs(3600));
-    let manager = if workload == "touch" {
-        manager.touch_after(Duration::ZERO)
-    } else {
-        manager
-    }
-    .build()
-    .expect("manager");
-    let seed = manager.new_session();
-    for (k, v) in small_keys() {
-        seed.insert(k, v).expect("insert");
-    }
-    seed.insert("n", 0u64).expect("insert");
-    seed.insert("blob", blob()).expect("insert");
-    seed.commit().await.expect("commit");
-    let cookie = format!("sid={}", seed.id().as_str());
-    let app = if layer {
-        let route = match workload {
-            "write" => get(|Session(s): Session| async move {
-                let n: u64 = s.get("n").ok().flatten().unwrap_or(0);
-                let _ = s.insert("n", n + 1);
-                "ok"
-            }),
-            "new" => get(|Session(s): Session| async move {
-                let _ = s.insert("user", "alice");
-                "ok"
-            }),
-            _ => get(|Session(s): Session| async move {
-                s.get::<String>("k3").ok().flatten().unwrap_or_default()
-            }),
-        };
-        Router::new()
-            .route("/", route)
-            .layer(SessionLayer::new(manager))
-    } else {
-        Router::new().route("/", get(|| async { "value-3" }))
+    let plain = || Router::new().route("/", get(|| async { "value-3" }));
+    let (app, cookie) = match kind {
+        App::Plain => (plain(), format!("sid={}", "x".repeat(21))),
+        App::Noop => (
+            plain().layer(tower::util::MapRequestLayer::new(
+                |r: http::Request<Body>| r,
+            )),
+            format!("sid={}", "x".repeat(21)),
+        ),
+        App::Ours => {
+            let mut builder = SessionManager::builder(MemoryStore::new())
+                .cookie_name("sid")
+                .idle_lifetime(Duration::from_secs(3600));
+            if workload == "touch" {
+                builder = builder.touch_after(Duration::ZERO);
+            }
+            let manager = builder.build().expect("manager");
+            let seed = manager.new_session();
+            for (k, v) in small_keys() {
+                seed.insert(k, v).expect("insert");
+            }
+            seed.insert("n", 0u64).expect("insert");
+            seed.insert("blob", blob()).expect("insert");
+            seed.commit().await.expect("commit");
+            let cookie = format!("sid={}", seed.id().as_str());
+            let route = match workload {
+                "write" => get(|Session(s): Session| async move {
+                    let n: u64 = s.get("n").ok().flatten().unwrap_or(0);
+                    let _ = s.insert("n", n + 1);
+                    "ok"
+                }),
+                "new" => get(|Session(s): Session| async move {
+                    let _ = s.insert("user", "alice");
+                    "ok"
+                }),
+                _ => get(|Session(s): Session| async move {
+                    s.get::<String>("k3").ok().flatten().unwrap_or_default()
+                }),
+            };
+            let app = Router::new()
+                .route("/", route)
+                .layer(SessionLayer::new(manager));
+            (app, cookie)
+        }
     };
-    for _ in 0..n {
-        if workload == "none" {
-            break;
-        }
-        let mut request = http::Request::get("/");
-        if workload != "new" {
-            request = request.header(http::header::COOKIE, &cookie);
-        }
-        let request = request.body(Body::empty()).expect("request");
-        let response = app.clone().oneshot(request).await.expect("infallible");
-        assert!(response.status().is_success());
-        std::hint::black_box(response);
-    }
-}
-
-/// `axum-none`'s app behind a layer that does nothing (`tower::util::MapRequestLayer` with
-/// the identity): what routing through any layer costs in axum.
-async fn noop_app(workload: &str, n: u64) {
-    use axum::Router;
-    use axum::body::Body;
-    use axum::routing::get;
-    use tower::ServiceExt as _;
-
-    let app = Router::new().route("/", get(|| async { "value-3" })).layer(
-        tower::util::MapRequestLayer::new(|r: http::Request<Body>| r),
-    );
-    let cookie = format!("sid={}", "x".repeat(21));
     for _ in 0..n {
         if workload == "none" {
             break;

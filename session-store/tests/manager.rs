@@ -273,6 +273,43 @@ async fn new_session_with_max_age_sends_max_age_and_expires() {
     );
 }
 
+/// A new session whose id is already taken is stored under a fresh one, and its cookie
+/// carries that one; a generator that only repeats itself gives up with `Conflict`.
+#[tokio::test]
+async fn a_new_session_whose_id_is_taken_moves_to_a_fresh_id() {
+    let (a, b) = ("A".repeat(21), "B".repeat(21));
+    let script = Arc::new(Mutex::new(vec![b.clone(), a.clone(), a.clone()]));
+    let next = script.clone();
+    let h = harness(move |builder| {
+        builder.id_generator(IdGenerator::custom(
+            move || {
+                let mut ids = next.lock().unwrap();
+                ids.pop().unwrap_or_else(|| "A".repeat(21))
+            },
+            |id| id.len() == 21,
+        ))
+    });
+    let (cookie, id) = h.existing().await;
+    assert_eq!(id.as_str(), a);
+    h.store.reset();
+    let r = h.request(None, |s| s.insert("user", "bob").unwrap()).await;
+    assert_eq!(r.session.id().as_str(), b);
+    assert_eq!(r.pair(), format!("sid={b}"));
+    assert_eq!(h.store.count("create"), 2);
+    let stored = h.stored(&r.session.id()).await.unwrap();
+    assert!(stored.data.contains_key("user"));
+    // The session that held the id is untouched.
+    let r = h.request(Some(&cookie), |s| assert_eq!(visits(s), 1)).await;
+    assert_eq!(r.session.id(), id);
+    // Every id taken: three attempts, then an error, and nothing is overwritten.
+    let s = h.manager.load(&cookie_headers(None)).await.unwrap();
+    s.insert("user", "eve").unwrap();
+    let err = s.commit().await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { attempts: 3 }), "{err:?}");
+    let stored = h.stored(&id).await.unwrap();
+    assert!(!stored.data.contains_key("user"));
+}
+
 #[tokio::test]
 async fn existing_modified_writes_without_cookie() {
     let h = harness(|b| b.max_age(Duration::from_secs(3600)));

@@ -98,6 +98,19 @@ async fn floor_redis(workload: &str, n: u64) {
     }
 }
 
+/// Stores the bench's session (the small keys, the counter `n`, the 1 KB `blob`); returns
+/// its id.
+async fn seed(manager: &SessionManager) -> String {
+    let seed = manager.new_session();
+    for (k, v) in small_keys() {
+        seed.insert(k, v).expect("insert");
+    }
+    seed.insert("n", 0u64).expect("insert");
+    seed.insert("blob", blob()).expect("insert");
+    seed.commit().await.expect("commit");
+    seed.id().as_str().to_owned()
+}
+
 async fn ours(store: impl session_store::SessionStore + Clone, workload: &str, n: u64) {
     let build = |touch: Option<Duration>| {
         let mut b = SessionManager::builder(store.clone())
@@ -109,14 +122,7 @@ async fn ours(store: impl session_store::SessionStore + Clone, workload: &str, n
         b.build().expect("manager")
     };
     let (plain, touching) = (build(None), build(Some(Duration::ZERO)));
-    let seed = plain.new_session();
-    for (k, v) in small_keys() {
-        seed.insert(k, v).expect("insert");
-    }
-    seed.insert("n", 0u64).expect("insert");
-    seed.insert("blob", blob()).expect("insert");
-    seed.commit().await.expect("commit");
-    let cookie = seed.id().as_str().to_owned();
+    let cookie = seed(&plain).await;
     for _ in 0..n {
         let manager = if workload == "touch" {
             &touching
@@ -245,14 +251,7 @@ async fn app(kind: App, workload: &str, n: u64) {
                 builder = builder.touch_after(Duration::ZERO);
             }
             let manager = builder.build().expect("manager");
-            let seed = manager.new_session();
-            for (k, v) in small_keys() {
-                seed.insert(k, v).expect("insert");
-            }
-            seed.insert("n", 0u64).expect("insert");
-            seed.insert("blob", blob()).expect("insert");
-            seed.commit().await.expect("commit");
-            let cookie = format!("sid={}", seed.id().as_str());
+            let cookie = format!("sid={}", seed(&manager).await);
             let route = match workload {
                 "write" => get(|Session(s): Session| async move {
                     let n: u64 = s.get("n").ok().flatten().unwrap_or(0);

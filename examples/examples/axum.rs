@@ -5,6 +5,8 @@
 //! curl -c jar -b jar http://127.0.0.1:3000/
 //! ```
 
+mod common;
+
 use std::time::Duration;
 
 use axum::{Router, routing::get};
@@ -29,9 +31,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/", get(index))
         .layer(SessionLayer::new(manager));
-    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
-    Ok(())
+    // Serves on `LISTEN` (default 127.0.0.1:3000): `common/mod.rs`.
+    common::serve(app).await
 }

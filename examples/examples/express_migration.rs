@@ -20,6 +20,8 @@
 //! `DATABASE_URL` (`postgres://…`) uses connect-pg-simple's table instead of Redis
 //! (`SESSION_TABLE`, default `session`).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,9 +95,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/", get(index))
         .route("/logout", post(logout))
         .layer(SessionLayer::new(manager));
-    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
-    Ok(())
+    // Serves on `LISTEN` (default 127.0.0.1:3000): `common/mod.rs`.
+    common::serve(app).await
 }

@@ -231,8 +231,14 @@ fn unreachable_or_unbuilt_stores_fail_at_start_up() {
             "cannot open the `redis` store",
         ),
         (
-            "mysql://root@127.0.0.1:1/test",
-            "cannot open the `mysql` store",
+            "mysql://root:hunter2@127.0.0.1:1/test",
+            "cannot open the `mysql` store: session store `mysql` is unavailable: \
+             connection refused at 127.0.0.1:1",
+        ),
+        (
+            "postgres://postgres:hunter2@127.0.0.1:1/test",
+            "cannot open the `postgres` store: session store `postgres` is unavailable: \
+             connection refused at 127.0.0.1:1",
         ),
     ] {
         let mut child = Command::new(DEMO)

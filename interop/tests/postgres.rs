@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::{LONG, Pair, SHORT};
 use session_interop::{NodeApp, NodeStore, RustApp, express_manager};
 use session_store::CookieOptions;
+use session_store_sqlx::sqlx;
 use session_store_sqlx::sqlx::postgres::PgPoolOptions;
-use session_store_sqlx::sqlx::{self, AssertSqlSafe};
 use session_store_sqlx::{PostgresLayout, PostgresStore};
 
 fn postgres_url() -> String {
@@ -39,7 +39,7 @@ impl Drop for Table {
                 .build();
             if let Ok(runtime) = runtime {
                 runtime.block_on(async move {
-                    let _ = sqlx::query(AssertSqlSafe(sql)).execute(&pool).await;
+                    let _ = sqlx::query(&sql).execute(&pool).await;
                 });
             }
         })

@@ -447,7 +447,7 @@ impl SqlBackend {
 impl Backend for SqlBackend {
     fn count(&self) -> Fut<'_, usize> {
         Box::pin(async move {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", self.quoted()));
+            let sql = &format!("SELECT COUNT(*) FROM {}", self.quoted());
             let n: i64 = match &self.pool {
                 SqlPool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
                 SqlPool::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
@@ -476,7 +476,7 @@ impl Backend for SqlBackend {
                     let sql = format!(
                         "INSERT INTO {t} (id, data, expires, version) VALUES ($1, $2, $3, $4)"
                     );
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                    sqlx::query(&sql)
                         .bind(id)
                         .bind(data)
                         .bind(expires)
@@ -488,7 +488,7 @@ impl Backend for SqlBackend {
                 SqlPool::MySql(p) => {
                     let sql =
                         format!("INSERT INTO {t} (id, data, expires, version) VALUES (?, ?, ?, ?)");
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                    sqlx::query(&sql)
                         .bind(id.as_bytes())
                         .bind(data)
                         .bind(PrimitiveDateTime::new(expires.date(), expires.time()))
@@ -500,7 +500,7 @@ impl Backend for SqlBackend {
                 SqlPool::Sqlite(p) => {
                     let sql =
                         format!("INSERT INTO {t} (id, data, expires, version) VALUES (?, ?, ?, ?)");
-                    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(data);
+                    let query = sqlx::query(&sql).bind(id).bind(data);
                     let millis = (expires.unix_timestamp_nanos() / 1_000_000) as i64;
                     let query = if kind == 9 {
                         query.bind("soon")
@@ -519,27 +519,27 @@ impl Backend for SqlBackend {
             let t = self.quoted();
             match &self.pool {
                 SqlPool::Postgres(p) => {
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    sqlx::query_scalar(&format!(
                         "SELECT encode(data, 'hex') || '|' || version || '|' || expires::text \
                      FROM {t} WHERE id = $1"
-                    )))
+                    ))
                     .bind(id)
                     .fetch_optional(p)
                     .await
                 }
                 SqlPool::MySql(p) => {
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    sqlx::query_scalar(&format!(
                         "SELECT CONCAT(HEX(data), '|', version, '|', expires) FROM {t} WHERE id = ?"
-                    )))
+                    ))
                     .bind(id.as_bytes())
                     .fetch_optional(p)
                     .await
                 }
                 SqlPool::Sqlite(p) => {
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    sqlx::query_scalar(&format!(
                         "SELECT quote(data) || '|' || quote(version) || '|' || quote(expires) \
                      FROM {t} WHERE id = ?"
-                    )))
+                    ))
                     .bind(id)
                     .fetch_optional(p)
                     .await
@@ -564,15 +564,12 @@ async fn postgres_store_survives_the_hostile_corpus() {
         table: table.clone(),
     };
     let outcome = hostile::run(Arc::new(store), &backend).await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP TABLE {}",
-        backend.quoted()
-    )))
-    .execute(match &backend.pool {
-        SqlPool::Postgres(p) => p,
-        _ => unreachable!(),
-    })
-    .await;
+    let _ = sqlx::query(&format!("DROP TABLE {}", backend.quoted()))
+        .execute(match &backend.pool {
+            SqlPool::Postgres(p) => p,
+            _ => unreachable!(),
+        })
+        .await;
     assert_clean(&outcome);
 }
 
@@ -591,12 +588,9 @@ async fn mysql_store_survives_the_hostile_corpus() {
         table: table.clone(),
     };
     let outcome = hostile::run(Arc::new(store), &backend).await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP TABLE {}",
-        backend.quoted()
-    )))
-    .execute(&pool)
-    .await;
+    let _ = sqlx::query(&format!("DROP TABLE {}", backend.quoted()))
+        .execute(&pool)
+        .await;
     assert_clean(&outcome);
 }
 

@@ -20,6 +20,26 @@ type MakeError = fn() -> Error;
 
 const START: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);
 
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+/// The instant `seconds` after `START`.
+fn at(seconds: u64) -> OffsetDateTime {
+    START + secs(seconds)
+}
+
+/// The `Set-Cookie` removing the default `sid` cookie.
+const REMOVAL: &str = "sid=; HttpOnly; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT";
+
+/// The `Set-Cookie` of session `id` under `max_age(3600)`, expiring at `expires`.
+fn hour_cookie(id: &SessionId, expires: &str) -> String {
+    format!(
+        "sid={}; HttpOnly; Path=/; Max-Age=3600; Expires={expires}",
+        id.as_str()
+    )
+}
+
 /// Counts calls per operation and can be told to fail; forwards to a `MemoryStore`.
 #[derive(Clone)]
 struct Probe {
@@ -189,8 +209,27 @@ impl Harness {
         }
     }
 
+    /// Loads the session of the `name=value` cookie `cookie`.
+    async fn try_load(&self, cookie: &str) -> Result<Session> {
+        self.manager.load(&cookie_headers(Some(cookie))).await
+    }
+
+    async fn load(&self, cookie: &str) -> Session {
+        self.try_load(cookie).await.unwrap()
+    }
+
+    /// Finishes `session` as a `200 OK` request, adding to `out`.
+    async fn finish(&self, session: &Session, out: &mut HeaderMap) -> Result<()> {
+        self.manager.finish(session, StatusCode::OK, out).await
+    }
+
     async fn stored(&self, id: &SessionId) -> Option<Record> {
         self.store.inner.get(id).await.unwrap()
+    }
+
+    /// The stored record's expiry; panics if there is no record.
+    async fn expires(&self, id: &SessionId) -> OffsetDateTime {
+        self.stored(id).await.unwrap().expires
     }
 
     /// A session holding `visits = 1`, committed; returns the cookie pair.
@@ -208,6 +247,13 @@ fn visits(s: &Session) -> u32 {
 
 fn bump(s: &Session) {
     s.insert("visits", visits(s) + 1).unwrap();
+}
+
+/// `visits` of a stored record, written as MessagePack.
+fn stored_visits(record: &Record) -> u32 {
+    Codec::MessagePack
+        .decode::<u32>(&record.data["visits"])
+        .unwrap()
 }
 
 // ---- the commit table ----
@@ -241,14 +287,9 @@ async fn new_and_populated_creates_and_sets_the_cookie() {
     );
     assert_eq!((h.store.count("create"), h.store.count("set")), (1, 0));
     let stored = h.stored(&id).await.expect("stored");
-    assert_eq!(
-        Codec::MessagePack
-            .decode::<u32>(&stored.data["visits"])
-            .unwrap(),
-        1
-    );
+    assert_eq!(stored_visits(&stored), 1);
     // Browser-session cookie: the store keeps it for the idle lifetime (one day).
-    assert_eq!(stored.expires, START + Duration::from_secs(86400));
+    assert_eq!(stored.expires, at(86400));
     assert!(
         r.session.is_new(),
         "is_new stays true for the whole request"
@@ -257,20 +298,14 @@ async fn new_and_populated_creates_and_sets_the_cookie() {
 
 #[tokio::test]
 async fn new_session_with_max_age_sends_max_age_and_expires() {
-    let h = harness(|b| b.max_age(Duration::from_secs(3600)));
+    let h = harness(|b| b.max_age(secs(3600)));
     let r = h.request(None, bump).await;
     let id = r.session.id();
     assert_eq!(
         r.cookie().unwrap(),
-        format!(
-            "sid={}; HttpOnly; Path=/; Max-Age=3600; Expires=Thu, 01 Jan 2026 01:00:00 GMT",
-            id.as_str()
-        )
+        hour_cookie(&id, "Thu, 01 Jan 2026 01:00:00 GMT")
     );
-    assert_eq!(
-        h.stored(&id).await.unwrap().expires,
-        START + Duration::from_secs(3600)
-    );
+    assert_eq!(h.expires(&id).await, at(3600));
 }
 
 /// A new session whose id is already taken is stored under a fresh one, and its cookie
@@ -312,74 +347,53 @@ async fn a_new_session_whose_id_is_taken_moves_to_a_fresh_id() {
 
 #[tokio::test]
 async fn existing_modified_writes_without_cookie() {
-    let h = harness(|b| b.max_age(Duration::from_secs(3600)));
+    let h = harness(|b| b.max_age(secs(3600)));
     let (cookie, id) = h.existing().await;
     h.store.reset();
-    h.clock.advance(Duration::from_secs(60));
+    h.clock.advance(secs(60));
     let r = h.request(Some(&cookie), bump).await;
     assert_eq!(r.set_cookies, Vec::<String>::new(), "expiry did not change");
     assert_eq!(r.session.id(), id);
     assert_eq!((h.store.count("get"), h.store.count("cas")), (1, 1));
     assert_eq!(h.store.total(), 2);
     let stored = h.stored(&id).await.unwrap();
-    assert_eq!(
-        Codec::MessagePack
-            .decode::<u32>(&stored.data["visits"])
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        stored.expires,
-        START + Duration::from_secs(3600),
-        "expiry untouched"
-    );
+    assert_eq!(stored_visits(&stored), 2);
+    assert_eq!(stored.expires, at(3600), "expiry untouched");
     assert_eq!(stored.version, 1);
 }
 
 #[tokio::test]
 async fn existing_unmodified_not_due_does_nothing() {
-    let h = harness(|b| {
-        b.max_age(Duration::from_secs(3600))
-            .touch_after(Duration::from_secs(600))
-    });
+    let h = harness(|b| b.max_age(secs(3600)).touch_after(secs(600)));
     let (cookie, id) = h.existing().await;
     h.store.reset();
-    h.clock.advance(Duration::from_secs(599));
+    h.clock.advance(secs(599));
     let r = h.request(Some(&cookie), |s| assert_eq!(visits(s), 1)).await;
     assert!(r.set_cookies.is_empty());
     assert_eq!(h.store.total(), 1, "only the load");
-    assert_eq!(
-        h.stored(&id).await.unwrap().expires,
-        START + Duration::from_secs(3600)
-    );
+    assert_eq!(h.expires(&id).await, at(3600));
 }
 
 #[tokio::test]
 async fn existing_due_for_touch_touches_and_sets_the_cookie() {
-    let h = harness(|b| {
-        b.max_age(Duration::from_secs(3600))
-            .touch_after(Duration::from_secs(600))
-    });
+    let h = harness(|b| b.max_age(secs(3600)).touch_after(secs(600)));
     let (cookie, id) = h.existing().await;
     h.store.reset();
-    h.clock.advance(Duration::from_secs(600));
+    h.clock.advance(secs(600));
     let r = h.request(Some(&cookie), |_| {}).await;
     assert_eq!(
         r.cookie().unwrap(),
-        format!(
-            "sid={}; HttpOnly; Path=/; Max-Age=3600; Expires=Thu, 01 Jan 2026 01:10:00 GMT",
-            id.as_str()
-        )
+        hour_cookie(&id, "Thu, 01 Jan 2026 01:10:00 GMT")
     );
     assert_eq!((h.store.count("get"), h.store.count("touch")), (1, 1));
     assert_eq!(h.store.total(), 2, "touch writes no data");
     let stored = h.stored(&id).await.unwrap();
-    assert_eq!(stored.expires, START + Duration::from_secs(4200));
+    assert_eq!(stored.expires, at(4200));
     assert_eq!(stored.version, 0, "touch leaves the version");
     // The next request within touchAfter of the touch does nothing: the stored expiry is
     // the new one (no stale-expiry storm).
     h.store.reset();
-    h.clock.advance(Duration::from_secs(300));
+    h.clock.advance(secs(300));
     let r = h.request(Some(&cookie), |_| {}).await;
     assert!(r.set_cookies.is_empty());
     assert_eq!(h.store.total(), 1);
@@ -387,42 +401,28 @@ async fn existing_due_for_touch_touches_and_sets_the_cookie() {
 
 #[tokio::test]
 async fn touched_and_modified_writes_once_with_the_new_expiry() {
-    let h = harness(|b| {
-        b.max_age(Duration::from_secs(3600))
-            .touch_after(Duration::ZERO)
-    });
+    let h = harness(|b| b.max_age(secs(3600)).touch_after(Duration::ZERO));
     let (cookie, id) = h.existing().await;
     h.store.reset();
-    h.clock.advance(Duration::from_secs(10));
+    h.clock.advance(secs(10));
     let r = h.request(Some(&cookie), bump).await;
     assert_eq!(
         r.cookie().unwrap(),
-        format!(
-            "sid={}; HttpOnly; Path=/; Max-Age=3600; Expires=Thu, 01 Jan 2026 01:00:10 GMT",
-            id.as_str()
-        )
+        hour_cookie(&id, "Thu, 01 Jan 2026 01:00:10 GMT")
     );
     assert_eq!((h.store.count("cas"), h.store.count("touch")), (1, 0));
     let stored = h.stored(&id).await.unwrap();
-    assert_eq!(stored.expires, START + Duration::from_secs(3610));
-    assert_eq!(
-        Codec::MessagePack
-            .decode::<u32>(&stored.data["visits"])
-            .unwrap(),
-        2
-    );
+    assert_eq!(stored.expires, at(3610));
+    assert_eq!(stored_visits(&stored), 2);
 }
 
 #[tokio::test]
 async fn destroyed_sends_the_removal_cookie_and_destroys() {
-    let h = harness(|b| b.max_age(Duration::from_secs(3600)));
+    let h = harness(|b| b.max_age(secs(3600)));
     let (cookie, id) = h.existing().await;
     h.store.reset();
     let r = h.request(Some(&cookie), |s| s.destroy()).await;
-    assert_eq!(
-        r.cookie().unwrap(),
-        "sid=; HttpOnly; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-    );
+    assert_eq!(r.cookie().unwrap(), REMOVAL);
     assert_eq!(h.store.count("destroy"), 1);
     assert!(h.stored(&id).await.is_none());
     // The old cookie now loads a fresh session under a new id.
@@ -440,10 +440,7 @@ async fn destroying_a_new_session_clears_only_a_cookie_the_client_sent() {
     let r = h
         .request(Some("sid=AAAAAAAAAAAAAAAAAAAAA"), |s| s.destroy())
         .await;
-    assert_eq!(
-        r.cookie().unwrap(),
-        "sid=; HttpOnly; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-    );
+    assert_eq!(r.cookie().unwrap(), REMOVAL);
 }
 
 #[tokio::test]
@@ -469,28 +466,20 @@ async fn data_inserted_after_destroy_starts_a_new_session() {
 
 #[tokio::test]
 async fn regenerate_moves_the_data_to_a_new_id() {
-    let h = harness(|b| b.max_age(Duration::from_secs(3600)));
+    let h = harness(|b| b.max_age(secs(3600)));
     let (cookie, old) = h.existing().await;
-    h.clock.advance(Duration::from_secs(30));
+    h.clock.advance(secs(30));
     h.store.reset();
     let r = h.request(Some(&cookie), |s| s.regenerate()).await;
     let new = r.session.id();
     assert_ne!(new, old);
     assert_eq!(
         r.cookie().unwrap(),
-        format!(
-            "sid={}; HttpOnly; Path=/; Max-Age=3600; Expires=Thu, 01 Jan 2026 01:00:30 GMT",
-            new.as_str()
-        )
+        hour_cookie(&new, "Thu, 01 Jan 2026 01:00:30 GMT")
     );
     assert!(h.stored(&old).await.is_none(), "old record destroyed");
     let stored = h.stored(&new).await.unwrap();
-    assert_eq!(
-        Codec::MessagePack
-            .decode::<u32>(&stored.data["visits"])
-            .unwrap(),
-        1
-    );
+    assert_eq!(stored_visits(&stored), 1);
     assert_eq!((h.store.count("create"), h.store.count("destroy")), (1, 1));
     // The new cookie works; the old one does not.
     let r = h
@@ -557,42 +546,23 @@ async fn manual_commit_then_auto_commit_writes_once() {
     let h = harness(|b| b);
     let (cookie, id) = h.existing().await;
     h.store.reset();
-    let session = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let session = h.load(&cookie).await;
     bump(&session);
     session.commit().await.unwrap();
     session.commit().await.unwrap();
     let mut out = HeaderMap::new();
-    h.manager
-        .finish(&session, StatusCode::OK, &mut out)
-        .await
-        .unwrap();
+    h.finish(&session, &mut out).await.unwrap();
     assert_eq!(h.store.count("cas"), 1);
     // A change after the manual commit is written by auto commit, once.
-    let session = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let session = h.load(&cookie).await;
     h.store.reset();
     bump(&session);
     session.commit().await.unwrap();
     bump(&session);
-    h.manager
-        .finish(&session, StatusCode::OK, &mut out)
-        .await
-        .unwrap();
+    h.finish(&session, &mut out).await.unwrap();
     assert_eq!(h.store.count("cas"), 2);
     let stored = h.stored(&id).await.unwrap();
-    assert_eq!(
-        Codec::MessagePack
-            .decode::<u32>(&stored.data["visits"])
-            .unwrap(),
-        4
-    );
+    assert_eq!(stored_visits(&stored), 4);
 }
 
 #[tokio::test]
@@ -601,17 +571,11 @@ async fn manual_commit_of_a_new_session_sets_the_cookie_once() {
     let session = h.manager.load(&HeaderMap::new()).await.unwrap();
     bump(&session);
     let mut out = HeaderMap::new();
-    h.manager
-        .finish(&session, StatusCode::OK, &mut out)
-        .await
-        .unwrap();
+    h.finish(&session, &mut out).await.unwrap();
     assert!(out.is_empty(), "auto commit is off");
     assert_eq!(h.store.total(), 0);
     session.commit().await.unwrap();
-    h.manager
-        .finish(&session, StatusCode::OK, &mut out)
-        .await
-        .unwrap();
+    h.finish(&session, &mut out).await.unwrap();
     assert_eq!(out.get_all(SET_COOKIE).iter().count(), 1);
     assert_eq!(h.store.count("create"), 1);
 }
@@ -635,30 +599,24 @@ async fn server_errors_skip_the_save_unless_configured() {
 
 #[tokio::test]
 async fn touch_after_zero_extends_on_every_request() {
-    let h = harness(|b| {
-        b.max_age(Duration::from_secs(100))
-            .touch_after(Duration::ZERO)
-    });
+    let h = harness(|b| b.max_age(secs(100)).touch_after(Duration::ZERO));
     let (cookie, id) = h.existing().await;
     for step in 1..=3u64 {
-        h.clock.advance(Duration::from_secs(50));
+        h.clock.advance(secs(50));
         let r = h.request(Some(&cookie), |_| {}).await;
         assert!(r.cookie().unwrap().contains("Max-Age=100"));
-        assert_eq!(
-            h.stored(&id).await.unwrap().expires,
-            START + Duration::from_secs(50 * step + 100)
-        );
+        assert_eq!(h.expires(&id).await, at(50 * step + 100));
     }
 }
 
 #[tokio::test]
 async fn without_touch_after_the_session_expires_at_max_age() {
-    let h = harness(|b| b.max_age(Duration::from_secs(100)));
+    let h = harness(|b| b.max_age(secs(100)));
     let (cookie, id) = h.existing().await;
-    h.clock.advance(Duration::from_secs(99));
+    h.clock.advance(secs(99));
     let r = h.request(Some(&cookie), bump).await;
     assert!(r.set_cookies.is_empty());
-    h.clock.advance(Duration::from_secs(1));
+    h.clock.advance(secs(1));
     let r = h.request(Some(&cookie), |_| {}).await;
     assert!(r.session.is_new(), "expired at created + maxAge");
     assert_ne!(r.session.id(), id);
@@ -666,16 +624,10 @@ async fn without_touch_after_the_session_expires_at_max_age() {
 
 #[tokio::test]
 async fn browser_session_cookies_slide_in_the_store_without_set_cookie() {
-    let h = harness(|b| {
-        b.idle_lifetime(Duration::from_secs(1000))
-            .touch_after(Duration::from_secs(100))
-    });
+    let h = harness(|b| b.idle_lifetime(secs(1000)).touch_after(secs(100)));
     let (cookie, id) = h.existing().await;
-    assert_eq!(
-        h.stored(&id).await.unwrap().expires,
-        START + Duration::from_secs(1000)
-    );
-    h.clock.advance(Duration::from_secs(100));
+    assert_eq!(h.expires(&id).await, at(1000));
+    h.clock.advance(secs(100));
     h.store.reset();
     let r = h.request(Some(&cookie), |_| {}).await;
     assert!(
@@ -683,48 +635,38 @@ async fn browser_session_cookies_slide_in_the_store_without_set_cookie() {
         "the browser's cookie has no expiry to change"
     );
     assert_eq!(h.store.count("touch"), 1);
-    assert_eq!(
-        h.stored(&id).await.unwrap().expires,
-        START + Duration::from_secs(1100)
-    );
-    h.clock.advance(Duration::from_secs(999));
+    assert_eq!(h.expires(&id).await, at(1100));
+    h.clock.advance(secs(999));
     let r = h.request(Some(&cookie), |_| {}).await;
     assert!(!r.session.is_new(), "alive: the idle lifetime slid");
-    h.clock.advance(Duration::from_secs(1000));
+    h.clock.advance(secs(1000));
     let r = h.request(Some(&cookie), |_| {}).await;
     assert!(r.session.is_new(), "idle for the whole lifetime: gone");
 }
 
 #[tokio::test]
 async fn manual_touch_extends_regardless_of_touch_after() {
-    let h = harness(|b| b.max_age(Duration::from_secs(100)));
+    let h = harness(|b| b.max_age(secs(100)));
     let (cookie, id) = h.existing().await;
-    h.clock.advance(Duration::from_secs(40));
+    h.clock.advance(secs(40));
     let r = h.request(Some(&cookie), |s| s.touch()).await;
     assert!(
         r.cookie()
             .unwrap()
             .contains("Max-Age=100; Expires=Thu, 01 Jan 2026 00:02:20 GMT")
     );
-    assert_eq!(
-        h.stored(&id).await.unwrap().expires,
-        START + Duration::from_secs(140)
-    );
+    assert_eq!(h.expires(&id).await, at(140));
 }
 
 #[tokio::test]
 async fn a_store_without_touch_still_extends_the_expiry() {
     let h = harness_with(Capabilities::NONE.with_update(true), |b| {
-        b.max_age(Duration::from_secs(100))
-            .touch_after(Duration::ZERO)
+        b.max_age(secs(100)).touch_after(Duration::ZERO)
     });
     let (cookie, id) = h.existing().await;
-    h.clock.advance(Duration::from_secs(30));
+    h.clock.advance(secs(30));
     h.request(Some(&cookie), |_| {}).await;
-    assert_eq!(
-        h.stored(&id).await.unwrap().expires,
-        START + Duration::from_secs(130)
-    );
+    assert_eq!(h.expires(&id).await, at(130));
 }
 
 // ---- cookie options ----
@@ -738,7 +680,7 @@ async fn every_cookie_attribute() {
             .path("/app")
             .domain("example.com")
             .same_site(SameSite::Strict)
-            .max_age(Duration::from_secs(60))
+            .max_age(secs(60))
     });
     let r = h.request(None, bump).await;
     assert_eq!(
@@ -1003,9 +945,9 @@ async fn loading_twice_in_one_request_gives_the_same_session() {
 
 #[tokio::test]
 async fn an_expired_record_gives_a_fresh_session_under_a_new_id() {
-    let h = harness(|b| b.max_age(Duration::from_secs(10)));
+    let h = harness(|b| b.max_age(secs(10)));
     let (cookie, id) = h.existing().await;
-    h.clock.advance(Duration::from_secs(10));
+    h.clock.advance(secs(10));
     let r = h.request(Some(&cookie), bump).await;
     assert!(r.session.is_new());
     assert_ne!(r.session.id(), id);
@@ -1032,18 +974,10 @@ async fn a_failing_store_is_an_error_not_a_fresh_session() {
     let h = harness(|b| b);
     let (cookie, id) = h.existing().await;
     h.store.fail_with(Some(unavailable));
-    let err = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap_err();
+    let err = h.try_load(&cookie).await.unwrap_err();
     assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
     h.store.fail_with(Some(backend));
-    let err = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap_err();
+    let err = h.try_load(&cookie).await.unwrap_err();
     assert_eq!(err.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!err.to_string().contains(id.as_str()));
     // Without a cookie nothing is loaded, so nothing fails.
@@ -1054,30 +988,17 @@ async fn a_failing_store_is_an_error_not_a_fresh_session() {
 async fn a_failed_save_is_reported_and_retried() {
     let h = harness(|b| b);
     let (cookie, id) = h.existing().await;
-    let session = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let session = h.load(&cookie).await;
     bump(&session);
     h.store.fail_with(Some(backend));
     let mut out = HeaderMap::new();
-    let err = h
-        .manager
-        .finish(&session, StatusCode::OK, &mut out)
-        .await
-        .unwrap_err();
+    let err = h.finish(&session, &mut out).await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }));
     assert!(session.is_modified(), "the change is kept");
     h.store.fail_with(None);
     session.commit().await.unwrap();
     let stored = h.stored(&id).await.unwrap();
-    assert_eq!(
-        Codec::MessagePack
-            .decode::<u32>(&stored.data["visits"])
-            .unwrap(),
-        2
-    );
+    assert_eq!(stored_visits(&stored), 2);
     // A new session whose create fails is not lost either.
     let fresh = h.manager.load(&HeaderMap::new()).await.unwrap();
     bump(&fresh);
@@ -1091,16 +1012,9 @@ async fn a_failed_save_is_reported_and_retried() {
 
 #[tokio::test]
 async fn a_failed_touch_is_reported() {
-    let h = harness(|b| {
-        b.max_age(Duration::from_secs(100))
-            .touch_after(Duration::ZERO)
-    });
+    let h = harness(|b| b.max_age(secs(100)).touch_after(Duration::ZERO));
     let (cookie, _) = h.existing().await;
-    let session = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let session = h.load(&cookie).await;
     h.store.fail_with(Some(unavailable));
     assert!(session.commit().await.is_err());
     assert!(
@@ -1120,11 +1034,7 @@ async fn an_undecodable_record_gives_a_fresh_session_and_is_left_alone() {
     let h = harness(|b| b);
     let (cookie, id) = h.existing().await;
     h.store.fail_with(Some(corrupt));
-    let session = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let session = h.load(&cookie).await;
     assert!(session.is_new());
     assert_ne!(session.id(), id);
     h.store.fail_with(None);
@@ -1172,39 +1082,22 @@ async fn a_slow_request_never_resurrects_a_destroyed_session() {
     for caps in [Capabilities::ALL, Capabilities::NONE.with_update(true)] {
         let h = harness_with(caps, |b| b);
         let (cookie, id) = h.existing().await;
-        let slow = h
-            .manager
-            .load(&cookie_headers(Some(&cookie)))
-            .await
-            .unwrap();
+        let slow = h.load(&cookie).await;
         h.request(Some(&cookie), |s| s.destroy()).await;
         bump(&slow);
         let mut out = HeaderMap::new();
-        h.manager
-            .finish(&slow, StatusCode::OK, &mut out)
-            .await
-            .unwrap();
+        h.finish(&slow, &mut out).await.unwrap();
         assert!(h.stored(&id).await.is_none(), "resurrected with {caps:?}");
-        assert_eq!(
-            out.get(SET_COOKIE).unwrap(),
-            "sid=; HttpOnly; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-        );
+        assert_eq!(out.get(SET_COOKIE).unwrap(), REMOVAL);
         assert!(h.store.inner.is_empty());
     }
 }
 
 #[tokio::test]
 async fn a_slow_touch_never_resurrects_either() {
-    let h = harness(|b| {
-        b.max_age(Duration::from_secs(100))
-            .touch_after(Duration::ZERO)
-    });
+    let h = harness(|b| b.max_age(secs(100)).touch_after(Duration::ZERO));
     let (cookie, id) = h.existing().await;
-    let slow = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let slow = h.load(&cookie).await;
     h.request(Some(&cookie), |s| s.destroy()).await;
     slow.commit().await.unwrap();
     assert!(h.stored(&id).await.is_none());
@@ -1214,16 +1107,8 @@ async fn a_slow_touch_never_resurrects_either() {
 async fn concurrent_requests_of_one_session_merge_key_by_key() {
     let h = harness(|b| b);
     let (cookie, id) = h.existing().await;
-    let a = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
-    let b = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let a = h.load(&cookie).await;
+    let b = h.load(&cookie).await;
     a.insert("cart", vec!["apple"]).unwrap();
     b.insert("theme", "dark").unwrap();
     b.remove("visits");
@@ -1241,16 +1126,8 @@ async fn concurrent_requests_of_one_session_merge_key_by_key() {
 async fn without_compare_and_set_the_last_writer_wins() {
     let h = harness(|b| b.compare_and_set(false));
     let (cookie, id) = h.existing().await;
-    let a = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
-    let b = h
-        .manager
-        .load(&cookie_headers(Some(&cookie)))
-        .await
-        .unwrap();
+    let a = h.load(&cookie).await;
+    let b = h.load(&cookie).await;
     a.insert("cart", 1).unwrap();
     b.insert("theme", 2).unwrap();
     a.commit().await.unwrap();
@@ -1462,17 +1339,12 @@ async fn a_stored_version_at_u64_max_wraps_instead_of_panicking() {
     assert!(!r.session.is_new());
     let stored = h.stored(&id).await.unwrap();
     assert_eq!(stored.version, 0);
-    assert_eq!(
-        Codec::MessagePack
-            .decode::<u32>(&stored.data["visits"])
-            .unwrap(),
-        2
-    );
+    assert_eq!(stored_visits(&stored), 2);
 }
 
 #[test]
 fn lifetimes_beyond_400_days_are_rejected() {
-    let year = Duration::from_secs(365 * 24 * 3600);
+    let year = secs(365 * 24 * 3600);
     for builder in [
         SessionManager::builder(MemoryStore::new()).max_age(2 * year),
         SessionManager::builder(MemoryStore::new()).idle_lifetime(10_000 * year),

@@ -485,122 +485,118 @@ impl Lib for RawRedis {
 
 // ---------------------------------------------------------------- raw Postgres
 
-/// The raw Postgres floor, written once and compiled against a given sqlx: the 0.9 our store
-/// uses, and the 0.8 tower-sessions-sqlx-store uses, so that a difference between the two
-/// drivers shows as such and is not mistaken for a library's.
+/// The raw Postgres floor, on the sqlx that our store and tower-sessions-sqlx-store share.
+/// Each statement runs on an explicitly acquired connection, the cheapest way to use the
+/// driver (executing on `&Pool` boxes the pool's acquire future into the statement's).
 #[cfg(feature = "sql")]
-macro_rules! raw_pg {
-    ($module:ident, $($sqlx:ident)::+) => {
-        mod $module {
-            use $($sqlx)::+ as sqlx;
+mod raw_pg {
+    use sqlx::pool::PoolConnection;
 
-            use super::{IdGenerator, Lib, Res, Workload, async_trait, s};
+    use super::{IdGenerator, Lib, Res, Workload, async_trait, s};
 
-            pub(crate) struct RawPg {
-                pool: sqlx::PgPool,
-                payload: Vec<u8>,
-                ids: IdGenerator,
-            }
+    pub(crate) struct RawPg {
+        pool: sqlx::PgPool,
+        payload: Vec<u8>,
+        ids: IdGenerator,
+    }
 
-            impl RawPg {
-                pub(crate) async fn new(url: &str, payload: Vec<u8>) -> Res<Self> {
-                    // No ping before each statement, like our store's `connect` pool: the floor must
-                    // not pay a round trip that ours does not.
-                    let pool = sqlx::postgres::PgPoolOptions::new()
-                        .test_before_acquire(false)
-                        .connect(url)
-                        .await
-                        .map_err(s)?;
-                    sqlx::query(
-                        "CREATE TABLE IF NOT EXISTS raw_sessions (id TEXT PRIMARY KEY, data BYTEA NOT NULL, \
-                         expires TIMESTAMPTZ NOT NULL)",
-                    )
-                    .execute(&pool)
-                    .await
-                    .map_err(s)?;
-                    Ok(Self {
-                        pool,
-                        payload,
-                        ids: IdGenerator::nanoid(),
-                    })
-                }
+    impl RawPg {
+        pub(crate) async fn new(url: &str, payload: Vec<u8>) -> Res<Self> {
+            // No ping before each statement, like our store's `connect` pool: the floor must
+            // not pay a round trip that ours does not.
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .test_before_acquire(false)
+                .connect(url)
+                .await
+                .map_err(s)?;
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS raw_sessions (id TEXT PRIMARY KEY, \
+                 data BYTEA NOT NULL, expires TIMESTAMPTZ NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .map_err(s)?;
+            Ok(Self {
+                pool,
+                payload,
+                ids: IdGenerator::nanoid(),
+            })
+        }
 
-                async fn select(&self, id: &str) -> Res {
-                    let row: Option<(Vec<u8>,)> =
-                        sqlx::query_as("SELECT data FROM raw_sessions WHERE id = $1 AND expires > now()")
-                            .bind(id)
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(s)?;
-                    row.ok_or("missing")?;
-                    Ok(())
-                }
+        async fn conn(&self) -> Res<PoolConnection<sqlx::Postgres>> {
+            self.pool.acquire().await.map_err(s)
+        }
 
-                async fn upsert(&self, id: &str) -> Res {
-                    sqlx::query(
-                        "INSERT INTO raw_sessions (id, data, expires) VALUES ($1, $2, now() + interval '1 hour') \
-                         ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires",
-                    )
+        async fn select(&self, id: &str) -> Res {
+            let row: Option<(Vec<u8>,)> =
+                sqlx::query_as("SELECT data FROM raw_sessions WHERE id = $1 AND expires > now()")
                     .bind(id)
-                    .bind(&self.payload)
-                    .execute(&self.pool)
+                    .fetch_optional(&mut *self.conn().await?)
                     .await
                     .map_err(s)?;
-                    Ok(())
-                }
+            row.ok_or("missing")?;
+            Ok(())
+        }
 
-                async fn touch(&self, id: &str) -> Res {
-                    sqlx::query("UPDATE raw_sessions SET expires = now() + interval '1 hour' WHERE id = $1")
-                        .bind(id)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(s)?;
-                    Ok(())
-                }
-            }
+        async fn upsert(&self, id: &str) -> Res {
+            sqlx::query(
+                "INSERT INTO raw_sessions (id, data, expires) \
+                 VALUES ($1, $2, now() + interval '1 hour') ON CONFLICT (id) \
+                 DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires",
+            )
+            .bind(id)
+            .bind(&self.payload)
+            .execute(&mut *self.conn().await?)
+            .await
+            .map_err(s)?;
+            Ok(())
+        }
 
-            #[async_trait]
-            impl Lib for RawPg {
-                async fn seed(&self) -> Res<String> {
-                    let id = self.ids.generate().as_str().to_owned();
-                    self.upsert(&id).await?;
-                    Ok(id)
-                }
+        async fn touch(&self, id: &str) -> Res {
+            sqlx::query("UPDATE raw_sessions SET expires = now() + interval '1 hour' WHERE id = $1")
+                .bind(id)
+                .execute(&mut *self.conn().await?)
+                .await
+                .map_err(s)?;
+            Ok(())
+        }
+    }
 
-                /// The floor: read = SELECT; write = SELECT + upsert; new = upsert; touch = SELECT +
-                /// UPDATE expires.
-                async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
-                    match w {
-                        Workload::Read | Workload::NotDue => self.select(cookie).await,
-                        Workload::Write => {
-                            self.select(cookie).await?;
-                            self.upsert(cookie).await
-                        }
-                        Workload::New => self.upsert(self.ids.generate().as_str()).await,
-                        Workload::Touch => {
-                            self.select(cookie).await?;
-                            self.touch(cookie).await
-                        }
-                    }
-                }
+    #[async_trait]
+    impl Lib for RawPg {
+        async fn seed(&self) -> Res<String> {
+            let id = self.ids.generate().as_str().to_owned();
+            self.upsert(&id).await?;
+            Ok(id)
+        }
 
-                async fn store(&self, w: Workload, cookie: &str, i: u64) -> Res {
-                    match w {
-                        Workload::Read | Workload::NotDue => self.select(cookie).await,
-                        Workload::Write => self.upsert(cookie).await,
-                        Workload::New => self.manager(w, cookie, i).await,
-                        Workload::Touch => self.touch(cookie).await,
-                    }
+        /// The floor: read = SELECT; write = SELECT + upsert; new = upsert; touch = SELECT +
+        /// UPDATE expires.
+        async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+            match w {
+                Workload::Read | Workload::NotDue => self.select(cookie).await,
+                Workload::Write => {
+                    self.select(cookie).await?;
+                    self.upsert(cookie).await
+                }
+                Workload::New => self.upsert(self.ids.generate().as_str()).await,
+                Workload::Touch => {
+                    self.select(cookie).await?;
+                    self.touch(cookie).await
                 }
             }
         }
-    };
-}
 
-#[cfg(feature = "sql")]
-raw_pg!(raw_pg, sqlx);
-#[cfg(feature = "sql")]
-raw_pg!(raw_pg_08, tower_sessions_sqlx_store::sqlx);
+        async fn store(&self, w: Workload, cookie: &str, i: u64) -> Res {
+            match w {
+                Workload::Read | Workload::NotDue => self.select(cookie).await,
+                Workload::Write => self.upsert(cookie).await,
+                Workload::New => self.manager(w, cookie, i).await,
+                Workload::Touch => self.touch(cookie).await,
+            }
+        }
+    }
+}
 
 // ---------------------------------------------------------------- the run
 
@@ -747,13 +743,6 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             "postgres",
             "raw floor",
             raw_pg::RawPg::new(&url, payload.clone()),
-        )
-        .await;
-        add(
-            &mut out,
-            "postgres",
-            "raw floor (sqlx 0.8)",
-            raw_pg_08::RawPg::new(&url, payload.clone()),
         )
         .await;
     }

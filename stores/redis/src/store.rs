@@ -20,6 +20,20 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_SIZE: usize = 4;
 
+/// The pool of the `from_url` style constructors: [`POOL_SIZE`] connections and the
+/// timeouts above.
+fn pool_config() -> deadpool_redis::PoolConfig {
+    deadpool_redis::PoolConfig {
+        max_size: POOL_SIZE,
+        timeouts: deadpool_redis::Timeouts {
+            wait: Some(POOL_WAIT_TIMEOUT),
+            create: Some(CONNECT_TIMEOUT + RESPONSE_TIMEOUT),
+            recycle: Some(RESPONSE_TIMEOUT),
+        },
+        ..deadpool_redis::PoolConfig::default()
+    }
+}
+
 /// Compare-and-set in one `EVALSHA`: 0 = missing, 1 = conflict, 2 = written. Only the
 /// 8-byte version header is read into the script (`GETRANGE`; a missing key reads as empty),
 /// never the payload.
@@ -156,11 +170,8 @@ impl RedisStore {
         let manager = deadpool_redis::Manager::new_with_config(url, connection)
             .map_err(|e| Error::backend(NAME, e))?;
         let pool = deadpool_redis::Pool::builder(manager)
-            .max_size(POOL_SIZE)
+            .config(pool_config())
             .runtime(deadpool_redis::Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT + RESPONSE_TIMEOUT))
-            .recycle_timeout(Some(RESPONSE_TIMEOUT))
             .build()
             .map_err(|e| Error::backend(NAME, e))?;
         Ok(Self::from_pool(pool))
@@ -193,11 +204,8 @@ impl RedisStore {
         let pool = deadpool_redis::cluster::Config::from_urls(urls)
             .builder()
             .map_err(|e| Error::backend(NAME, e))?
-            .max_size(POOL_SIZE)
+            .config(pool_config())
             .runtime(deadpool_redis::Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT + RESPONSE_TIMEOUT))
-            .recycle_timeout(Some(RESPONSE_TIMEOUT))
             .build()
             .map_err(|e| Error::backend(NAME, e))?;
         Ok(Self::from_cluster_pool(pool))
@@ -236,11 +244,8 @@ impl RedisStore {
         )
         .builder()
         .map_err(|e| Error::backend(NAME, e))?
-        .max_size(POOL_SIZE)
+        .config(pool_config())
         .runtime(deadpool_redis::Runtime::Tokio1)
-        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
-        .create_timeout(Some(CONNECT_TIMEOUT + RESPONSE_TIMEOUT))
-        .recycle_timeout(Some(RESPONSE_TIMEOUT))
         .build()
         .map_err(|e| Error::backend(NAME, e))?;
         Ok(Self::from_sentinel_pool(pool))

@@ -37,45 +37,31 @@ pub(crate) fn validate_identifier(what: &str, name: &str) -> Result<()> {
 /// Maps a driver error to the library's error, in one place for all dialects.
 ///
 /// - The server cannot be reached or the connection broke (IO, TLS, pool timed out or
-///   closed, worker gone, SQLSTATE class `08` "connection exception", `57P01`–`57P03`
-///   "server shutting down", `53300` "too many connections"; SQLite busy, locked, I/O error
-///   or cannot open): [`Error::Unavailable`].
+///   closed, worker gone, SQLSTATE class `08` "connection exception", or what the dialect's
+///   `unavailable` says, e.g. Postgres shutting down or SQLite busy): [`Error::Unavailable`].
 /// - A stored column could not be decoded: [`Error::Corrupt`].
 /// - Anything else: [`Error::Backend`].
 ///
 /// The driver's error is kept as the source. None of these messages contain bound values.
-pub(crate) fn map_sqlx_error(store: &'static str, err: sqlx::Error) -> Error {
+pub(crate) fn map_sqlx_error(
+    store: &'static str,
+    err: sqlx::Error,
+    unavailable: fn(&dyn sqlx::error::DatabaseError) -> bool,
+) -> Error {
     match &err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Error::unavailable(store, err),
-        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_unavailable_code) => {
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|code| code.starts_with("08")) || unavailable(&**db) =>
+        {
             Error::unavailable(store, err)
         }
-        #[cfg(feature = "sqlite")]
-        sqlx::Error::Database(db) if is_unavailable_sqlite(&**db) => Error::unavailable(store, err),
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Error::corrupt(store, err),
         _ => Error::backend(store, err),
     }
-}
-
-/// SQLSTATE codes (Postgres, MySQL) that mean the server cannot serve us now.
-fn is_unavailable_code(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
-}
-
-/// SQLite result codes that mean "try again later": `SQLITE_BUSY` (5, still locked after
-/// the busy timeout), `SQLITE_LOCKED` (6), `SQLITE_IOERR` (10), `SQLITE_CANTOPEN` (14).
-/// SQLite reports extended codes; the primary code is the low byte.
-#[cfg(feature = "sqlite")]
-fn is_unavailable_sqlite(db: &dyn sqlx::error::DatabaseError) -> bool {
-    use sqlx::error::DatabaseError as _;
-    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()
-        .and_then(|e| e.code())
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| matches!(code & 0xff, 5 | 6 | 10 | 14))
 }
 
 /// Converts a stored `BIGINT` back to the record's `u64` version (the reverse of
@@ -195,6 +181,83 @@ pub(crate) const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// A connection that sat idle in the pool for at least this long is pinged before use.
 pub(crate) const PING_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// `host:port` of a database URL, for error messages (`default_port` where the URL names
+/// none). Credentials are never part of it.
+pub(crate) fn endpoint(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if host.is_empty() { "localhost" } else { host };
+    // A port follows the last `:`, unless that `:` is inside an IPv6 literal.
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        && !host.ends_with(']');
+    if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
+    }
+}
+
+/// A connection that could not be opened at start-up: the address and the driver's reason.
+#[derive(Debug)]
+pub(crate) struct ConnectFailed {
+    endpoint: String,
+    cause: sqlx::Error,
+}
+
+impl std::fmt::Display for ConnectFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = &self.endpoint;
+        match &self.cause {
+            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                write!(f, "connection refused at {at}")
+            }
+            sqlx::Error::Io(io) => write!(f, "cannot connect to {at}: {io}"),
+            other => write!(f, "cannot connect to {at}: {other}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+/// A pool on `url` with [`network_pool_options`], for the `connect` constructors.
+///
+/// sqlx's pool retries a refused connection until its acquire timeout and then reports only
+/// "pool timed out"; here one direct attempt follows such a timeout, so the error says what
+/// happened and where ("connection refused at 127.0.0.1:5432").
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) async fn connect_network<D: crate::Dialect>(
+    url: &str,
+    default_port: u16,
+) -> Result<sqlx::Pool<D::Db>> {
+    use sqlx::{ConnectOptions as _, Connection};
+    let err = |e| map_sqlx_error(D::NAME, e, D::is_unavailable);
+    let options: <<D::Db as sqlx::Database>::Connection as Connection>::Options =
+        url.parse().map_err(err)?;
+    let cause = match network_pool_options().connect_with(options.clone()).await {
+        Ok(pool) => return Ok(pool),
+        Err(sqlx::Error::PoolTimedOut) => match options.connect().await {
+            Ok(_) => sqlx::Error::PoolTimedOut,
+            Err(cause) => cause,
+        },
+        Err(cause @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_))) => cause,
+        Err(other) => return Err(err(other)),
+    };
+    let endpoint = endpoint(url, default_port);
+    Err(Error::unavailable(
+        D::NAME,
+        ConnectFailed { endpoint, cause },
+    ))
+}
+
 /// The pool options of the `connect` constructors (PostgreSQL, MySQL).
 ///
 /// sqlx pings every connection it hands out by default (`test_before_acquire`): one more
@@ -256,24 +319,40 @@ mod tests {
 
     #[test]
     fn error_mapping() {
+        let map = |e| map_sqlx_error("t", e, |_| false);
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(matches!(
-            map_sqlx_error("t", sqlx::Error::Io(io)),
+            map(sqlx::Error::Io(io)),
             Error::Unavailable { .. }
         ));
         assert!(matches!(
-            map_sqlx_error("t", sqlx::Error::PoolTimedOut),
+            map(sqlx::Error::PoolTimedOut),
             Error::Unavailable { .. }
         ));
         assert!(matches!(
-            map_sqlx_error("t", sqlx::Error::RowNotFound),
+            map(sqlx::Error::RowNotFound),
             Error::Backend { .. }
         ));
         assert!(matches!(
-            map_sqlx_error("t", sqlx::Error::Decode("bad".into())),
+            map(sqlx::Error::Decode("bad".into())),
             Error::Corrupt { .. }
         ));
-        assert!(is_unavailable_code("08006") && is_unavailable_code("57P01"));
-        assert!(!is_unavailable_code("23505") && !is_unavailable_code("42P01"));
+    }
+
+    #[test]
+    fn endpoints() {
+        for (url, want) in [
+            ("postgres://postgres@127.0.0.1:5999/test", "127.0.0.1:5999"),
+            (
+                "postgres://u:p@db.internal/test?sslmode=disable",
+                "db.internal:5432",
+            ),
+            ("postgres://[::1]:6000/x", "[::1]:6000"),
+            ("postgres://[::1]/x", "[::1]:5432"),
+            ("postgres:///test", "localhost:5432"),
+            ("not a url", "localhost:5432"),
+        ] {
+            assert_eq!(endpoint(url, 5432), want, "{url}");
+        }
     }
 }

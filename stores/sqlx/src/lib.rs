@@ -5,30 +5,31 @@
 
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod common;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+mod dialect;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+mod driver;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+mod store;
 
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 pub use common::{CleanupTask, DEFAULT_TABLE_NAME, MAX_IDENTIFIER_LEN};
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+pub use dialect::Dialect;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+pub use store::SqlStore;
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-mod postgres_store;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres_store::{CONNECT_PG_SIMPLE_TABLE_NAME, PostgresLayout, PostgresStore};
+pub use dialect::{CONNECT_PG_SIMPLE_TABLE_NAME, Postgres, PostgresLayout, PostgresStore};
 
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-mod sqlite_store;
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite_store::SqliteStore;
+pub use dialect::{Sqlite, SqliteStore};
 
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
-mod mysql_store;
-#[cfg(feature = "mysql")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
-pub use mysql_store::MySqlStore;
+pub use dialect::{MySql, MySqlStore};
 
 /// The `sqlx` driver this crate is built on (only the features of the enabled dialects), so
 /// one dependency line is enough to build pools and connect options.

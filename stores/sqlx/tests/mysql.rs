@@ -11,7 +11,7 @@ use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
 use session_store::{Capabilities, Error, SessionStore};
 use session_store_sqlx::MySqlStore;
 use session_store_sqlx::sqlx::mysql::MySqlPoolOptions;
-use session_store_sqlx::sqlx::{self, AssertSqlSafe, Row};
+use session_store_sqlx::sqlx::{self, Row};
 
 fn url() -> String {
     env_url("MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
@@ -30,7 +30,7 @@ async fn store() -> MySqlStore {
 
 async fn count(store: &MySqlStore) -> i64 {
     let sql = format!("SELECT count(*) FROM `{}`", store.table_name());
-    sqlx::query(AssertSqlSafe(sql))
+    sqlx::query(&sql)
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -39,10 +39,7 @@ async fn count(store: &MySqlStore) -> i64 {
 
 async fn drop_table(store: &MySqlStore) {
     let sql = format!("DROP TABLE `{}`", store.table_name());
-    sqlx::query(AssertSqlSafe(sql))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(&sql).execute(store.pool()).await.unwrap();
 }
 
 #[tokio::test]
@@ -57,7 +54,7 @@ async fn conformance() {
 async fn schema_has_the_required_columns_and_index() {
     let store = store().await;
     let sql = format!("SHOW CREATE TABLE `{}`", store.table_name());
-    let ddl: String = sqlx::query(AssertSqlSafe(sql))
+    let ddl: String = sqlx::query(&sql)
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -122,7 +119,7 @@ async fn expiry_is_utc_whatever_the_session_time_zone() {
     store.set(&id, &sample_record(expires)).await.unwrap();
     assert_eq!(store.get(&id).await.unwrap().unwrap().expires, expires);
     let sql = format!("SELECT TIMESTAMPDIFF(SECOND, UTC_TIMESTAMP(6), expires) FROM `{table}`");
-    let ahead: i64 = sqlx::query(AssertSqlSafe(sql))
+    let ahead: i64 = sqlx::query(&sql)
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -183,6 +180,18 @@ async fn unreachable_server_is_unavailable() {
         .unwrap();
     let err = MySqlStore::new(pool).get(&new_id()).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
+
+    // `connect` names the address and the reason, not only the pool's timeout.
+    let err = MySqlStore::connect("mysql://root@127.0.0.1:1/test")
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(
+        cause.as_deref(),
+        Some("connection refused at 127.0.0.1:1"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -197,7 +206,7 @@ async fn garbage_rows_are_corrupt() {
         "UPDATE `{}` SET data = x'00ff' WHERE id = ?",
         store.table_name()
     );
-    sqlx::query(AssertSqlSafe(sql))
+    sqlx::query(&sql)
         .bind(id.as_str())
         .execute(store.pool())
         .await

@@ -13,7 +13,7 @@ use session_store::time::OffsetDateTime;
 use session_store::{Capabilities, Error, SessionStore};
 use session_store_sqlx::PostgresStore;
 use session_store_sqlx::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use session_store_sqlx::sqlx::{self, AssertSqlSafe, Row};
+use session_store_sqlx::sqlx::{self, Row};
 
 fn url() -> String {
     env_url("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -47,19 +47,12 @@ async fn drop_table(store: &PostgresStore) {
         Some(schema) => format!("DROP SCHEMA \"{schema}\" CASCADE"),
         None => format!("DROP TABLE \"{}\"", store.table_name()),
     };
-    sqlx::query(AssertSqlSafe(sql))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(&sql).execute(store.pool()).await.unwrap();
 }
 
 async fn count(pool: &PgPool, store: &PostgresStore) -> i64 {
     let sql = format!("SELECT count(*) FROM \"{}\"", store.table_name());
-    sqlx::query(AssertSqlSafe(sql))
-        .fetch_one(pool)
-        .await
-        .unwrap()
-        .get(0)
+    sqlx::query(&sql).fetch_one(pool).await.unwrap().get(0)
 }
 
 #[tokio::test]
@@ -179,7 +172,7 @@ async fn cleanup_query_uses_the_expiry_index() {
         .await
         .unwrap();
     let explain = format!("EXPLAIN {}", store.delete_expired_sql());
-    let plan: Vec<String> = sqlx::query(AssertSqlSafe(explain))
+    let plan: Vec<String> = sqlx::query(&explain)
         .bind(OffsetDateTime::now_utc())
         .fetch_all(&mut *tx)
         .await
@@ -302,6 +295,13 @@ async fn unreachable_server_is_unavailable() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    // The pool's timeout is replaced by what happened, and where.
+    let cause = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(
+        cause.as_deref(),
+        Some("connection refused at 127.0.0.1:1"),
+        "{err:?}"
+    );
 
     // A pool whose server went away: calls fail as unavailable.
     let pool = PgPoolOptions::new()
@@ -325,7 +325,7 @@ async fn garbage_rows_are_corrupt() {
         "UPDATE \"{}\" SET data = '\\x00ff'::bytea WHERE id = $1",
         store.table_name()
     );
-    sqlx::query(AssertSqlSafe(sql))
+    sqlx::query(&sql)
         .bind(id.as_str())
         .execute(store.pool())
         .await

@@ -21,7 +21,7 @@ use session_store::{
     Capabilities, Codec, CookieOptions, Error, IdGenerator, Record, SessionId, SessionStore,
 };
 use session_store_sqlx::sqlx::postgres::{PgPool, PgPoolOptions};
-use session_store_sqlx::sqlx::{self, AssertSqlSafe, Row};
+use session_store_sqlx::sqlx::{self, Row};
 use session_store_sqlx::{PostgresLayout, PostgresStore};
 
 const CAPS: Capabilities = Capabilities::ALL.with_compare_and_set(false);
@@ -57,10 +57,7 @@ async fn store() -> PostgresStore {
 
 async fn drop_table(store: &PostgresStore) {
     let sql = format!("DROP TABLE \"{}\"", store.table_name());
-    sqlx::query(AssertSqlSafe(sql))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(&sql).execute(store.pool()).await.unwrap();
 }
 
 fn express_id() -> SessionId {
@@ -84,7 +81,7 @@ async fn raw_row(store: &PostgresStore, id: &SessionId) -> Option<(String, Offse
         "SELECT sess::text, expire FROM \"{}\" WHERE sid = $1",
         store.table_name()
     );
-    sqlx::query(AssertSqlSafe(sql))
+    sqlx::query(&sql)
         .bind(id.as_str())
         .fetch_optional(store.pool())
         .await
@@ -319,7 +316,7 @@ async fn reads_and_rewrites_rows_written_by_connect_pg_simple() {
          ON CONFLICT (sid) DO UPDATE SET sess=$1::json, expire=to_timestamp($2) RETURNING sid",
         store.table_name()
     );
-    sqlx::query(AssertSqlSafe(insert.clone()))
+    sqlx::query(&insert)
         .bind(node)
         .bind(expire_s as f64)
         .bind(id.as_str())
@@ -344,7 +341,7 @@ async fn reads_and_rewrites_rows_written_by_connect_pg_simple() {
     assert_eq!(stored["cookie"]["priority"], "high");
 
     // A row connect-pg-simple would consider expired (`expire` in the past) is gone here too.
-    sqlx::query(AssertSqlSafe(insert))
+    sqlx::query(&insert)
         .bind(node)
         .bind((OffsetDateTime::now_utc().unix_timestamp() - 5) as f64)
         .bind(id.as_str())
@@ -359,7 +356,7 @@ async fn reads_and_rewrites_rows_written_by_connect_pg_simple() {
          WHERE sid = $1",
         store.table_name()
     );
-    sqlx::query(AssertSqlSafe(garbage))
+    sqlx::query(&garbage)
         .bind(id.as_str())
         .execute(store.pool())
         .await

@@ -10,7 +10,7 @@ use common::*;
 use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
 use session_store::{Capabilities, Error, SessionStore};
 use session_store_sqlx::SqliteStore;
-use session_store_sqlx::sqlx::{self, AssertSqlSafe, Row};
+use session_store_sqlx::sqlx::{self, Row};
 
 /// A database file in the temp dir, removed (with its WAL files) on drop.
 struct TempDb(PathBuf);
@@ -58,7 +58,7 @@ async fn memory_store() -> SqliteStore {
 
 async fn count(store: &SqliteStore) -> i64 {
     let sql = format!("SELECT count(*) FROM \"{}\"", store.table_name());
-    sqlx::query(AssertSqlSafe(sql))
+    sqlx::query(&sql)
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -67,10 +67,7 @@ async fn count(store: &SqliteStore) -> i64 {
 
 async fn drop_table(store: &SqliteStore) {
     let sql = format!("DROP TABLE \"{}\"", store.table_name());
-    sqlx::query(AssertSqlSafe(sql))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(&sql).execute(store.pool()).await.unwrap();
 }
 
 #[tokio::test]
@@ -148,7 +145,7 @@ async fn delete_expired_removes_exactly_the_expired_rows() {
 async fn cleanup_query_uses_the_expiry_index() {
     let store = memory_store().await;
     let explain = format!("EXPLAIN QUERY PLAN {}", store.delete_expired_sql());
-    let plan: Vec<String> = sqlx::query(AssertSqlSafe(explain))
+    let plan: Vec<String> = sqlx::query(&explain)
         .bind(0i64)
         .fetch_all(store.pool())
         .await
@@ -330,7 +327,7 @@ async fn garbage_rows_are_corrupt() {
         "UPDATE \"{}\" SET data = x'00ff' WHERE id = ?1",
         store.table_name()
     );
-    sqlx::query(AssertSqlSafe(sql))
+    sqlx::query(&sql)
         .bind(id.as_str())
         .execute(store.pool())
         .await

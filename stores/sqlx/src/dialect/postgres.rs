@@ -1,0 +1,390 @@
+//! PostgreSQL: the native table and connect-pg-simple's.
+
+use session_store::express::ExpressLayout;
+use session_store::{CookieOptions, Result};
+use time::OffsetDateTime;
+
+use super::Arg::{Data, Expected, Expires, Id, Now, Version};
+use super::{Statement, Statements, sealed};
+use crate::SqlStore;
+use crate::common::{DEFAULT_TABLE_NAME, validate_identifier};
+
+/// connect-pg-simple's default table name, the default in [`PostgresLayout::ConnectPgSimple`].
+pub const CONNECT_PG_SIMPLE_TABLE_NAME: &str = "session";
+
+/// The PostgreSQL dialect (feature `postgres`): see [`PostgresStore`].
+#[derive(Debug, Clone, Copy)]
+pub struct Postgres;
+
+/// Sessions in a PostgreSQL table (feature `postgres`).
+///
+/// Layout, created by [`SqlStore::migrate`]:
+///
+/// ```sql
+/// CREATE TABLE IF NOT EXISTS "sessions" (
+///     id      TEXT        PRIMARY KEY,
+///     data    BYTEA       NOT NULL,      -- Record::encode_payload
+///     expires TIMESTAMPTZ NOT NULL,
+///     version BIGINT      NOT NULL DEFAULT 0
+/// );
+/// CREATE INDEX IF NOT EXISTS "sessions_expires_idx" ON "sessions" (expires);
+/// ```
+///
+/// - Everything [`SqlStore`] promises; [`PostgresStore::with_schema_name`] puts the table
+///   in a schema of its own, and [`PostgresStore::with_layout`] shares connect-pg-simple's
+///   table with Node.
+/// - Postgres text cannot hold NUL: an id containing NUL is never found by reads, and
+///   `set`/`create` reject it with [`Error::Backend`](session_store::Error::Backend).
+///
+/// ```no_run
+/// # async fn demo() -> session_store::Result<()> {
+/// use session_store_sqlx::PostgresStore;
+///
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/app")
+///     .await?
+///     .with_schema_name("auth")?
+///     .with_table_name("sessions")?;
+/// store.migrate().await?;
+/// let cleanup = store.spawn_cleanup(std::time::Duration::from_secs(300));
+/// let manager = session_store::SessionManager::new(store);
+/// # let _ = (cleanup, manager);
+/// # Ok(())
+/// # }
+/// ```
+pub type PostgresStore = SqlStore<Postgres>;
+
+/// What a [`PostgresStore`] keeps in its table. Select it with
+/// [`PostgresStore::with_layout`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum PostgresLayout {
+    /// This library's table (the default): `id`, `data BYTEA` (the payload envelope),
+    /// `expires TIMESTAMPTZ`, `version BIGINT`. Every codec, every capability. Default table
+    /// `sessions`.
+    #[default]
+    Native,
+    /// connect-pg-simple's table, shared with Node services running express-session:
+    ///
+    /// ```sql
+    /// CREATE TABLE IF NOT EXISTS "session" (
+    ///     sid    varchar      NOT NULL COLLATE "default" PRIMARY KEY,
+    ///     sess   json         NOT NULL,   -- express-session's JSON (ExpressLayout)
+    ///     expire timestamp(6) NOT NULL    -- UTC
+    /// );
+    /// CREATE INDEX IF NOT EXISTS "IDX_session_expire" ON "session" (expire);
+    /// ```
+    ///
+    /// Default table `session` (connect-pg-simple's). `migrate` creates exactly that table
+    /// (connect-pg-simple's `table.sql`, `IF NOT EXISTS`), so either side may create it.
+    ///
+    /// - Values must use [`Codec::Json`](session_store::Codec::Json); anything else fails
+    ///   to save with [`Error::Serialization`](session_store::Error::Serialization). No data
+    ///   key may be named `cookie`.
+    /// - The `expire` column is authoritative: `cookie.expires` inside `sess` is written on
+    ///   every save and ignored on read, so `touch` is `UPDATE … SET expire` only.
+    /// - `expire` is a `timestamp` without time zone; this store reads and writes it as UTC.
+    ///   connect-pg-simple writes `to_timestamp(…)`, which PostgreSQL converts with the
+    ///   connection's `TimeZone`: keep the Node side's `TimeZone` at UTC (the server's
+    ///   default `timezone`, or `options: "-c TimeZone=UTC"` for `pg`).
+    /// - There is no version column: `get` returns version 0 and `compare_and_set` is
+    ///   [`Error::Unsupported`](session_store::Error::Unsupported) (`create`, `update` and
+    ///   native `touch` remain).
+    ConnectPgSimple(ExpressLayout),
+}
+
+impl PostgresLayout {
+    /// connect-pg-simple's layout, writing the `cookie` object of new sessions from `cookie`
+    /// (pass the manager's cookie options).
+    pub fn connect_pg_simple(cookie: CookieOptions) -> Self {
+        Self::ConnectPgSimple(ExpressLayout::new(cookie))
+    }
+
+    /// The table name used when none is set: `sessions`, or connect-pg-simple's `session`.
+    pub fn default_table_name(&self) -> &'static str {
+        match self {
+            Self::Native => DEFAULT_TABLE_NAME,
+            Self::ConnectPgSimple(_) => CONNECT_PG_SIMPLE_TABLE_NAME,
+        }
+    }
+}
+
+impl sealed::Dialect for Postgres {
+    type Db = sqlx::Postgres;
+    type Time = OffsetDateTime;
+    type Layout = PostgresLayout;
+    const NAME: &'static str = "postgres";
+
+    fn statements(schema: Option<&str>, table: &str, layout: &PostgresLayout) -> Statements {
+        let t = match schema {
+            Some(s) => format!("\"{s}\".\"{table}\""),
+            None => format!("\"{table}\""),
+        };
+        let mut migrate = vec![Statement::new(
+            // Concurrent `CREATE … IF NOT EXISTS` can still collide in the catalog: a
+            // transaction-scoped lock keyed by the table's name comes first. `t` holds
+            // validated identifiers and double quotes only, so it is a safe literal.
+            format!("SELECT pg_advisory_xact_lock(hashtext('{t}'))"),
+            &[],
+        )];
+        if let Some(s) = schema {
+            migrate.push(Statement::new(
+                format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""),
+                &[],
+            ));
+        }
+        match layout {
+            PostgresLayout::Native => native(t, table, migrate),
+            PostgresLayout::ConnectPgSimple(_) => connect_pg_simple(t, table, migrate),
+        }
+    }
+
+    fn default_table_name(layout: &PostgresLayout) -> &'static str {
+        layout.default_table_name()
+    }
+
+    fn express(layout: &PostgresLayout) -> Option<&ExpressLayout> {
+        match layout {
+            PostgresLayout::Native => None,
+            PostgresLayout::ConnectPgSimple(express) => Some(express),
+        }
+    }
+
+    fn layout_name(layout: &PostgresLayout) -> Option<&'static str> {
+        Some(match layout {
+            PostgresLayout::Native => "native",
+            PostgresLayout::ConnectPgSimple(_) => "connect-pg-simple",
+        })
+    }
+
+    fn time_to_db(t: OffsetDateTime) -> OffsetDateTime {
+        t
+    }
+
+    fn time_from_db(t: OffsetDateTime) -> Option<OffsetDateTime> {
+        Some(t)
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn is_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+        // Server shutting down (57P01-57P03), too many connections (53300).
+        matches!(
+            db.code().as_deref(),
+            Some("57P01" | "57P02" | "57P03" | "53300")
+        )
+    }
+
+    fn storable(id: &str) -> bool {
+        !id.contains('\0')
+    }
+}
+
+/// This library's table.
+fn native(t: String, table: &str, mut migrate: Vec<Statement>) -> Statements {
+    migrate.push(Statement::new(
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY, data BYTEA NOT NULL, \
+             expires TIMESTAMPTZ NOT NULL, version BIGINT NOT NULL DEFAULT 0)"
+        ),
+        &[],
+    ));
+    migrate.push(Statement::new(
+        format!("CREATE INDEX IF NOT EXISTS \"{table}_expires_idx\" ON {t} (expires)"),
+        &[],
+    ));
+    let write = &[Id, Data, Expires, Version, Now];
+    Statements {
+        migrate,
+        get: Statement::new(
+            format!("SELECT data, expires, version FROM {t} WHERE id = $1 AND expires > $2"),
+            &[Id, Now],
+        ),
+        set: Statement::new(
+            format!(
+                "INSERT INTO {t} (id, data, expires, version) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, \
+                 expires = EXCLUDED.expires, version = EXCLUDED.version"
+            ),
+            &[Id, Data, Expires, Version],
+        ),
+        // Inserts, or replaces a row that has expired; a live row is left alone.
+        create: Statement::new(
+            format!(
+                "INSERT INTO {t} AS s (id, data, expires, version) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, \
+                 expires = EXCLUDED.expires, version = EXCLUDED.version WHERE s.expires <= $5"
+            ),
+            write,
+        ),
+        reclaim: None,
+        update: Statement::new(
+            format!(
+                "UPDATE {t} SET data = $2, expires = $3, version = $4 \
+                 WHERE id = $1 AND expires > $5"
+            ),
+            write,
+        ),
+        cas: Some(Statement::new(
+            format!(
+                "UPDATE {t} SET data = $2, expires = $3, version = $4 \
+                 WHERE id = $1 AND version = $5 AND expires > $6"
+            ),
+            &[Id, Data, Expires, Version, Expected, Now],
+        )),
+        exists: Statement::new(
+            format!("SELECT 1 FROM {t} WHERE id = $1 AND expires > $2"),
+            &[Id, Now],
+        ),
+        touch: Statement::new(
+            format!("UPDATE {t} SET expires = $2 WHERE id = $1 AND expires > $3"),
+            &[Id, Expires, Now],
+        ),
+        destroy: Statement::new(format!("DELETE FROM {t} WHERE id = $1"), &[Id]),
+        delete_expired: Statement::new(format!("DELETE FROM {t} WHERE expires <= $1"), &[Now]),
+    }
+}
+
+/// connect-pg-simple's table. The store binds and reads the same types as in the native
+/// table, converted in SQL: `sess` as UTF-8 bytes of its JSON, `expire` as UTC.
+fn connect_pg_simple(t: String, table: &str, mut migrate: Vec<Statement>) -> Statements {
+    migrate.push(Statement::new(
+        format!(
+            "CREATE TABLE IF NOT EXISTS {t} (sid varchar NOT NULL COLLATE \"default\" \
+             PRIMARY KEY, sess json NOT NULL, expire timestamp(6) NOT NULL)"
+        ),
+        &[],
+    ));
+    migrate.push(Statement::new(
+        format!("CREATE INDEX IF NOT EXISTS \"IDX_{table}_expire\" ON {t} (expire)"),
+        &[],
+    ));
+    let sess = "convert_from($2, 'UTF8')::json";
+    let utc = |n: u8| format!("(${n} AT TIME ZONE 'UTC')");
+    let (expires, now3, now4) = (utc(3), utc(3), utc(4));
+    let upsert = format!(
+        "INSERT INTO {t} AS s (sid, sess, expire) VALUES ($1, {sess}, {expires}) \
+         ON CONFLICT (sid) DO UPDATE SET sess = EXCLUDED.sess, expire = EXCLUDED.expire"
+    );
+    Statements {
+        migrate,
+        get: Statement::new(
+            format!(
+                "SELECT convert_to(sess::text, 'UTF8'), expire AT TIME ZONE 'UTC', 0::bigint \
+                 FROM {t} WHERE sid = $1 AND expire > {}",
+                utc(2)
+            ),
+            &[Id, Now],
+        ),
+        set: Statement::new(upsert.clone(), &[Id, Data, Expires]),
+        create: Statement::new(
+            format!("{upsert} WHERE s.expire <= {now4}"),
+            &[Id, Data, Expires, Now],
+        ),
+        reclaim: None,
+        update: Statement::new(
+            format!(
+                "UPDATE {t} SET sess = {sess}, expire = {expires} WHERE sid = $1 AND expire > {now4}"
+            ),
+            &[Id, Data, Expires, Now],
+        ),
+        cas: None,
+        exists: Statement::new(
+            format!("SELECT 1 FROM {t} WHERE sid = $1 AND expire > {}", utc(2)),
+            &[Id, Now],
+        ),
+        touch: Statement::new(
+            format!(
+                "UPDATE {t} SET expire = {} WHERE sid = $1 AND expire > {now3}",
+                utc(2)
+            ),
+            &[Id, Expires, Now],
+        ),
+        destroy: Statement::new(format!("DELETE FROM {t} WHERE sid = $1"), &[Id]),
+        delete_expired: Statement::new(
+            format!("DELETE FROM {t} WHERE expire <= {}", utc(1)),
+            &[Now],
+        ),
+    }
+}
+
+impl PostgresStore {
+    /// Connects a new pool to `url` (sqlx's default options, except a 5 s acquire timeout
+    /// and a ping before use only for connections idle for 5 s or more, not before every
+    /// statement: one round trip per session operation instead of two), e.g.
+    /// `postgres://user:pass@host:5432/db`. Fails with
+    /// [`Error::Unavailable`](session_store::Error::Unavailable) when the server cannot be
+    /// reached (naming the address and the reason, e.g. "connection refused at
+    /// 127.0.0.1:5432") and [`Error::Backend`](session_store::Error::Backend) for a
+    /// malformed URL.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Ok(Self::new(
+            crate::common::connect_network::<Postgres>(url, 5432).await?,
+        ))
+    }
+
+    /// Selects what the table holds (default [`PostgresLayout::Native`]).
+    ///
+    /// [`PostgresLayout::ConnectPgSimple`] shares sessions with a Node app using
+    /// express-session and connect-pg-simple on the same database: configure the manager
+    /// with `Codec::Json`, the cookie name `connect.sid`, a
+    /// [`SignedCodec`](session_store::SignedCodec) with the app's secret and
+    /// [`IdGenerator::express_compatible`](session_store::IdGenerator), and the same cookie
+    /// options as the layout. Compare-and-set is unavailable in that layout.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> session_store::Result<()> {
+    /// use session_store::{Codec, CookieOptions, IdGenerator, SessionManager, SignedCodec};
+    /// use session_store_sqlx::{PostgresLayout, PostgresStore};
+    ///
+    /// let cookie = CookieOptions::default();
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/app")
+    ///     .await?
+    ///     .with_layout(PostgresLayout::connect_pg_simple(cookie.clone())); // table `session`
+    /// store.migrate().await?;
+    /// let manager = SessionManager::builder(store)
+    ///     .cookie_name("connect.sid")
+    ///     .cookie(cookie)
+    ///     .codec(Codec::Json)
+    ///     .cookie_codec(SignedCodec::new(["keyboard cat"])?)
+    ///     .id_generator(IdGenerator::express_compatible())
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_layout(self, layout: PostgresLayout) -> Self {
+        let table = self.table_override();
+        self.rebuild(
+            self.schema().map(str::to_owned),
+            table,
+            self.clock().clone(),
+            layout,
+        )
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> &PostgresLayout {
+        self.layout_ref()
+    }
+
+    /// Puts the table in schema `name` (default: none, so the `search_path` decides);
+    /// [`SqlStore::migrate`] creates the schema if needed. It must be a plain identifier;
+    /// anything else is [`Error::Config`](session_store::Error::Config).
+    pub fn with_schema_name(self, name: &str) -> Result<Self> {
+        validate_identifier("schema name", name)?;
+        let table = self.table_override();
+        Ok(self.rebuild(
+            Some(name.to_owned()),
+            table,
+            self.clock().clone(),
+            self.layout().clone(),
+        ))
+    }
+
+    /// The schema name, if one was set.
+    pub fn schema_name(&self) -> Option<&str> {
+        self.schema()
+    }
+}

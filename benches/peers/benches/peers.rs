@@ -553,11 +553,13 @@ mod raw_pg {
         }
 
         async fn touch(&self, id: &str) -> Res {
-            sqlx::query("UPDATE raw_sessions SET expires = now() + interval '1 hour' WHERE id = $1")
-                .bind(id)
-                .execute(&mut *self.conn().await?)
-                .await
-                .map_err(s)?;
+            sqlx::query(
+                "UPDATE raw_sessions SET expires = now() + interval '1 hour' WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *self.conn().await?)
+            .await
+            .map_err(s)?;
             Ok(())
         }
     }

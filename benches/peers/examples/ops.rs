@@ -5,8 +5,9 @@
 //! `cargo run --release --manifest-path benches/peers/Cargo.toml --example ops -- ours read 20000`
 //!
 //! Libraries: `ours`, `tower-sessions` (in-memory stores), `ours-redis` and `floor-redis`
-//! (the raw `redis` client) against `REDIS_URL` (default `redis://127.0.0.1:6379`), whose
-//! counts are the client's side only; `axum-ours` and `axum-none` (the HTTP bench's axum app
+//! (the raw `redis` client) against `REDIS_URL` (default `redis://127.0.0.1:6379`), and
+//! `ours-pg`, `tower-pg` (tower-sessions-sqlx-store) and `floor-pg` (raw sqlx) against
+//! `POSTGRES_URL`, whose counts are the client's side only; `axum-ours` and `axum-none` (the HTTP bench's axum app
 //! with our `SessionLayer` on MemoryStore, and without a session layer), called in process
 //! with a request carrying the session cookie, so that their difference is everything the
 //! layer adds to a request apart from the network; `axum-noop` is the app without sessions
@@ -39,13 +40,97 @@ fn main() {
                 ours(store, &workload, n).await
             }
             "floor-redis" => floor_redis(&workload, n).await,
-            "tower-sessions" => tower(&workload, n).await,
+            "ours-pg" => {
+                let store = session_store_sqlx::PostgresStore::connect(&postgres_url())
+                    .await
+                    .expect("postgres")
+                    .with_table_name("ops_sessions")
+                    .expect("table name");
+                store.migrate().await.expect("migrate");
+                ours(store, &workload, n).await
+            }
+            "tower-pg" => {
+                let pool = sqlx::PgPool::connect(&postgres_url())
+                    .await
+                    .expect("postgres");
+                let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+                store.migrate().await.expect("migrate");
+                tower(Arc::new(store), &workload, n).await
+            }
+            "floor-pg" => floor_pg(&workload, n).await,
+            "tower-sessions" => {
+                tower(
+                    Arc::new(tower_sessions::MemoryStore::default()),
+                    &workload,
+                    n,
+                )
+                .await
+            }
             "axum-ours" => app(App::Ours, &workload, n).await,
             "axum-none" => app(App::Plain, &workload, n).await,
             "axum-noop" => app(App::Noop, &workload, n).await,
             other => panic!("unknown library {other}"),
         }
     });
+}
+
+fn postgres_url() -> String {
+    std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The raw sqlx client doing what the bench's raw floor does per request, on a connection
+/// acquired for each statement as the floor does: `SELECT` (read), `SELECT` + upsert
+/// (write), with a 1.3 KB payload.
+async fn floor_pg(workload: &str, n: u64) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .test_before_acquire(false)
+        .connect(&postgres_url())
+        .await
+        .expect("postgres");
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS raw_sessions (id TEXT PRIMARY KEY, \
+         data BYTEA NOT NULL, expires TIMESTAMPTZ NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("table");
+    let upsert = "INSERT INTO raw_sessions (id, data, expires) \
+                  VALUES ($1, $2, now() + interval '1 hour') ON CONFLICT (id) \
+                  DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires";
+    let payload = vec![7u8; 1300];
+    let key = "ops:floor";
+    let mut conn = pool.acquire().await.expect("acquire");
+    sqlx::query(upsert)
+        .bind(key)
+        .bind(&payload)
+        .execute(&mut *conn)
+        .await
+        .expect("seed");
+    drop(conn);
+    for _ in 0..n {
+        if workload == "none" {
+            break;
+        }
+        let mut conn = pool.acquire().await.expect("acquire");
+        let (data,): (Vec<u8>,) =
+            sqlx::query_as("SELECT data FROM raw_sessions WHERE id = $1 AND expires > now()")
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("select");
+        drop(conn);
+        if workload == "write" {
+            let mut conn = pool.acquire().await.expect("acquire");
+            sqlx::query(upsert)
+                .bind(key)
+                .bind(&data)
+                .execute(&mut *conn)
+                .await
+                .expect("upsert");
+        }
+        std::hint::black_box(data);
+    }
 }
 
 fn redis_url() -> String {
@@ -158,9 +243,8 @@ async fn ours(store: impl session_store::SessionStore + Clone, workload: &str, n
 /// What `SessionManagerLayer` does around a handler (as in the `peers` bench): a session
 /// loaded on first use, saved when modified (always, for the rolling expiry of `touch`),
 /// then its cookie.
-async fn tower(workload: &str, n: u64) {
+async fn tower(store: Arc<impl tower_sessions::SessionStore>, workload: &str, n: u64) {
     use tower_sessions::{Expiry, Session};
-    let store = Arc::new(tower_sessions::MemoryStore::default());
     let seed = Session::new(None, store.clone(), None);
     for (k, v) in small_keys() {
         seed.insert(&k, v).await.expect("insert");

@@ -22,7 +22,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::routing::{get, post};
-use session_store::{MemoryStore, PrivateCodec, SessionManager, SessionStore, SignedCodec};
+use session_store::{
+    MemoryStore, PrivateCodec, SameSite, SessionManager, SessionManagerBuilder, SessionStore,
+    SignedCodec,
+};
 use session_store_mongodb::MongoStore;
 use session_store_redis::RedisStore;
 use session_store_sqlx::{MySqlStore, PostgresStore, SqliteStore};
@@ -46,7 +49,16 @@ OPTIONS (each also read from the environment variable in brackets; flags win):
     --secret SECRET      sign cookies (express-session format); repeat to rotate keys,
                          the first signs [SESSION_SECRET, one secret]
     --cookie-name NAME   cookie name [SESSION_COOKIE_NAME] (default: sid)
+    --secure             send the cookie only over HTTPS [SESSION_SECURE=1]
+    --same-site VALUE    strict | lax | none (none needs --secure) [SESSION_SAME_SITE]
+                         (default: not set)
     -h, --help           this text
+
+LOGGING:
+    RUST_LOG             a level (error, warn, info, debug, trace, off) or directives such
+                         as `info,session_store=debug` (default: info). Session store
+                         errors are logged at most once a second; how many were left out
+                         is logged every 10 seconds.
 
 ROUTES:
     GET  /         count visits in the session
@@ -63,6 +75,8 @@ struct Options {
     touch_after: Option<Duration>,
     secrets: Vec<String>,
     cookie_name: String,
+    secure: bool,
+    same_site: Option<SameSite>,
 }
 
 impl Options {
@@ -78,6 +92,8 @@ impl Options {
         let mut touch_after = None;
         let mut secrets = Vec::new();
         let mut cookie_name = None;
+        let mut secure = None;
+        let mut same_site = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -86,6 +102,10 @@ impl Options {
             };
             if flag == "-h" || flag == "--help" {
                 return Ok(None);
+            }
+            if flag == "--secure" && inline.is_none() {
+                secure = Some(true);
+                continue;
             }
             let mut value = || match inline {
                 Some(value) => Ok(value.to_owned()),
@@ -98,6 +118,8 @@ impl Options {
                 "--touch-after" => touch_after = Some(value()?),
                 "--secret" => secrets.push(value()?),
                 "--cookie-name" => cookie_name = Some(value()?),
+                "--secure" => secure = Some(parse_bool("--secure", &value()?)?),
+                "--same-site" => same_site = Some(value()?),
                 _ => return Err(format!("unknown argument `{flag}` (see --help)")),
             }
         }
@@ -125,7 +147,38 @@ impl Options {
             cookie_name: cookie_name
                 .or_else(|| env("SESSION_COOKIE_NAME").filter(|v| !v.is_empty()))
                 .unwrap_or_else(|| "sid".into()),
+            secure: match secure {
+                Some(on) => on,
+                None => env("SESSION_SECURE")
+                    .filter(|v| !v.is_empty())
+                    .map(|v| parse_bool("SESSION_SECURE", &v))
+                    .transpose()?
+                    .unwrap_or(false),
+            },
+            same_site: same_site
+                .or_else(|| env("SESSION_SAME_SITE").filter(|v| !v.is_empty()))
+                .map(|v| parse_same_site(&v))
+                .transpose()?,
         }))
+    }
+}
+
+/// `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`.
+fn parse_bool(what: &str, text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("{what}: `{text}` is not true or false")),
+    }
+}
+
+/// `strict`, `lax` or `none`, in any case.
+fn parse_same_site(text: &str) -> Result<SameSite, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "strict" => Ok(SameSite::Strict),
+        "lax" => Ok(SameSite::Lax),
+        "none" => Ok(SameSite::None),
+        _ => Err(format!("--same-site: `{text}` is not strict, lax or none")),
     }
 }
 
@@ -262,7 +315,10 @@ fn store_error(scheme: &str, error: &session_store::Error) -> String {
 
 /// Builds the manager for `options` over `store`.
 fn manager(options: &Options, store: Arc<dyn SessionStore>) -> Result<SessionManager, String> {
-    let mut builder = SessionManager::builder_arc(store).cookie_name(&options.cookie_name);
+    let mut builder = cookie_attributes(
+        options,
+        SessionManager::builder_arc(store).cookie_name(&options.cookie_name),
+    );
     if let Some(max_age) = options.max_age {
         builder = builder.max_age(max_age);
     }
@@ -276,6 +332,16 @@ fn manager(options: &Options, store: Arc<dyn SessionStore>) -> Result<SessionMan
     builder.build().map_err(|e| e.to_string())
 }
 
+/// `--secure` and `--same-site` on `builder` (its `build` rejects `SameSite=None` without
+/// `Secure`).
+fn cookie_attributes(options: &Options, builder: SessionManagerBuilder) -> SessionManagerBuilder {
+    let builder = builder.secure(options.secure);
+    match options.same_site {
+        Some(same_site) => builder.same_site(same_site),
+        None => builder,
+    }
+}
+
 /// Cookie-only sessions: the session itself travels in an encrypted cookie. Keys come from
 /// `--secret` (at least 32 bytes each; the first encrypts); without one, a random key is made
 /// at start-up and sessions end with the process.
@@ -286,7 +352,10 @@ fn cookie_manager(options: &Options) -> Result<SessionManager, String> {
     } else {
         PrivateCodec::from_secrets(&options.secrets).map_err(|e| format!("--secret: {e}"))?
     };
-    let mut builder = SessionManager::cookie_only(keys).cookie_name(&options.cookie_name);
+    let mut builder = cookie_attributes(
+        options,
+        SessionManager::cookie_only(keys).cookie_name(&options.cookie_name),
+    );
     if let Some(max_age) = options.max_age {
         builder = builder.max_age(max_age);
     }
@@ -313,9 +382,10 @@ fn failed(error: session_store::Error) -> Reply {
 }
 
 async fn visit(session: Session) -> Reply {
-    let visits = session.get::<u64>("visits").ok().flatten().unwrap_or(0) + 1;
-    match session.insert("visits", visits) {
-        Ok(()) => (
+    // `update`, not get + insert: parallel requests of one session each count (the commit
+    // applies the increment again to a value another request stored meanwhile).
+    match session.update("visits", |visits: Option<u64>| visits.unwrap_or(0) + 1) {
+        Ok(visits) => (
             StatusCode::OK,
             format!("In this session, you have visited this website {visits} time(s)."),
         ),
@@ -402,10 +472,7 @@ async fn run(options: Options) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    logging::init();
     let options = match Options::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(Some(options)) => options,
         Ok(None) => {
@@ -422,6 +489,94 @@ async fn main() -> ExitCode {
         Err(error) => {
             eprintln!("session-demo: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logging to stderr, filtered by `RUST_LOG`, with session store errors rate-limited: an
+/// outage fails every request, and one line per request would flood the log.
+mod logging {
+    use std::io::{Sink, Stderr};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use tracing::{Level, Metadata};
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::fmt::writer::EitherWriter;
+    use tracing_subscriber::prelude::*;
+
+    /// How often left-out store errors are counted in the log.
+    const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+    /// The second in which the last store error was written (Unix time), and how many were
+    /// left out since the last report.
+    static LAST_WRITTEN: AtomicU64 = AtomicU64::new(0);
+    static LEFT_OUT: AtomicU64 = AtomicU64::new(0);
+
+    /// Whether an event is a store failure reported by the session layer.
+    fn is_store_error(meta: &Metadata<'_>) -> bool {
+        *meta.level() == Level::ERROR && meta.target().starts_with("session_store")
+    }
+
+    /// Writes every event, except store errors beyond the first in each second.
+    struct RateLimited;
+
+    impl<'a> MakeWriter<'a> for RateLimited {
+        type Writer = EitherWriter<Stderr, Sink>;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            EitherWriter::A(std::io::stderr())
+        }
+
+        fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+            if !is_store_error(meta) {
+                return self.make_writer();
+            }
+            let second = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if LAST_WRITTEN.swap(second, Ordering::Relaxed) == second {
+                LEFT_OUT.fetch_add(1, Ordering::Relaxed);
+                EitherWriter::B(std::io::sink())
+            } else {
+                self.make_writer()
+            }
+        }
+    }
+
+    /// Installs the subscriber; starts the report of left-out errors when a runtime runs.
+    pub(crate) fn init() {
+        let filter = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (v.parse::<Targets>(), v));
+        let (targets, bad) = match filter {
+            Some((Ok(targets), _)) => (targets, None),
+            Some((Err(_), text)) => (Targets::new().with_default(Level::INFO), Some(text)),
+            None => (Targets::new().with_default(Level::INFO), None),
+        };
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(RateLimited))
+            .with(targets)
+            .init();
+        if let Some(text) = bad {
+            tracing::warn!("RUST_LOG={text:?} is not a level or a list of directives; using info");
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async {
+                let mut every = tokio::time::interval(REPORT_EVERY);
+                loop {
+                    every.tick().await;
+                    let left_out = LEFT_OUT.swap(0, Ordering::Relaxed);
+                    if left_out > 0 {
+                        tracing::warn!(
+                            left_out,
+                            "session store errors not logged in the last {REPORT_EVERY:?}"
+                        );
+                    }
+                }
+            });
         }
     }
 }
@@ -479,6 +634,38 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((o.store.as_str(), o.secrets.len()), ("redis://x", 1));
+    }
+
+    #[test]
+    fn cookie_attribute_flags() {
+        let o = parse(&[], &[]).unwrap().unwrap();
+        assert_eq!((o.secure, o.same_site), (false, None));
+        let o = parse(&["--secure", "--same-site", "None"], &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.secure, o.same_site), (true, Some(SameSite::None)));
+        let o = parse(
+            &["--secure=false"],
+            &[("SESSION_SECURE", "1"), ("SESSION_SAME_SITE", "lax")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (o.secure, o.same_site),
+            (false, Some(SameSite::Lax)),
+            "flags win"
+        );
+        assert!(parse(&["--same-site", "sometimes"], &[]).is_err());
+        assert!(parse(&["--secure=maybe"], &[]).is_err());
+        // The manager's builder refuses SameSite=None without Secure.
+        let o = parse(&["--same-site", "none"], &[]).unwrap().unwrap();
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+        let err = manager(&o, store.clone()).unwrap_err();
+        assert!(err.contains("Secure"), "{err}");
+        let o = parse(&["--same-site", "none", "--secure"], &[])
+            .unwrap()
+            .unwrap();
+        assert!(manager(&o, store).is_ok());
     }
 
     #[test]

@@ -41,6 +41,16 @@ async fn count(session: Session) -> (StatusCode, String) {
     }
 }
 
+/// `GET /update`: increments `count` with [`session_store::Session::update`], which
+/// applies the increment again when a parallel request of the session stored meanwhile, and
+/// answers the new value.
+async fn update(session: Session) -> (StatusCode, String) {
+    match session.update("count", |count: Option<u64>| count.unwrap_or(0) + 1) {
+        Ok(count) => (StatusCode::OK, count.to_string()),
+        Err(error) => (error.status_code(), "session error".into()),
+    }
+}
+
 /// `GET /read`: answers `count` (0 when absent) without changing the session.
 async fn read(session: Session) -> (StatusCode, String) {
     match session.get::<u64>("count") {
@@ -49,10 +59,11 @@ async fn read(session: Session) -> (StatusCode, String) {
     }
 }
 
-/// Serves `/count` and `/read` over `manager` on a free loopback port.
+/// Serves `/count`, `/update` and `/read` over `manager` on a free loopback port.
 pub async fn serve(manager: SessionManager) -> App {
     let app = Router::new()
         .route("/count", get(count))
+        .route("/update", get(update))
         .route("/read", get(read))
         .layer(SessionLayer::new(manager));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -5,6 +5,9 @@ use std::time::Duration;
 /// A boxed error from a backend driver or a codec, kept as the source of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// What [`Error::retry_after`] suggests: one second, the smallest `Retry-After` can say.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -85,7 +88,10 @@ pub enum Error {
         limit: usize,
     },
 
-    /// Concurrent writers kept conflicting and the manager gave up.
+    /// Concurrent writers of one session kept conflicting until the manager's commit
+    /// attempts ([`SessionManagerBuilder::commit_attempts`](crate::SessionManagerBuilder::commit_attempts))
+    /// ran out. Nothing was written; the request may simply be retried. Middleware answers
+    /// `503 Service Unavailable` with `Retry-After`.
     #[error("session update still conflicted after {attempts} attempts")]
     Conflict {
         /// How many writes were tried.
@@ -135,12 +141,25 @@ impl Error {
     }
 
     /// The HTTP status a middleware should answer with: `503` when the store is unavailable
-    /// or timed out, `500` otherwise.
+    /// or timed out, or when a commit kept conflicting ([`Error::Conflict`]): the same request
+    /// can succeed when retried; `500` otherwise.
     pub fn status_code(&self) -> http::StatusCode {
-        if self.is_unavailable() {
+        if self.retry_after().is_some() {
             http::StatusCode::SERVICE_UNAVAILABLE
         } else {
             http::StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+
+    /// How long a client should wait before retrying, for errors that a retry can fix
+    /// (unavailable, timed out, conflicted): the integrations send it as `Retry-After`
+    /// with their `503`. `None` for the others.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Conflict { .. } => {
+                Some(RETRY_AFTER)
+            }
+            _ => None,
         }
     }
 }

@@ -92,6 +92,10 @@ impl Default for CookieOptions {
     }
 }
 
+/// Compare-and-set attempts of one commit unless configured: with the backoff between them,
+/// enough for 50 requests of one session at once on every store here (RELIABILITY.md).
+const DEFAULT_COMMIT_ATTEMPTS: u32 = 32;
+
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) caps: Capabilities,
@@ -562,7 +566,7 @@ impl SessionManagerBuilder {
             codec: Codec::MessagePack,
             max_size: Some(1024 * 1024),
             compare_and_set: true,
-            max_attempts: 5,
+            max_attempts: DEFAULT_COMMIT_ATTEMPTS,
             save_on_server_error: false,
             cookie_only: None,
         }
@@ -679,6 +683,16 @@ impl SessionManagerBuilder {
     /// another request wrote in between (default on where the store supports it).
     pub fn compare_and_set(mut self, on: bool) -> Self {
         self.compare_and_set = on;
+        self
+    }
+
+    /// How many compare-and-set writes a commit of an existing session tries before it fails
+    /// with [`Error::Conflict`] (default 32, at least 1). Between attempts it waits a random
+    /// time that grows with each attempt (from 1 ms, doubling, at most 50 ms), so concurrent
+    /// requests of one session spread out. See "Concurrent requests of one session" on
+    /// [`Session`](crate::Session).
+    pub fn commit_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
         self
     }
 

@@ -36,8 +36,31 @@ use crate::store::CasOutcome;
 /// | regenerated | yes, new id | `create` under the new id, then `destroy` of the old |
 ///
 /// "Modified" compares values, not calls: setting a key to the value it had is no change.
-/// A session that another request destroyed meanwhile is never written back: its changes
-/// are dropped, and the response clears the cookie.
+///
+/// # Concurrent requests of one session
+///
+/// Browsers send several requests of one session at once (six connections per host). With a
+/// store that has compare-and-set (every store of this project except the express-session
+/// layouts), what each request gets is:
+///
+/// - **Different keys never lose a write.** A commit that finds the stored session changed
+///   since its load merges: the keys this request changed are applied to the stored record,
+///   every other key keeps the stored value, and the write is tried again. Between attempts
+///   the request waits a random, growing time (from 1 ms, doubling, at most 50 ms), so
+///   concurrent commits spread out; after
+///   [`commit_attempts`](crate::SessionManagerBuilder::commit_attempts) attempts (default
+///   32) the commit fails with [`Error::Conflict`], which the integrations answer with
+///   `503` and `Retry-After: 1`: nothing was written and the request can be sent again.
+/// - **The same key: the last commit wins.** Two requests that each [`insert`](Self::insert)
+///   a key write their own value; the one that commits last is stored. A read-modify-write
+///   through `get` then `insert` (a counter) can therefore lose increments, and a value
+///   already shown to a client can later go back.
+/// - **An update that must not be lost:** [`update`](Self::update) applies its closure
+///   again to the stored value when it meets a concurrent change, so every increment lands.
+/// - **A session that another request destroyed or regenerated meanwhile is never written
+///   back**: this request's changes are dropped and its response sends no `Set-Cookie`, so
+///   the other request's cookie (the logout's removal, the login's new id) stays in the
+///   browser.
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
@@ -76,6 +99,29 @@ struct State {
     pending_cookie: Option<HeaderValue>,
     /// Bumped by regenerate and destroy, to notice them while a commit awaits the store.
     generation: u64,
+    /// Keys set by [`Session::update`] since the last commit, with the update to apply
+    /// again if a concurrent request changed the stored session meanwhile, in call order.
+    updates: Vec<(String, Updater)>,
+}
+
+/// An update of one key, on encoded values: the stored value (if any) in, the new value out.
+type Updater = Arc<dyn Fn(Codec, Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
+
+/// The first wait between compare-and-set attempts; it doubles with every attempt.
+const BACKOFF_BASE: std::time::Duration = std::time::Duration::from_millis(1);
+/// The longest wait between two compare-and-set attempts.
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Waits before compare-and-set attempt `attempt + 1`: a random time up to 1 ms × 2^attempt,
+/// at most 50 ms ("full jitter"), so concurrent requests of one session spread out instead
+/// of meeting again.
+async fn backoff(attempt: u32) {
+    use rand::Rng as _;
+    let cap = BACKOFF_BASE
+        .saturating_mul(1 << attempt.min(16))
+        .min(BACKOFF_MAX);
+    let wait = rand::rng().random_range(std::time::Duration::ZERO..=cap);
+    tokio::time::sleep(wait).await;
 }
 
 /// Whether some key's value in `data` differs (by value, in `codec`) from `earlier`.
@@ -200,6 +246,7 @@ impl Session {
             client_cookie,
             pending_cookie: None,
             generation: 0,
+            updates: Vec::new(),
         };
         Self::new(manager, state)
     }
@@ -239,6 +286,7 @@ impl Session {
             client_cookie: true,
             pending_cookie: None,
             generation: 0,
+            updates: Vec::new(),
         };
         Self::new(manager, state)
     }
@@ -295,14 +343,43 @@ impl Session {
     /// Stores `value` under `key`. Fails, changing nothing, if `value` cannot be serialized
     /// or the session would exceed the manager's size limit.
     pub fn insert<T: Serialize>(&self, key: impl Into<String>, value: T) -> Result<()> {
+        self.put(key.into(), value, None)
+    }
+
+    /// Sets `key` to `f` of its current value (`None` when absent) and returns the new
+    /// value. Unlike a [`get`](Self::get) then [`insert`](Self::insert), the update is kept
+    /// until commit: if a concurrent request of this session changed the stored session
+    /// meanwhile, the commit applies `f` again to the value it finds there, instead of
+    /// overwriting it with this request's result. So 16 parallel requests that each call
+    /// `update("n", |n: Option<u64>| n.unwrap_or(0) + 1)` add 16.
+    ///
+    /// `f` may run more than once and should only compute the value. A later `insert`,
+    /// `remove` or `clear` of the key replaces the update. Fails, changing nothing, like
+    /// `insert`, or if the current value is not a `T`.
+    pub fn update<T, F>(&self, key: impl Into<String>, f: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
         let key = key.into();
+        let value = f(self.get(&key)?);
+        let again: Updater = Arc::new(move |codec: Codec, stored: Option<&[u8]>| {
+            let current = stored.map(|bytes| codec.decode(bytes)).transpose()?;
+            codec.encode(&f(current))
+        });
+        self.put(key, &value, Some(again))?;
+        Ok(value)
+    }
+
+    /// `insert`, recording `update` for the key (or dropping the key's updates without one).
+    fn put<T: Serialize>(&self, key: String, value: T, update: Option<Updater>) -> Result<()> {
         let codec = self.lock().codec;
         let bytes = codec.encode(&value)?;
         let mut st = self.lock();
         if st.codec != codec {
             // The codec changed while encoding (a concurrent merge); encode again.
             drop(st);
-            return self.insert(key, value);
+            return self.put(key, value, update);
         }
         let st = &mut *st;
         // One lookup serves the size check and the insert.
@@ -313,6 +390,11 @@ impl Session {
             return Err(Error::TooLarge { size, limit });
         }
         st.size = size;
+        match update {
+            Some(update) => st.updates.push((key.clone(), update)),
+            None if !st.updates.is_empty() => st.updates.retain(|(k, _)| *k != key),
+            None => {}
+        }
         st.data.insert_found(key, bytes, found);
         Ok(())
     }
@@ -325,6 +407,7 @@ impl Session {
         };
         st.data.remove(key);
         st.size -= key.len() + len;
+        st.updates.retain(|(k, _)| k != key);
         true
     }
 
@@ -353,6 +436,7 @@ impl Session {
         let mut st = self.lock();
         st.data.clear();
         st.size = 0;
+        st.updates.clear();
     }
 
     /// Whether the data differs (by value) from what was loaded or last committed.
@@ -391,6 +475,7 @@ impl Session {
         st.destroy_requested = true;
         st.new = true;
         st.generation += 1;
+        st.updates.clear();
     }
 
     /// Moves the session to a new id, keeping its data: at commit the data is saved under
@@ -433,12 +518,23 @@ impl Session {
         if let Some(keys) = &self.config().cookie_only {
             return self.commit_cookie_only(keys);
         }
-        let stored = self.lock().stored;
-        if stored {
+        let (stored, updates) = {
+            let st = self.lock();
+            (st.stored, st.updates.len())
+        };
+        let committed = if stored {
             self.commit_existing().await
         } else {
             self.commit_new().await
+        };
+        if committed.is_ok() && updates > 0 {
+            // Written: these updates are settled (later ones, made while the commit ran,
+            // stay for the next commit).
+            let mut st = self.lock();
+            let settled = updates.min(st.updates.len());
+            st.updates.drain(..settled);
         }
+        committed
     }
 
     /// Cookie-only sessions: every write is a new sealed cookie.
@@ -667,8 +763,10 @@ impl Session {
             c.timed(c.store().set(id, &record)).await?;
             return Ok(Some((record, false)));
         }
-        // This request's changes, worked out from the snapshot on the first conflict.
+        // This request's changes, worked out from the snapshot on the first conflict, and
+        // the updates to apply again.
         let mut changes: Option<Vec<(String, Option<Vec<u8>>)>> = None;
+        let mut updates: Option<Vec<(String, Updater)>> = None;
         for attempt in 0..c.max_attempts {
             match c
                 .timed(c.store().compare_and_set(id, &record, expected))
@@ -676,8 +774,10 @@ impl Session {
             {
                 CasOutcome::Written => return Ok(Some((record, attempt > 0))),
                 CasOutcome::Missing => return Ok(None),
+                CasOutcome::Conflict if attempt + 1 == c.max_attempts => break,
                 CasOutcome::Conflict => {}
             }
+            backoff(attempt).await;
             let Some(theirs) = c.timed(c.store().get(id)).await? else {
                 return Ok(None);
             };
@@ -697,8 +797,21 @@ impl Session {
                 });
                 changes
             });
+            let updates = updates.get_or_insert_with(|| self.lock().updates.clone());
             let mut data = theirs.data;
             for (key, value) in changes.iter() {
+                let mut again = updates.iter().filter(|(k, _)| k == key).peekable();
+                if again.peek().is_some() {
+                    // Set by `update`: apply it again to the value stored now.
+                    let mut value = data.get(key).map(<[u8]>::to_vec);
+                    for (_, update) in again {
+                        value = Some(update(record.codec, value.as_deref())?);
+                    }
+                    if let Some(value) = value {
+                        data.insert(key.clone(), value);
+                    }
+                    continue;
+                }
                 match value {
                     Some(v) => data.insert(key.clone(), v.clone()),
                     None => {
@@ -724,8 +837,8 @@ impl Session {
         })
     }
 
-    /// The record was destroyed by someone else: drop this request's changes, never
-    /// recreate it, clear the cookie.
+    /// The record was destroyed (or moved by a regeneration) by someone else: drop this
+    /// request's changes, never recreate it, leave the cookie alone.
     fn gone(&self) {
         let c = self.config();
         tracing::debug!(
@@ -745,9 +858,10 @@ impl Session {
         st.expiry_dirty = false;
         st.cookie_dirty = false;
         st.generation += 1;
-        if st.client_cookie {
-            st.pending_cookie = Some(c.removal_cookie());
-            st.client_cookie = false;
-        }
+        st.updates.clear();
+        // No removal cookie: whoever ended the session answered with its own `Set-Cookie`
+        // (a login's new id, a logout's removal), and this late response must not override
+        // it in the browser. A cookie that names no session loads as a fresh one anyway.
+        st.client_cookie = false;
     }
 }

@@ -128,10 +128,17 @@ fn sid(client: &Client) -> String {
 }
 
 /// `GET path` answers `status` and sets no cookie.
+/// `GET path` answers `status` without a cookie; a 503 says when to retry, a 500 does not.
 async fn assert_status_without_cookie(c: &Client, path: &str, status: StatusCode) {
     let r = c.get(path).await;
     assert_eq!(r.status, status);
     assert!(r.set_cookies().is_empty());
+    let retry_after = r.headers.get(http::header::RETRY_AFTER);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        assert_eq!(retry_after.map(|v| v.to_str().unwrap()), Some("1"));
+    } else {
+        assert!(retry_after.is_none(), "{retry_after:?}");
+    }
 }
 
 // --- the cases -------------------------------------------------------------------------

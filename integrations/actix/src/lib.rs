@@ -261,7 +261,13 @@ fn error_response<B>(
     let (request, _) = response.into_parts();
     let replacement = match on_error {
         Some(on_error) => on_error(error),
-        None => HttpResponse::new(to_actix_status(error.status_code())),
+        None => {
+            let mut response = HttpResponse::build(to_actix_status(error.status_code()));
+            if let Some(after) = error.retry_after() {
+                response.insert_header(("Retry-After", after.as_secs().max(1).to_string()));
+            }
+            response.finish()
+        }
     };
     ServiceResponse::new(request, replacement).map_into_right_body()
 }

@@ -115,15 +115,21 @@ where
     }
 }
 
-/// Logs a store failure (never with the session id) and answers it: `503` when the store is
-/// unavailable or timed out, else `500`.
+/// Logs a store failure (never with the session id) and answers it: `503` with
+/// `Retry-After` when the store is unavailable or timed out or a commit kept conflicting,
+/// else `500`.
 pub fn error_response(error: &Error) -> Response<Body> {
     tracing::error!(
         error = error as &dyn std::error::Error,
         status = error.status_code().as_u16(),
         "session store failed"
     );
-    text(error.status_code(), "session store error")
+    let mut response = text(error.status_code(), "session store error");
+    if let Some(after) = error.retry_after() {
+        let seconds = http::HeaderValue::from(after.as_secs().max(1));
+        response.headers_mut().insert(header::RETRY_AFTER, seconds);
+    }
+    response
 }
 
 /// A `text/plain` response.

@@ -142,7 +142,8 @@ pub trait ErrorResponse<B>: Clone + Send + Sync + 'static {
 }
 
 /// The default error response: [`Error::status_code`] (503 when the store is unavailable
-/// or timed out, else 500) with an empty body.
+/// or timed out or a commit kept conflicting, else 500) with an empty body, and
+/// `Retry-After` ([`Error::retry_after`]) on the 503.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultErrorResponse;
 
@@ -150,6 +151,12 @@ impl<B: Default> ErrorResponse<B> for DefaultErrorResponse {
     fn response(&self, error: &Error) -> Response<B> {
         let mut response = Response::new(B::default());
         *response.status_mut() = error.status_code();
+        if let Some(after) = error.retry_after() {
+            let seconds = http::HeaderValue::from(after.as_secs().max(1));
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, seconds);
+        }
         response
     }
 }

@@ -98,9 +98,10 @@ return 1
 /// The store takes one multiplexed connection (a `ClusterConnection` for a cluster) out of
 /// the pool and shares it between all requests; it returns to the pool for a new one only
 /// when that connection fails. So no request pays deadpool's per-checkout health check
-/// (`UNWATCH` + `PING`). After a connection loss, idempotent operations (`get`, `set`,
-/// `touch`, `destroy`, `update`) are retried once on a fresh connection; `create` and
-/// `compare_and_set` are not.
+/// (`UNWATCH` + `PING`). After a connection loss (e.g. a pooled connection that a server
+/// restart left dead), every operation is sent once more on a fresh connection. `create`
+/// and `compare_and_set`, whose lost first attempt may have written, then tell their own
+/// write from another's by reading the key back: it holds exactly the value they sent.
 ///
 /// `Clone` is cheap; clones share the connection.
 #[derive(Clone)]
@@ -128,13 +129,6 @@ enum Request<'a> {
     Cmd(&'a Cmd),
     Pipe(&'a Pipeline),
     Script(&'a ScriptInvocation<'a>),
-}
-
-/// Whether a failed request may be sent again on a fresh connection.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    Once,
-    Never,
 }
 
 impl RedisStore {
@@ -351,8 +345,19 @@ impl RedisStore {
     }
 
     /// Sends one request on the shared connection; replaces the connection when it broke
-    /// and, with [`Retry::Once`], sends the request once more on the new one.
-    async fn send<T: FromRedisValue>(&self, request: Request<'_>, retry: Retry) -> Result<T> {
+    /// and sends the request once more on the new one.
+    async fn send<T: FromRedisValue>(&self, request: Request<'_>) -> Result<T> {
+        self.send_noting_retry(request)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// [`RedisStore::send`], also saying whether the request was sent a second time (so
+    /// the first may have been carried out too).
+    async fn send_noting_retry<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+    ) -> Result<(T, bool)> {
         let mut retried = false;
         loop {
             let (generation, mut conn) = self.connector.get().await?;
@@ -362,13 +367,13 @@ impl RedisStore {
                 Request::Script(script) => script.invoke_async(&mut conn).await,
             };
             let e = match result {
-                Ok(value) => return Ok(value),
+                Ok(value) => return Ok((value, retried)),
                 Err(e) => e,
             };
             if error::replace_connection(&e) {
                 tracing::debug!(kind = self.connector.kind(), error = %e, "replacing the redis connection");
                 self.connector.discard(generation);
-                if retry == Retry::Once && !retried && error::worth_retrying(&e) {
+                if !retried && error::worth_retrying(&e) {
                     retried = true;
                     continue;
                 }
@@ -387,20 +392,29 @@ impl RedisStore {
         let value = self.layout.encode(record)?;
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(id))
-            .arg(value)
+            .arg(&value)
             .arg("PXAT")
             .arg(expiry_ms(record.expires));
         if let Some(condition) = condition {
             cmd.arg(condition);
         }
-        let retry = if condition == Some("NX") {
-            // A retried create would report its own first write as a collision.
-            Retry::Never
-        } else {
-            Retry::Once
-        };
-        let reply: Value = self.send(Request::Cmd(&cmd), retry).await?;
-        Ok(!matches!(reply, Value::Nil))
+        let (reply, retried): (Value, bool) = self.send_noting_retry(Request::Cmd(&cmd)).await?;
+        let written = !matches!(reply, Value::Nil);
+        if !written && retried && condition == Some("NX") {
+            // The lost first `SET NX` may have been carried out: then the key holds exactly
+            // this value (a fresh random id, so no one else wrote it).
+            return self.holds(id, &value).await;
+        }
+        Ok(written)
+    }
+
+    /// Whether the key of `id` holds exactly `value`: after a retried write whose first
+    /// attempt may have landed, tells this request's own write from another's.
+    async fn holds(&self, id: &SessionId, value: &[u8]) -> Result<bool> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key(id));
+        let stored: Option<Vec<u8>> = self.send(Request::Cmd(&cmd)).await?;
+        Ok(stored.as_deref() == Some(value))
     }
 }
 
@@ -422,7 +436,7 @@ impl SessionStore for RedisStore {
         if let Layout::Native = *self.layout {
             let mut cmd = redis::cmd("GET");
             cmd.arg(&key);
-            let value: Option<Vec<u8>> = self.send(Request::Cmd(&cmd), Retry::Once).await?;
+            let value: Option<Vec<u8>> = self.send(Request::Cmd(&cmd)).await?;
             let Some(value) = value else {
                 return Ok(None);
             };
@@ -432,15 +446,14 @@ impl SessionStore for RedisStore {
             // Written by an earlier release: the expiry is the key's TTL only.
             let mut cmd = redis::cmd("PEXPIRETIME");
             cmd.arg(&key);
-            let expires_ms: i64 = self.send(Request::Cmd(&cmd), Retry::Once).await?;
+            let expires_ms: i64 = self.send(Request::Cmd(&cmd)).await?;
             return self
                 .layout
                 .decode(&value, expires_ms, OffsetDateTime::now_utc());
         }
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
-        let (value, expires_ms): (Option<Vec<u8>>, i64) =
-            self.send(Request::Pipe(&pipe), Retry::Once).await?;
+        let (value, expires_ms): (Option<Vec<u8>>, i64) = self.send(Request::Pipe(&pipe)).await?;
         match value {
             None => Ok(None),
             Some(value) => self
@@ -456,7 +469,7 @@ impl SessionStore for RedisStore {
     async fn destroy(&self, id: &SessionId) -> Result<()> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.key(id));
-        let _: i64 = self.send(Request::Cmd(&cmd), Retry::Once).await?;
+        let _: i64 = self.send(Request::Cmd(&cmd)).await?;
         Ok(())
     }
 
@@ -468,11 +481,11 @@ impl SessionStore for RedisStore {
                 .key(self.key(id))
                 .arg(&ms.to_be_bytes()[..])
                 .arg(ms);
-            self.send(Request::Script(&invocation), Retry::Once).await?
+            self.send(Request::Script(&invocation)).await?
         } else {
             let mut cmd = redis::cmd("PEXPIREAT");
             cmd.arg(self.key(id)).arg(ms);
-            self.send(Request::Cmd(&cmd), Retry::Once).await?
+            self.send(Request::Cmd(&cmd)).await?
         };
         Ok(found == 1)
     }
@@ -502,13 +515,15 @@ impl SessionStore for RedisStore {
         invocation
             .key(self.key(id))
             .arg(&expected.to_be_bytes()[..])
-            .arg(value)
+            .arg(&value)
             .arg(expiry_ms(record.expires));
-        let outcome: i64 = self
-            .send(Request::Script(&invocation), Retry::Never)
-            .await?;
+        let (outcome, retried): (i64, bool) =
+            self.send_noting_retry(Request::Script(&invocation)).await?;
         match outcome {
             0 => Ok(CasOutcome::Missing),
+            // A lost first attempt may have written: then the key holds exactly this value
+            // (its version is the one this write set).
+            1 if retried && self.holds(id, &value).await? => Ok(CasOutcome::Written),
             1 => Ok(CasOutcome::Conflict),
             2 => Ok(CasOutcome::Written),
             _ => Err(Error::backend(

@@ -171,3 +171,43 @@ async fn a_hung_server_is_a_timely_unavailable_error() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_writes_after_an_idle_restart_succeed() {
+    let mut server = common::OwnServer::start();
+    let store = RedisStore::from_url(&server.url())
+        .unwrap()
+        .with_prefix(common::random_prefix("idle-restart"));
+    store.connect().await.unwrap();
+    let record = sample_record(now_ms() + Duration::from_secs(600));
+    let id = new_id();
+    assert!(store.create(&id, &record).await.unwrap());
+
+    // The server restarts while the store is idle: its pooled connection is now dead, and
+    // the first request of each kind finds out.
+    server.kill();
+    server.restart();
+    let fresh = new_id();
+    assert!(
+        store.create(&fresh, &record).await.unwrap(),
+        "the first create after the restart"
+    );
+    assert!(store.get(&fresh).await.unwrap().is_some());
+    // A create of an id that is taken still says so after its retry.
+    assert!(!store.create(&fresh, &record).await.unwrap());
+
+    // The first compare-and-set after a restart is answered too (the server is empty).
+    server.kill();
+    server.restart();
+    let mut next = record.clone();
+    next.version = 1;
+    assert_eq!(
+        store.compare_and_set(&fresh, &next, 0).await.unwrap(),
+        session_store::CasOutcome::Missing
+    );
+    assert!(store.create(&fresh, &record).await.unwrap());
+    assert_eq!(
+        store.compare_and_set(&fresh, &next, 0).await.unwrap(),
+        session_store::CasOutcome::Written
+    );
+}

@@ -463,7 +463,7 @@ impl SessionManager {
                 }
                 Ok(Session::loaded(self.clone(), id, record, now))
             }
-            Ok(None) => Ok(Session::fresh(self.clone(), had_cookie)),
+            Ok(None) => self.missing(&id).await,
             Err(error @ Error::Corrupt { .. }) => {
                 tracing::warn!(
                     store = c.store.name(),
@@ -472,6 +472,22 @@ impl SessionManager {
                 );
                 Ok(Session::fresh(self.clone(), had_cookie))
             }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The session for a valid cookie whose id the store does not hold: superseded if a
+    /// regeneration moved it moments ago (its tombstone is there), else fresh.
+    async fn missing(&self, id: &SessionId) -> Result<Session> {
+        let c = &self.config;
+        let Some(tombstone) = crate::session::tombstone_id(id) else {
+            return Ok(Session::fresh(self.clone(), true));
+        };
+        match c.timed(c.store().get(&tombstone)).await {
+            Ok(Some(record)) if !record.is_expired(c.clock.now()) => {
+                Ok(Session::superseded(self.clone()))
+            }
+            Ok(_) | Err(Error::Corrupt { .. }) => Ok(Session::fresh(self.clone(), true)),
             Err(error) => Err(error),
         }
     }

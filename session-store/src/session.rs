@@ -60,7 +60,11 @@ use crate::store::CasOutcome;
 /// - **A session that another request destroyed or regenerated meanwhile is never written
 ///   back**: this request's changes are dropped and its response sends no `Set-Cookie`, so
 ///   the other request's cookie (the logout's removal, the login's new id) stays in the
-///   browser.
+///   browser. A request that arrives with the old cookie just after a login moved the
+///   session finds a tombstone the regeneration left under a derived key (empty, for a
+///   minute, never pointing to the new id): it gets an empty session whose changes are
+///   dropped, and no cookie, rather than a new anonymous session whose cookie would log
+///   the browser out.
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
@@ -93,6 +97,12 @@ struct State {
     cookie_dirty: bool,
     /// Stored ids to destroy (after regenerate or destroy).
     old_ids: Vec<SessionId>,
+    /// Those of `old_ids` that a regeneration left: each gets a tombstone before it is
+    /// destroyed (see [`tombstone_id`]).
+    moved_ids: Vec<SessionId>,
+    /// Loaded from a cookie whose session a regeneration moved moments ago: the request
+    /// lost a race with a login, and its commit must neither store nor set a cookie.
+    superseded: bool,
     destroy_requested: bool,
     /// The browser holds a cookie of ours (sent with the request, or set by us).
     client_cookie: bool,
@@ -106,6 +116,19 @@ struct State {
 
 /// An update of one key, on encoded values: the stored value (if any) in, the new value out.
 type Updater = Arc<dyn Fn(Codec, Option<&[u8]>) -> Result<Vec<u8>> + Send + Sync>;
+
+/// How long a regenerated session's tombstone lives: longer than any request that was in
+/// flight when the login answered.
+const TOMBSTONE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The id under which a regeneration leaves a tombstone for the session id it moved away
+/// from: a request still carrying the old cookie then learns that it lost a race with a
+/// login (its session did not merely expire) and answers without a cookie, so the login's
+/// cookie stays in the browser. The tombstone holds nothing and never leads to the new id.
+/// `None` for ids too long to carry the suffix within every store's key limit.
+pub(crate) fn tombstone_id(id: &SessionId) -> Option<SessionId> {
+    (id.as_str().len() <= 200).then(|| SessionId::new(format!("{}~moved", id.as_str())))
+}
 
 /// The first wait between compare-and-set attempts; it doubles with every attempt.
 const BACKOFF_BASE: std::time::Duration = std::time::Duration::from_millis(1);
@@ -242,6 +265,8 @@ impl Session {
             expiry_dirty: false,
             cookie_dirty: false,
             old_ids: Vec::new(),
+            moved_ids: Vec::new(),
+            superseded: false,
             destroy_requested: false,
             client_cookie,
             pending_cookie: None,
@@ -249,6 +274,14 @@ impl Session {
             updates: Vec::new(),
         };
         Self::new(manager, state)
+    }
+
+    /// A fresh session for a request whose cookie names a session that a regeneration
+    /// moved moments ago (see [`tombstone_id`]).
+    pub(crate) fn superseded(manager: SessionManager) -> Self {
+        let session = Self::fresh(manager, true);
+        session.lock().superseded = true;
+        session
     }
 
     pub(crate) fn loaded(
@@ -282,6 +315,8 @@ impl Session {
             expiry_dirty: due,
             cookie_dirty: due && c.cookie.max_age.is_some(),
             old_ids: Vec::new(),
+            moved_ids: Vec::new(),
+            superseded: false,
             destroy_requested: false,
             client_cookie: true,
             pending_cookie: None,
@@ -486,9 +521,11 @@ impl Session {
         let mut st = self.lock();
         let old = std::mem::replace(&mut st.id, new_id);
         if st.stored {
+            st.moved_ids.push(old.clone());
             st.old_ids.push(old);
         }
         st.stored = false;
+        st.superseded = false;
         st.baseline = Data::new();
         st.version = 0;
         st.expiry_dirty = false;
@@ -597,7 +634,18 @@ impl Session {
         let now = c.clock.now();
         let snapshot = {
             let mut st = self.lock();
-            if st.data.is_empty() {
+            if st.superseded {
+                // This request lost a race with a login that moved its session: storing its
+                // data under a new id would answer with a cookie that logs the browser out.
+                tracing::debug!(
+                    store = c.store.name(),
+                    "session was moved by a regeneration; this request's changes were dropped"
+                );
+                st.data.clear();
+                st.size = 0;
+                st.updates.clear();
+                None
+            } else if st.data.is_empty() {
                 None
             } else {
                 st.expires = now + c.lifetime();
@@ -650,6 +698,28 @@ impl Session {
     /// would otherwise keep pointing at a destroyed session.
     async fn destroy_old_ids(&self) -> Result<()> {
         let c = self.config();
+        let moved = std::mem::take(&mut self.lock().moved_ids);
+        if !moved.is_empty() {
+            let tombstone = Record {
+                data: Data::new(),
+                expires: c.clock.now() + TOMBSTONE_LIFETIME,
+                version: 0,
+                codec: self.lock().codec,
+                extra: BTreeMap::new(),
+            };
+            for (done, old) in moved.iter().enumerate() {
+                let Some(id) = tombstone_id(old) else {
+                    continue;
+                };
+                if let Err(e) = c.timed(c.store().set(&id, &tombstone)).await {
+                    let mut st = self.lock();
+                    let mut rest = moved[done..].to_vec();
+                    rest.append(&mut st.moved_ids);
+                    st.moved_ids = rest;
+                    return Err(e);
+                }
+            }
+        }
         let old_ids = std::mem::take(&mut self.lock().old_ids);
         for (done, old) in old_ids.iter().enumerate() {
             if let Err(e) = c.timed(c.store().destroy(old)).await {

@@ -1193,10 +1193,30 @@ async fn a_request_that_loses_to_a_login_or_logout_keeps_the_winners_cookie() {
             assert!(late.is_empty(), "{end}, touching {touching}: {late:?}");
             jar.apply(&late);
             assert_eq!(jar.0, after_winner, "{end}, touching {touching}");
+            // A request sent with the old cookie that reaches the server only after the
+            // winner finished: it must not answer with a new anonymous session's cookie.
+            let later = h.request(Some(&cookie), bump).await;
+            jar.apply(&later.set_cookies);
             if end == "regenerate" {
+                assert!(
+                    later.set_cookies.is_empty(),
+                    "touching {touching}: {:?}",
+                    later.set_cookies
+                );
+                assert_eq!(jar.0, after_winner, "touching {touching}");
                 // The jar still holds the login, which loads.
                 let logged_in = h.load(jar.0.as_deref().unwrap()).await;
                 assert_eq!(logged_in.get::<String>("user").unwrap().unwrap(), "alice");
+                // Nothing was stored for the late request: the login's session and the
+                // tombstone are all.
+                assert_eq!(h.store.inner.len(), 2);
+                // A minute later the old cookie is just an unknown one: a fresh session.
+                h.clock.advance(secs(61));
+                let after = h.request(Some(&cookie), bump).await;
+                assert!(after.cookie().is_some(), "touching {touching}");
+            } else {
+                // After a logout the browser holds no cookie: a fresh session is fine.
+                assert!(later.cookie().is_some());
             }
         }
     }

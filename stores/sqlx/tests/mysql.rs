@@ -29,17 +29,19 @@ async fn store() -> MySqlStore {
 }
 
 async fn count(store: &MySqlStore) -> i64 {
-    let sql = format!("SELECT count(*) FROM `{}`", store.table_name());
-    sqlx::query(&sql)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-        .get(0)
+    scalar(
+        store.pool(),
+        &format!("SELECT count(*) FROM `{}`", store.table_name()),
+    )
+    .await
 }
 
 async fn drop_table(store: &MySqlStore) {
-    let sql = format!("DROP TABLE `{}`", store.table_name());
-    sqlx::query(&sql).execute(store.pool()).await.unwrap();
+    execute(
+        store.pool(),
+        &format!("DROP TABLE `{}`", store.table_name()),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -134,16 +136,9 @@ async fn expiry_is_utc_whatever_the_session_time_zone() {
 #[tokio::test]
 async fn cleanup_task_deletes_and_ends_with_the_store() {
     let store = store().await;
-    let owner = MySqlStore::new(store.pool().clone())
-        .with_table_name(store.table_name())
-        .unwrap();
+    let owner = same_table(&store);
     let task = store.spawn_cleanup(Duration::from_millis(100));
-    for _ in 0..3 {
-        owner
-            .set(&new_id(), &sample_record(now_ms() - Duration::from_secs(1)))
-            .await
-            .unwrap();
-    }
+    expired_records(&owner, 3).await;
     eventually(Duration::from_secs(20), "expired rows deleted", || async {
         count(&owner).await == 0
     })
@@ -154,10 +149,7 @@ async fn cleanup_task_deletes_and_ends_with_the_store() {
     })
     .await;
     drop(store);
-    eventually(Duration::from_secs(10), "task end", || async {
-        task.is_finished()
-    })
-    .await;
+    task_ends(&task).await;
     drop_table(&owner).await;
 }
 
@@ -185,36 +177,17 @@ async fn unreachable_server_is_unavailable() {
     let err = MySqlStore::connect("mysql://root@127.0.0.1:1/test")
         .await
         .unwrap_err();
-    assert!(err.is_unavailable(), "{err:?}");
-    let cause = std::error::Error::source(&err).map(ToString::to_string);
-    assert_eq!(
-        cause.as_deref(),
-        Some("connection refused at 127.0.0.1:1"),
-        "{err:?}"
-    );
+    // The pool's timeout is replaced by what happened, and where.
+    assert_refused_at(&err, "127.0.0.1:1");
 }
 
 #[tokio::test]
 async fn garbage_rows_are_corrupt() {
     let store = store().await;
-    let id = new_id();
-    store
-        .set(&id, &sample_record(now_ms() + Duration::from_secs(60)))
-        .await
-        .unwrap();
-    let sql = format!(
+    let update = format!(
         "UPDATE `{}` SET data = x'00ff' WHERE id = ?",
         store.table_name()
     );
-    sqlx::query(&sql)
-        .bind(id.as_str())
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let err = store.get(&id).await.unwrap_err();
-    assert!(
-        matches!(err, Error::Corrupt { store: "mysql", .. }),
-        "{err:?}"
-    );
+    garbage_payload_is_corrupt(&store, store.pool(), &update).await;
     drop_table(&store).await;
 }

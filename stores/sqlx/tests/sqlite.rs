@@ -57,17 +57,19 @@ async fn memory_store() -> SqliteStore {
 }
 
 async fn count(store: &SqliteStore) -> i64 {
-    let sql = format!("SELECT count(*) FROM \"{}\"", store.table_name());
-    sqlx::query(&sql)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-        .get(0)
+    scalar(
+        store.pool(),
+        &format!("SELECT count(*) FROM \"{}\"", store.table_name()),
+    )
+    .await
 }
 
 async fn drop_table(store: &SqliteStore) {
-    let sql = format!("DROP TABLE \"{}\"", store.table_name());
-    sqlx::query(&sql).execute(store.pool()).await.unwrap();
+    execute(
+        store.pool(),
+        &format!("DROP TABLE \"{}\"", store.table_name()),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -167,12 +169,7 @@ async fn cleanup_task_deletes_and_ends_with_the_store() {
     let pool = store.pool().clone();
     let table = store.table_name().to_owned();
     let task = store.spawn_cleanup(Duration::from_millis(50));
-    for _ in 0..3 {
-        store
-            .set(&new_id(), &sample_record(now_ms() - Duration::from_secs(1)))
-            .await
-            .unwrap();
-    }
+    expired_records(&store, 3).await;
     let live = new_id();
     store
         .set(&live, &sample_record(now_ms() + Duration::from_secs(600)))
@@ -205,10 +202,7 @@ async fn cleanup_task_deletes_and_ends_with_the_store() {
     .await;
 
     drop(store);
-    eventually(Duration::from_secs(10), "task end", || async {
-        task.is_finished()
-    })
-    .await;
+    task_ends(&task).await;
     let _ = (pool, table);
 }
 
@@ -217,10 +211,7 @@ async fn cleanup_task_stops_on_request() {
     let store = memory_store().await;
     let task = store.spawn_cleanup(Duration::from_millis(50));
     task.stop();
-    eventually(Duration::from_secs(10), "stop", || async {
-        task.is_finished()
-    })
-    .await;
+    task_ends(&task).await;
     let rounds = task.rounds_succeeded() + task.rounds_failed();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(task.rounds_succeeded() + task.rounds_failed(), rounds);
@@ -318,31 +309,11 @@ async fn concurrent_writers_do_not_hit_the_busy_timeout() {
 #[tokio::test]
 async fn garbage_rows_are_corrupt() {
     let store = memory_store().await;
-    let id = new_id();
-    store
-        .set(&id, &sample_record(now_ms() + Duration::from_secs(60)))
-        .await
-        .unwrap();
-    let sql = format!(
+    let update = format!(
         "UPDATE \"{}\" SET data = x'00ff' WHERE id = ?1",
         store.table_name()
     );
-    sqlx::query(&sql)
-        .bind(id.as_str())
-        .execute(store.pool())
-        .await
-        .unwrap();
-    let err = store.get(&id).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Corrupt {
-                store: "sqlite",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    garbage_payload_is_corrupt(&store, store.pool(), &update).await;
 }
 
 #[tokio::test]

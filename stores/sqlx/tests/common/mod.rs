@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use session_store::testing::{new_id, sample_record};
 use session_store::time::OffsetDateTime;
 use session_store::{CasOutcome, Error, ManualClock, SessionId, SessionStore};
+use session_store_sqlx::sqlx;
 
 /// A fresh table name: `sess_` and 21 random lower-case characters.
 pub fn random_table() -> String {
@@ -211,4 +212,93 @@ where
 pub fn manual_clock() -> (ManualClock, Arc<dyn session_store::Clock>) {
     let clock = ManualClock::new(OffsetDateTime::now_utc());
     (clock.clone(), Arc::new(clock))
+}
+
+/// Runs `sql` (a test's own set-up or clean-up) on `pool`.
+pub async fn execute<DB>(pool: &sqlx::Pool<DB>, sql: &str)
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    sqlx::query(sql).execute(pool).await.unwrap();
+}
+
+/// The first column of the one row `sql` selects, as an `i64` (e.g. `count(*)`).
+pub async fn scalar<DB>(pool: &sqlx::Pool<DB>, sql: &str) -> i64
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row as _;
+    sqlx::query(sql).fetch_one(pool).await.unwrap().get(0)
+}
+
+/// A stored record whose payload `update` (a statement binding the id as its one
+/// parameter) overwrites with garbage loads as `Error::Corrupt` of `store`, not as a panic
+/// or a fresh record.
+pub async fn garbage_payload_is_corrupt<DB>(
+    store: &dyn SessionStore,
+    pool: &sqlx::Pool<DB>,
+    update: &str,
+) where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let id = new_id();
+    let later = session_store::testing::now_ms() + Duration::from_secs(60);
+    store.set(&id, &sample_record(later)).await.unwrap();
+    sqlx::query(update)
+        .bind(id.as_str())
+        .execute(pool)
+        .await
+        .unwrap();
+    let err = store.get(&id).await.unwrap_err();
+    let name = store.name();
+    assert!(
+        matches!(err, Error::Corrupt { store, .. } if store == name),
+        "{err:?}"
+    );
+}
+
+/// Another store on `store`'s pool and table, which does not keep `store` (and so its
+/// cleanup task) alive.
+pub fn same_table<D: session_store_sqlx::Dialect>(
+    store: &session_store_sqlx::SqlStore<D>,
+) -> session_store_sqlx::SqlStore<D> {
+    session_store_sqlx::SqlStore::new(store.pool().clone())
+        .with_table_name(store.table_name())
+        .unwrap()
+}
+
+/// Stores `n` records that expired a second ago.
+pub async fn expired_records(store: &dyn SessionStore, n: usize) {
+    let past = session_store::testing::now_ms() - Duration::from_secs(1);
+    for _ in 0..n {
+        store.set(&new_id(), &sample_record(past)).await.unwrap();
+    }
+}
+
+/// Waits until the cleanup `task` has ended (at most 10 s).
+pub async fn task_ends(task: &session_store_sqlx::CleanupTask) {
+    eventually(
+        Duration::from_secs(10),
+        "the cleanup task ended",
+        || async { task.is_finished() },
+    )
+    .await;
+}
+
+/// `err` is `Error::Unavailable` whose cause says what happened, and where:
+/// "connection refused at `endpoint`".
+pub fn assert_refused_at(err: &Error, endpoint: &str) {
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    let cause = std::error::Error::source(err).map(ToString::to_string);
+    let want = format!("connection refused at {endpoint}");
+    assert_eq!(cause.as_deref(), Some(want.as_str()), "{err:?}");
 }

@@ -28,6 +28,10 @@ impl Demo {
     /// Starts the demo with `args` (plus `--listen 127.0.0.1:0`) and waits for its
     /// `listening on http://ADDR` line.
     fn start(args: &[&str]) -> Demo {
+        Self::start_with(args, Stdio::inherit())
+    }
+
+    fn start_with(args: &[&str], stderr: Stdio) -> Demo {
         let mut child = Command::new(DEMO)
             .args(args)
             .args(["--listen", "127.0.0.1:0"])
@@ -36,8 +40,11 @@ impl Demo {
             .env_remove("SESSION_MAX_AGE")
             .env_remove("SESSION_TOUCH_AFTER")
             .env_remove("SESSION_COOKIE_NAME")
+            .env_remove("SESSION_SECURE")
+            .env_remove("SESSION_SAME_SITE")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start the demo binary");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -264,4 +271,79 @@ fn unreachable_or_unbuilt_stores_fail_at_start_up() {
         .output()
         .expect("run the demo");
     assert_eq!(output.status.code(), Some(2));
+}
+
+/// A `redis-server` of this test's own on a free port; killed when dropped.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/services.sh installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { child, port }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_once_a_second_not_once_a_request() {
+    let mut redis = OwnRedis::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut demo = Demo::start_with(&["--store", &url], Stdio::piped());
+    let stderr = demo.child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let c = Client::new(demo.addr);
+    assert_eq!(c.get("/").await.body, visited(1));
+
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    let started = std::time::Instant::now();
+    let requests = 60;
+    for _ in 0..requests {
+        let r = c.get("/").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers.get("retry-after").map(|v| v.to_str().unwrap()),
+            Some("1")
+        );
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    drop(demo);
+    let log = rx.recv_timeout(Duration::from_secs(30)).expect("the demo's stderr");
+    let failures = log
+        .lines()
+        .filter(|line| line.contains("ERROR") && line.contains("session store failed"))
+        .count();
+    assert!(failures >= 1, "the outage was not logged: {log}");
+    assert!(
+        failures as u64 <= seconds + 1,
+        "{failures} error lines for {requests} failed requests in {seconds} s: {log}"
+    );
 }

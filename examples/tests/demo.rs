@@ -293,7 +293,10 @@ impl OwnRedis {
             .expect("redis-server (scripts/services.sh installs it)");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         OwnRedis { child, port }
@@ -336,7 +339,9 @@ async fn an_outage_is_logged_once_a_second_not_once_a_request() {
     }
     let seconds = started.elapsed().as_secs() + 1;
     drop(demo);
-    let log = rx.recv_timeout(Duration::from_secs(30)).expect("the demo's stderr");
+    let log = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo's stderr");
     let failures = log
         .lines()
         .filter(|line| line.contains("ERROR") && line.contains("session store failed"))

@@ -1,4 +1,4 @@
-//! The express-session interop settings against the reference values of SEMANTICS.md:
+//! The express-session interop settings against the reference values of `docs/behaviour.md`:
 //! cookie-signature's vectors, express-session's cookie value, and its stored JSON. No
 //! service needed.
 
@@ -129,7 +129,7 @@ fn express_manager_accepts_express_ids() {
     assert!(express_manager(MemoryStore::new(), CookieOptions::default(), &[]).is_err());
 }
 
-/// express-session's stored JSON (SEMANTICS.md) read and written back by the layout.
+/// express-session's stored JSON (`docs/behaviour.md`) read and written back by the layout.
 #[test]
 fn express_json_example_round_trips() {
     let layout = ExpressLayout::new(CookieOptions {

@@ -23,7 +23,7 @@ use crate::store::CasOutcome;
 /// limit) at once. Nothing reaches the store before [`Session::commit`], which auto commit
 /// calls at the end of the request.
 ///
-/// What `commit` does (SEMANTICS.md):
+/// What `commit` does (the whole behaviour is in `docs/behaviour.md` of the repository):
 ///
 /// | state | `Set-Cookie` | store call |
 /// |---|---|---|

@@ -1,4 +1,4 @@
-//! The manager against SEMANTICS.md: every row of the commit table, every option, exact
+//! The manager against `docs/behaviour.md`: every row of the commit table, every option, exact
 //! `Set-Cookie` strings and store contents, on an injected clock.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The HTTP behaviour suite: SEMANTICS.md observed through real HTTP on loopback, once per
+//! The HTTP behaviour suite: `docs/behaviour.md` observed through real HTTP on loopback, once per
 //! integration (tower/axum, actix-web, plain hyper with manual commit).
 
 use std::sync::Arc;

@@ -204,7 +204,7 @@ mod tests {
 
     use super::*;
 
-    /// A session express-session 1.19 stored through connect-redis 9 (SEMANTICS.md).
+    /// A session express-session 1.19 stored through connect-redis 9 (`docs/behaviour.md`).
     const NODE: &str = r#"{"cookie":{"originalMaxAge":60000,"expires":"2026-11-26T19:58:41.066Z","httpOnly":true,"path":"/"},"views":2}"#;
 
     fn express() -> Layout {

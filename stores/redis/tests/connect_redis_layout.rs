@@ -346,7 +346,7 @@ async fn reads_and_rewrites_what_node_wrote() {
     let mut conn = raw().await;
     let id = express_id();
     let key = format!("{}{}", store.prefix(), id.as_str());
-    // What connect-redis 9 writes: `SET key json EX ttl` (seconds), from SEMANTICS.md plus
+    // What connect-redis 9 writes: `SET key json EX ttl` (seconds), from `docs/behaviour.md` plus
     // fields express-session may add.
     let node = r#"{"cookie":{"originalMaxAge":60000,"expires":"2026-11-26T19:58:41.066Z","httpOnly":true,"path":"/","sameSite":"lax","priority":"high"},"views":2,"user":{"name":"ann","tags":["a",null]},"flash":{}}"#;
     let _: () = conn.set_ex(&key, node, 60).await.unwrap();

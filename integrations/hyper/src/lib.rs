@@ -4,8 +4,8 @@
 //! There is no middleware here. [`serve`] is a small accept loop that gives each request a
 //! [`LazySession`] and, after the handler has answered, calls
 //! [`LazySession::finish`] (auto commit if the manager has it on, then the `Set-Cookie`
-//! header). [`visit_counter`] is the example handler: it runs with auto commit **off** and
-//! commits by hand, as next-session's
+//! header). The handler is any `async fn(Request, Arc<LazySession>) -> Response`. With auto
+//! commit **off** it commits by hand, as next-session's
 //!
 //! ```js
 //! const getSession = nextSession({ autoCommit: false });
@@ -18,7 +18,29 @@
 //! ```
 //!
 //! ```no_run
-//! use session_store::{MemoryStore, SessionManager};
+//! use std::sync::Arc;
+//!
+//! use http::{Request, Response, StatusCode};
+//! use hyper::body::Incoming;
+//! use session_store::{LazySession, MemoryStore, SessionManager};
+//! use session_store_hyper::{Body, error_response, text};
+//!
+//! async fn counter(_request: Request<Incoming>, session: Arc<LazySession>) -> Response<Body> {
+//!     let session = match session.get().await {
+//!         Ok(session) => session,
+//!         Err(error) => return error_response(&error),
+//!     };
+//!     let result = session.update("views", |views: Option<u64>| views.unwrap_or(0) + 1);
+//!     let views = match result {
+//!         Ok(views) => views,
+//!         Err(error) => return error_response(&error),
+//!     };
+//!     // Auto commit is off: save now; `serve` then copies the queued `Set-Cookie`.
+//!     if let Err(error) = session.commit().await {
+//!         return error_response(&error);
+//!     }
+//!     text(StatusCode::OK, format!("You have visited this website {views} time(s)."))
+//! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,10 +48,12 @@
 //!     .auto_commit(false)
 //!     .build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! session_store_hyper::serve(listener, manager, session_store_hyper::visit_counter).await;
+//! session_store_hyper::serve(listener, manager, counter).await;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! `examples/plain.rs` is the same server, runnable.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -39,7 +63,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -141,31 +165,4 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// The example handler: `GET /` counts visits in the session and commits by hand (run the
-/// manager with `auto_commit(false)`); anything else is `404`.
-pub async fn visit_counter(
-    request: Request<Incoming>,
-    session: Arc<LazySession>,
-) -> Response<Body> {
-    if request.method() != Method::GET || request.uri().path() != "/" {
-        return text(StatusCode::NOT_FOUND, "not found");
-    }
-    let session = match session.get().await {
-        Ok(session) => session,
-        Err(error) => return error_response(&error),
-    };
-    let views = session.get::<u64>("views").ok().flatten().unwrap_or(0) + 1;
-    if let Err(error) = session.insert("views", views) {
-        return error_response(&error);
-    }
-    // autoCommit is off: save now. `serve` then copies the queued `Set-Cookie`.
-    if let Err(error) = session.commit().await {
-        return error_response(&error);
-    }
-    text(
-        StatusCode::OK,
-        format!("In this session, you have visited this website {views} time(s)."),
-    )
 }

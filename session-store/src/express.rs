@@ -134,6 +134,9 @@ impl ExpressLayout {
             };
             cookie.insert("sameSite".into(), Value::String(text.into()));
         }
+        if o.partitioned {
+            cookie.insert("partitioned".into(), Value::Bool(true));
+        }
         cookie
     }
 }

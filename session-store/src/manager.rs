@@ -77,6 +77,10 @@ pub struct CookieOptions {
     pub same_site: Option<SameSite>,
     /// Lifetime; `None` (the default) makes a browser-session cookie.
     pub max_age: Option<Duration>,
+    /// `Partitioned` (default `false`): the browser keeps a separate cookie per top-level
+    /// site (CHIPS), which lets a session work inside a cross-site `<iframe>` when
+    /// third-party cookies are blocked. Requires `Secure` (and usually `SameSite=None`).
+    pub partitioned: bool,
 }
 
 impl Default for CookieOptions {
@@ -88,6 +92,7 @@ impl Default for CookieOptions {
             domain: None,
             same_site: None,
             max_age: None,
+            partitioned: false,
         }
     }
 }
@@ -236,6 +241,9 @@ impl Config {
         }
         if o.secure {
             cookie.set_secure(true);
+        }
+        if o.partitioned {
+            cookie.set_partitioned(true);
         }
         cookie.set_same_site(o.same_site.map(|s| match s {
             SameSite::Strict => cookie::SameSite::Strict,
@@ -656,6 +664,13 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// The `Partitioned` attribute (CHIPS; see [`CookieOptions::partitioned`]). The builder
+    /// rejects it without `Secure`.
+    pub fn partitioned(mut self, on: bool) -> Self {
+        self.cookie.partitioned = on;
+        self
+    }
+
     /// `cookie.maxAge`: session lifetime (whole seconds in the cookie).
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.cookie.max_age = Some(max_age);
@@ -747,6 +762,9 @@ impl SessionManagerBuilder {
         if o.same_site == Some(SameSite::None) && !o.secure {
             return bad("SameSite=None requires Secure");
         }
+        if o.partitioned && !o.secure {
+            return bad("Partitioned requires Secure");
+        }
         if self.name.starts_with("__Secure-") && !o.secure {
             return bad("`__Secure-` cookies require Secure");
         }
@@ -831,6 +849,11 @@ mod tests {
             SessionManager::builder(crate::MemoryStore::new())
                 .http_only(false)
                 .same_site(SameSite::Lax),
+            SessionManager::builder(crate::MemoryStore::new())
+                .secure(true)
+                .same_site(SameSite::None)
+                .partitioned(true)
+                .max_age(Duration::from_secs(60)),
             SessionManager::builder(crate::MemoryStore::new()).same_site(SameSite::Strict),
         ];
         for builder in builders {

@@ -698,6 +698,22 @@ async fn every_cookie_attribute() {
     let h = harness(|b| b.same_site(SameSite::None).secure(true));
     let r = h.request(None, bump).await;
     assert!(r.cookie().unwrap().contains("SameSite=None; Secure"));
+    // CHIPS: a cookie of its own per top-level site, for sessions in cross-site iframes.
+    let h = harness(|b| b.same_site(SameSite::None).secure(true).partitioned(true));
+    let r = h.request(None, bump).await;
+    assert_eq!(
+        r.cookie().unwrap(),
+        format!(
+            "sid={}; HttpOnly; SameSite=None; Partitioned; Secure; Path=/",
+            r.session.id().as_str()
+        )
+    );
+    let r = h.request(Some(&r.pair()), |s| s.destroy()).await;
+    assert!(
+        r.cookie()
+            .unwrap()
+            .contains("; Partitioned; Secure; Path=/; Max-Age=0")
+    );
     let h = harness(|b| b.same_site(SameSite::Lax));
     assert!(
         h.request(None, bump)
@@ -713,8 +729,9 @@ fn the_builder_rejects_unsafe_or_invalid_cookies() {
     let build = |f: fn(SessionManagerBuilder) -> SessionManagerBuilder| {
         f(SessionManager::builder(MemoryStore::new())).build()
     };
-    let rejected: [fn(SessionManagerBuilder) -> SessionManagerBuilder; 10] = [
+    let rejected: [fn(SessionManagerBuilder) -> SessionManagerBuilder; 11] = [
         |b| b.same_site(SameSite::None),
+        |b| b.partitioned(true).same_site(SameSite::None),
         |b| b.cookie_name("__Host-sid"),
         |b| b.cookie_name("__Host-sid").secure(true).path("/app"),
         |b| {
@@ -734,6 +751,7 @@ fn the_builder_rejects_unsafe_or_invalid_cookies() {
     }
     assert!(build(|b| b.cookie_name("__Host-sid").secure(true)).is_ok());
     assert!(build(|b| b.same_site(SameSite::None).secure(true)).is_ok());
+    assert!(build(|b| b.same_site(SameSite::None).secure(true).partitioned(true)).is_ok());
 }
 
 // ---- ids and codecs ----

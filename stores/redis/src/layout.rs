@@ -13,10 +13,6 @@ use crate::error::NAME;
 pub(crate) const HEADER_LEN: usize = 16;
 /// Where the expiry starts in a [`Layout::Native`] value.
 pub(crate) const EXPIRY_AT: usize = 8;
-/// Byte 8 of a native value written before the expiry moved into the value (version, then
-/// the payload, whose first byte is this). In the current header byte 8 is the top byte of
-/// an expiry below 2^48 ms, so always 0.
-const LEGACY_MARK: u8 = 0xA5;
 /// Latest expiry Redis is asked for (9999-12-31T23:59:59.999Z), in Unix milliseconds.
 pub(crate) const MAX_EXPIRY_MS: i128 = 253_402_300_799_999;
 
@@ -30,10 +26,6 @@ pub enum Layout {
     /// ([`Record::encode_payload`]). The key's TTL is set to the same expiry, so Redis still
     /// removes expired sessions itself, and a read is one `GET`. Every value codec, every
     /// capability including compare-and-set. Default key prefix `session:`.
-    ///
-    /// Values of earlier releases (version, then payload; the expiry only in the TTL) are
-    /// still read, with one more command (`PEXPIRETIME`), and are rewritten in the current
-    /// form on their next write.
     #[default]
     Native,
     /// connect-redis's layout, shared with Node services running express-session: the value
@@ -84,17 +76,6 @@ impl Layout {
         }
     }
 
-    /// Whether the expiry of this stored `value` is only in its key's TTL: every
-    /// connect-redis value, and native values of earlier releases. Read those with
-    /// [`Layout::decode`] and the key's `PEXPIRETIME`, the others with
-    /// [`Layout::decode_native`].
-    pub(crate) fn needs_key_expiry(&self, value: &[u8]) -> bool {
-        match self {
-            Self::Native => value.get(EXPIRY_AT) == Some(&LEGACY_MARK),
-            Self::ConnectRedis(_) => true,
-        }
-    }
-
     /// The record in a native `value` that carries its expiry; `None` if expired at `now`.
     pub(crate) fn decode_native(value: &[u8], now: OffsetDateTime) -> Result<Option<Record>> {
         let Some((header, payload)) = value.split_first_chunk::<HEADER_LEN>() else {
@@ -115,35 +96,18 @@ impl Layout {
             .map_err(|e| Error::corrupt(NAME, e))
     }
 
-    /// The record in a stored `value` whose key expires at `expires_ms` (a `PEXPIRETIME`
-    /// reply: -2 no key, -1 no expiry); `None` if gone or expired at `now`. For values
-    /// whose expiry is only in the TTL ([`Layout::needs_key_expiry`]).
-    pub(crate) fn decode(
-        &self,
+    /// The record in a connect-redis `value` whose key expires at `expires_ms` (a
+    /// `PEXPIRETIME` reply: -2 no key, -1 no expiry); `None` if gone or expired at `now`.
+    pub(crate) fn decode_connect_redis(
+        express: &ExpressLayout,
         value: &[u8],
         expires_ms: i64,
         now: OffsetDateTime,
     ) -> Result<Option<Record>> {
-        match (self, expires_ms) {
+        match expires_ms {
             // The key disappeared between `GET` and `PEXPIRETIME`.
-            (_, -2) => Ok(None),
-            (Self::Native, -1) => Err(Error::corrupt(NAME, "session key has no expiry")),
-            (Self::Native, ms) => {
-                let expires = from_ms(ms)?;
-                if expires <= now {
-                    return Ok(None);
-                }
-                let Some((version, payload)) = value.split_first_chunk::<8>() else {
-                    return Err(Error::corrupt(
-                        NAME,
-                        "value shorter than its version header",
-                    ));
-                };
-                Record::decode_payload(payload, expires, u64::from_be_bytes(*version))
-                    .map(Some)
-                    .map_err(|e| Error::corrupt(NAME, e))
-            }
-            (Self::ConnectRedis(express), ms) => {
+            -2 => Ok(None),
+            ms => {
                 let ttl_expiry = if ms == -1 { None } else { Some(from_ms(ms)?) };
                 if ttl_expiry.is_some_and(|at| at <= now) {
                     return Ok(None);
@@ -207,6 +171,14 @@ mod tests {
     /// A session express-session 1.19 stored through connect-redis 9 (`docs/behaviour.md`).
     const NODE: &str = r#"{"cookie":{"originalMaxAge":60000,"expires":"2026-11-26T19:58:41.066Z","httpOnly":true,"path":"/"},"views":2}"#;
 
+    /// connect-redis's layout reading `value` whose key expires at `expires_ms`.
+    fn decode(value: &[u8], expires_ms: i64, now: OffsetDateTime) -> Result<Option<Record>> {
+        let Layout::ConnectRedis(express) = express() else {
+            unreachable!("express() is connect-redis's layout")
+        };
+        Layout::decode_connect_redis(&express, value, expires_ms, now)
+    }
+
     fn express() -> Layout {
         Layout::connect_redis(CookieOptions::default())
     }
@@ -260,24 +232,17 @@ mod tests {
         }
         // An expired header is a miss, whatever follows.
         assert!(Layout::decode_native(&header(1), now()).unwrap().is_none());
-        // Values of earlier releases: the TTL gives the expiry.
-        for value in [
-            &b""[..],
-            b"\x00\x01",
-            b"12345678",
-            b"\x00\x00\x00\x00\x00\x00\x00\x01{}",
-        ] {
-            assert!(matches!(
-                Layout::Native.decode(value, later, now()),
-                Err(Error::Corrupt { .. })
-            ));
-        }
+        // A value in the layout of an unpublished earlier version (version, then the
+        // payload, whose first byte lands in the expiry) is corrupt, not misread.
+        let old_layout = [
+            &7u64.to_be_bytes()[..],
+            &Record::new(now(), Codec::Json).encode_payload(),
+        ]
+        .concat();
         assert!(matches!(
-            Layout::Native.decode(b"x", -1, now()),
+            Layout::decode_native(&old_layout, now()),
             Err(Error::Corrupt { .. })
         ));
-        assert!(Layout::Native.decode(b"x", -2, now()).unwrap().is_none());
-        assert!(Layout::Native.decode(b"x", 1, now()).unwrap().is_none());
     }
 
     #[test]
@@ -287,18 +252,9 @@ mod tests {
         record.data.insert("k".into(), b"1".to_vec());
         let ms = expiry_ms(record.expires);
         let value = Layout::Native.encode(&record).unwrap();
-        assert!(!Layout::Native.needs_key_expiry(&value));
         assert_eq!(value[..8], record.version.to_be_bytes());
         assert_eq!(value[8..16], ms.to_be_bytes());
         let back = Layout::decode_native(&value, now()).unwrap().unwrap();
-        assert_eq!(back.version, record.version);
-        assert_eq!(back.data, record.data);
-        assert_eq!(expiry_ms(back.expires), ms);
-
-        // The layout of earlier releases: version, payload; expiry in the TTL only.
-        let legacy = [&record.version.to_be_bytes()[..], &record.encode_payload()].concat();
-        assert!(Layout::Native.needs_key_expiry(&legacy));
-        let back = Layout::Native.decode(&legacy, ms, now()).unwrap().unwrap();
         assert_eq!(back.version, record.version);
         assert_eq!(back.data, record.data);
         assert_eq!(expiry_ms(back.expires), ms);
@@ -308,10 +264,7 @@ mod tests {
     fn reads_the_node_example_with_the_key_ttl_as_expiry() {
         // The TTL says 10 minutes from now although `cookie.expires` says otherwise.
         let ttl = expiry_ms(now() + Duration::from_secs(600));
-        let record = express()
-            .decode(NODE.as_bytes(), ttl, now())
-            .unwrap()
-            .expect("live");
+        let record = decode(NODE.as_bytes(), ttl, now()).unwrap().expect("live");
         assert_eq!(expiry_ms(record.expires), ttl);
         assert_eq!(record.codec, Codec::Json);
         assert_eq!(record.version, 0);
@@ -333,18 +286,8 @@ mod tests {
     #[test]
     fn an_expired_ttl_hides_the_node_session() {
         let past = expiry_ms(now() - Duration::from_secs(1));
-        assert!(
-            express()
-                .decode(NODE.as_bytes(), past, now())
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            express()
-                .decode(NODE.as_bytes(), -2, now())
-                .unwrap()
-                .is_none()
-        );
+        assert!(decode(NODE.as_bytes(), past, now()).unwrap().is_none());
+        assert!(decode(NODE.as_bytes(), -2, now()).unwrap().is_none());
     }
 
     #[test]
@@ -352,30 +295,19 @@ mod tests {
         // `cookie.expires` of the example is 2026-11-26T19:58:41.066Z.
         let before = OffsetDateTime::parse("2026-11-26T19:00:00Z", &Rfc3339).unwrap();
         let after = OffsetDateTime::parse("2026-11-26T20:00:00Z", &Rfc3339).unwrap();
-        let record = express()
-            .decode(NODE.as_bytes(), -1, before)
-            .unwrap()
-            .unwrap();
+        let record = decode(NODE.as_bytes(), -1, before).unwrap().unwrap();
         assert_eq!(
             record.expires,
             OffsetDateTime::parse("2026-11-26T19:58:41.066Z", &Rfc3339).unwrap()
         );
-        assert!(
-            express()
-                .decode(NODE.as_bytes(), -1, after)
-                .unwrap()
-                .is_none()
-        );
+        assert!(decode(NODE.as_bytes(), -1, after).unwrap().is_none());
 
         let browser = br#"{"cookie":{"originalMaxAge":null,"expires":null,"httpOnly":true,"path":"/"},"n":1}"#;
-        let record = express().decode(browser, -1, after).unwrap().unwrap();
+        let record = decode(browser, -1, after).unwrap().unwrap();
         assert_eq!(expiry_ms(record.expires), MAX_EXPIRY_MS as i64);
 
         let bad = br#"{"cookie":{"expires":"yesterday"},"n":1}"#;
-        assert!(matches!(
-            express().decode(bad, -1, after),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(decode(bad, -1, after), Err(Error::Corrupt { .. })));
     }
 
     #[test]
@@ -392,7 +324,7 @@ mod tests {
         let native = Layout::Native.encode(&record).unwrap();
         for garbage in [&native[..], b"", b"[1]", b"\"text\"", b"{broken"] {
             assert!(matches!(
-                express().decode(garbage, later, now()),
+                decode(garbage, later, now()),
                 Err(Error::Corrupt { .. })
             ));
         }

@@ -51,16 +51,12 @@ return 2
 
 /// Touch in one `EVALSHA`: 0 = missing, 1 = touched. Rewrites the 8-byte expiry inside the
 /// value (`SETRANGE`, which keeps the key's TTL) and the key's TTL (`PEXPIREAT`, which
-/// removes the key if the time has passed), never the payload. A value of an earlier release
-/// (byte 8 is its payload's first byte, 0xA5) has no expiry inside: only its TTL moves.
+/// removes the key if the time has passed), never the payload.
 const TOUCH_SCRIPT: &str = r"
-local mark = redis.call('GETRANGE', KEYS[1], 8, 8)
-if mark == '' then
+if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-if string.byte(mark) ~= 165 then
-  redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
-end
+redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 ";
@@ -75,7 +71,7 @@ return 1
 /// each, big-endian), followed by the core's payload envelope ([`Record::encode_payload`]).
 /// Every write also sets the key's TTL to that expiry with `PXAT`, so Redis removes expired
 /// sessions by itself, and a read is a single `GET`. Requires Redis 7.0 or later
-/// (`PEXPIRETIME`, used for values written by earlier releases and by connect-redis).
+/// (`PEXPIRETIME`, used by connect-redis's layout).
 ///
 /// [`RedisStore::with_layout`] with [`Layout::ConnectRedis`] selects connect-redis's layout
 /// instead, to share sessions with Node's express-session: key `sess:` + id, value the
@@ -433,32 +429,27 @@ impl SessionStore for RedisStore {
 
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         let key = self.key(id);
-        if let Layout::Native = *self.layout {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(&key);
-            let value: Option<Vec<u8>> = self.send(Request::Cmd(&cmd)).await?;
-            let Some(value) = value else {
-                return Ok(None);
-            };
-            if !self.layout.needs_key_expiry(&value) {
-                return Layout::decode_native(&value, OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc();
+        match &*self.layout {
+            Layout::Native => {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(&key);
+                let value: Option<Vec<u8>> = self.send(Request::Cmd(&cmd)).await?;
+                match value {
+                    Some(value) => Layout::decode_native(&value, now),
+                    None => Ok(None),
+                }
             }
-            // Written by an earlier release: the expiry is the key's TTL only.
-            let mut cmd = redis::cmd("PEXPIRETIME");
-            cmd.arg(&key);
-            let expires_ms: i64 = self.send(Request::Cmd(&cmd)).await?;
-            return self
-                .layout
-                .decode(&value, expires_ms, OffsetDateTime::now_utc());
-        }
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
-        let (value, expires_ms): (Option<Vec<u8>>, i64) = self.send(Request::Pipe(&pipe)).await?;
-        match value {
-            None => Ok(None),
-            Some(value) => self
-                .layout
-                .decode(&value, expires_ms, OffsetDateTime::now_utc()),
+            Layout::ConnectRedis(express) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("GET").arg(&key).cmd("PEXPIRETIME").arg(&key);
+                let (value, expires_ms): (Option<Vec<u8>>, i64) =
+                    self.send(Request::Pipe(&pipe)).await?;
+                match value {
+                    None => Ok(None),
+                    Some(value) => Layout::decode_connect_redis(express, &value, expires_ms, now),
+                }
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_store::testing::{self, SuiteOptions, new_id, now_ms, sample_record};
-use session_store::{Capabilities, CasOutcome, Error, SessionStore};
+use session_store::{Capabilities, Error, SessionStore};
 use session_store_redis::redis::AsyncCommands;
 use session_store_redis::{RedisStore, deadpool_redis, redis};
 
@@ -153,59 +153,6 @@ async fn key_layout_and_expiry_are_redis_own() {
     store.destroy(&id).await.unwrap();
     let exists: bool = conn.exists(&key).await.unwrap();
     assert!(!exists, "destroy left the key");
-}
-
-#[tokio::test]
-async fn values_of_earlier_releases_are_still_read_touched_and_upgraded() {
-    let url = common::redis_url();
-    let store = RedisStore::from_url(&url)
-        .unwrap()
-        .with_prefix(common::random_prefix("legacy"));
-    let mut conn = raw(&url).await;
-    let id = new_id();
-    let key = format!("{}{}", store.prefix(), id.as_str());
-    let mut record = sample_record(now_ms() + Duration::from_secs(600));
-    record.version = 4;
-    // Version, then payload; the expiry only in the key's TTL.
-    let legacy = [&4u64.to_be_bytes()[..], &record.encode_payload()].concat();
-    let expires_ms = (record.expires.unix_timestamp_nanos() / 1_000_000) as i64;
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(&legacy)
-        .arg("PXAT")
-        .arg(expires_ms)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let got = store.get(&id).await.unwrap().expect("legacy value read");
-    assert_eq!(got.version, 4);
-    assert_eq!(got.data, record.data);
-    assert_eq!(got.expires, record.expires);
-
-    let later = now_ms() + Duration::from_secs(3600);
-    assert!(store.touch(&id, later).await.unwrap());
-    let after: Vec<u8> = conn.get(&key).await.unwrap();
-    assert_eq!(
-        after, legacy,
-        "touch must not write a header into a legacy value"
-    );
-    assert_eq!(store.get(&id).await.unwrap().unwrap().expires, later);
-
-    let mut next = got;
-    next.version = 5;
-    next.expires = later;
-    assert_eq!(
-        store.compare_and_set(&id, &next, 4).await.unwrap(),
-        CasOutcome::Written
-    );
-    let upgraded: Vec<u8> = conn.get(&key).await.unwrap();
-    assert_eq!(upgraded[..8], 5u64.to_be_bytes());
-    assert_eq!(
-        upgraded[8..16],
-        ((later.unix_timestamp_nanos() / 1_000_000) as i64).to_be_bytes()
-    );
-    assert_eq!(store.get(&id).await.unwrap().unwrap().version, 5);
-    store.destroy(&id).await.unwrap();
 }
 
 #[tokio::test]

@@ -12,7 +12,10 @@ use crate::id::SessionId;
 use crate::record::Record;
 use crate::store::SessionStore;
 
-/// Largest `name=value` a browser keeps for one cookie.
+/// Largest `name=value` a browser keeps for one cookie: a cookie-only session whose sealed
+/// cookie would be longer fails to commit with [`Error::TooLarge`](crate::Error::TooLarge).
+/// (The limit on what the manager *reads* is
+/// [`MAX_COOKIE_VALUE_LEN`](crate::MAX_COOKIE_VALUE_LEN).)
 pub const MAX_COOKIE_LEN: usize = 4096;
 
 const FORMAT: [u8; 2] = [b'C', 1];

@@ -20,7 +20,10 @@ use crate::record::Codec;
 use crate::session::Session;
 use crate::store::{Capabilities, SessionStore};
 
-/// Longest cookie value the manager looks at; longer values mean "no session".
+/// Longest cookie *value* (after percent-decoding) the manager reads from a request; longer
+/// values mean "no session". A limit on input, where
+/// [`MAX_COOKIE_LEN`](crate::MAX_COOKIE_LEN) limits what the manager writes
+/// (the whole `name=value` of a cookie-only session); both are browsers' 4096 bytes.
 pub const MAX_COOKIE_VALUE_LEN: usize = 4096;
 
 /// The bytes [`URI_COMPONENT`] leaves as they are, as a table.
@@ -360,7 +363,9 @@ impl SessionManager {
             .expect("the default configuration is valid")
     }
 
-    /// Starts a configuration over `store`.
+    /// Starts a configuration over `store` (which the manager then owns). For a store that
+    /// is already an `Arc<dyn SessionStore>` (chosen at run time, or shared with other code),
+    /// use [`SessionManager::builder_arc`], which does not wrap it in a second `Arc`.
     pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
         SessionManagerBuilder::new(Arc::new(store))
     }
@@ -385,7 +390,9 @@ impl SessionManager {
         self.config.cookie_only.is_some()
     }
 
-    /// Starts a configuration over a shared store.
+    /// Starts a configuration over a store that is already shared: the same as
+    /// [`SessionManager::builder`] without a second `Arc` (every call would otherwise go
+    /// through two pointers and the `Arc` forwarding implementation).
     pub fn builder_arc(store: Arc<dyn SessionStore>) -> SessionManagerBuilder {
         SessionManagerBuilder::new(store)
     }

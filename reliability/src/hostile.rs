@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use session_store::{CookieCodec, SessionManager, SessionStore, SignedCodec};
 
-use crate::counting::CountingStore;
 use crate::raw_http::{RawReply, get_request, send_raw};
+use session_store::testing::CountingStore;
 
 /// The secret the app signs with.
 pub const SECRET: &str = "reliability corpus secret";
@@ -409,7 +409,7 @@ fn shown(head: &[u8]) -> String {
 /// Runs the corpus and the garbage records against `store` through HTTP.
 pub async fn run(store: Arc<dyn SessionStore>, backend: &dyn Backend) -> Outcome {
     let name = store.name().to_owned();
-    let counting = CountingStore::new(store);
+    let counting = CountingStore::from_arc(store);
     let manager = SessionManager::builder_arc(Arc::new(counting.clone()))
         .cookie_codec(SignedCodec::new([SECRET]).expect("secret"))
         .max_age(Duration::from_secs(600))

@@ -25,6 +25,10 @@ use crate::id::{IdGenerator, SessionId};
 use crate::record::{Codec, Record};
 use crate::store::{Capabilities, CasOutcome, SessionStore};
 
+mod counting;
+
+pub use counting::{Calls, CountingStore, Failure};
+
 /// What the suite expects of a store.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,11 +15,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use session_store::{
-    Capabilities, CasOutcome, Error, MemoryStore, Record, Result, Session, SessionId,
-    SessionManagerBuilder, SessionStore, async_trait,
-};
-use time::OffsetDateTime;
+use session_store::testing::CountingStore;
+use session_store::{MemoryStore, Record, Session, SessionId, SessionManagerBuilder, SessionStore};
 
 /// How long one HTTP exchange may take before the test fails (generous: the machine is
 /// small and shared).
@@ -405,63 +401,16 @@ impl Client {
 // ---------------------------------------------------------------------------------------
 // The store
 
-/// How a [`TestStore`] fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Failure {
-    /// It works.
-    None = 0,
-    /// Every call fails with [`Error::Unavailable`] (connection refused).
-    Unavailable = 1,
-    /// Every call fails with [`Error::Backend`].
-    Backend = 2,
-    /// Reads work, writes fail with [`Error::Unavailable`].
-    WritesUnavailable = 3,
-    /// Reads work, writes fail with [`Error::Backend`].
-    WritesBackend = 4,
-}
+pub use session_store::testing::{Calls, Failure};
 
-/// How many times each store method was called.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Calls {
-    /// `get`
-    pub get: usize,
-    /// `set`
-    pub set: usize,
-    /// `destroy`
-    pub destroy: usize,
-    /// `touch`
-    pub touch: usize,
-    /// `create`
-    pub create: usize,
-    /// `update`
-    pub update: usize,
-    /// `compare_and_set`
-    pub compare_and_set: usize,
-}
-
-impl Calls {
-    /// Every call.
-    pub fn total(&self) -> usize {
-        self.get + self.writes() + self.destroy + self.touch + self.create
-    }
-
-    /// Writes of an existing session's data (`set`, `update`, `compare_and_set`).
-    pub fn writes(&self) -> usize {
-        self.set + self.update + self.compare_and_set
-    }
-}
-
-#[derive(Default)]
-struct Counters([AtomicUsize; 7]);
-
-/// A [`MemoryStore`] that counts its calls and can be switched to fail (a failing store,
-/// not a mock of any server).
+/// A [`MemoryStore`] named `test` whose calls are counted and which can be switched to fail,
+/// through the workspace's one counting store,
+/// [`CountingStore`](session_store::testing::CountingStore) (derefs to it for `calls`,
+/// `fail` and `reset`); reads records back without counting.
 #[derive(Clone)]
 pub struct TestStore {
-    inner: MemoryStore,
-    counters: Arc<Counters>,
-    failure: Arc<AtomicU8>,
+    counting: CountingStore,
+    memory: MemoryStore,
 }
 
 impl std::fmt::Debug for TestStore {
@@ -470,45 +419,37 @@ impl std::fmt::Debug for TestStore {
     }
 }
 
+impl std::ops::Deref for TestStore {
+    type Target = CountingStore;
+
+    fn deref(&self) -> &CountingStore {
+        &self.counting
+    }
+}
+
 impl TestStore {
     /// Over a [`MemoryStore`] reading time from `clock` (share it with the manager).
     pub fn new(clock: Arc<dyn session_store::Clock>) -> Self {
+        let memory = MemoryStore::with_clock(clock);
         Self {
-            inner: MemoryStore::with_clock(clock),
-            counters: Arc::default(),
-            failure: Arc::new(AtomicU8::new(0)),
+            counting: CountingStore::new(memory.clone()).named("test"),
+            memory,
         }
     }
 
-    /// The calls so far.
-    pub fn calls(&self) -> Calls {
-        let c = |i: usize| self.counters.0[i].load(Ordering::SeqCst);
-        Calls {
-            get: c(0),
-            set: c(1),
-            destroy: c(2),
-            touch: c(3),
-            create: c(4),
-            update: c(5),
-            compare_and_set: c(6),
-        }
+    /// The store to give the manager: every call it makes is counted.
+    pub fn store(&self) -> CountingStore {
+        self.counting.clone()
     }
 
     /// Sets the counts back to zero.
     pub fn reset_calls(&self) {
-        for counter in &self.counters.0 {
-            counter.store(0, Ordering::SeqCst);
-        }
-    }
-
-    /// Switches failures on or off.
-    pub fn fail(&self, failure: Failure) {
-        self.failure.store(failure as u8, Ordering::SeqCst);
+        self.counting.reset();
     }
 
     /// The live record under `id`, read without counting.
     pub async fn record(&self, id: &str) -> Option<Record> {
-        self.inner
+        self.memory
             .get(&SessionId::new(id))
             .await
             .expect("memory store get")
@@ -523,81 +464,12 @@ impl TestStore {
 
     /// Number of records held.
     pub fn len(&self) -> usize {
-        self.inner.len()
+        self.memory.len()
     }
 
     /// Whether no record is held.
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
-    }
-
-    fn enter(&self, counter: usize, write: bool) -> Result<()> {
-        self.counters.0[counter].fetch_add(1, Ordering::SeqCst);
-        let refused = || {
-            Error::unavailable(
-                "test",
-                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
-            )
-        };
-        let broken = || Error::backend("test", std::io::Error::other("the test broke the store"));
-        match self.failure.load(Ordering::SeqCst) {
-            1 => Err(refused()),
-            2 => Err(broken()),
-            3 if write => Err(refused()),
-            4 if write => Err(broken()),
-            _ => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for TestStore {
-    fn name(&self) -> &'static str {
-        "test"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.enter(0, false)?;
-        self.inner.get(id).await
-    }
-
-    async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.enter(1, true)?;
-        self.inner.set(id, record).await
-    }
-
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.enter(2, true)?;
-        self.inner.destroy(id).await
-    }
-
-    async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
-        self.enter(3, true)?;
-        self.inner.touch(id, expires).await
-    }
-
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.enter(4, true)?;
-        self.inner.create(id, record).await
-    }
-
-    async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.enter(5, true)?;
-        self.inner.update(id, record).await
-    }
-
-    async fn compare_and_set(
-        &self,
-        id: &SessionId,
-        record: &Record,
-        expected: u64,
-    ) -> Result<CasOutcome> {
-        self.enter(6, true)?;
-        self.inner.compare_and_set(id, record, expected).await
+        self.memory.is_empty()
     }
 }
 

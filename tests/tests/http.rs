@@ -35,7 +35,7 @@ impl Fixture {
     ) -> Self {
         let clock = ManualClock::new(T0);
         let store = TestStore::new(Arc::new(clock.clone()));
-        let mut builder = SessionManager::builder(store.clone()).clock(Arc::new(clock.clone()));
+        let mut builder = SessionManager::builder(store.store()).clock(Arc::new(clock.clone()));
         if let Some(max_age) = max_age {
             builder = builder.max_age(Duration::from_secs(max_age));
         }
@@ -631,7 +631,7 @@ async fn assert_custom_error_page(server: &Server, store: &TestStore) {
 
 fn failing_manager() -> (TestStore, SessionManager) {
     let store = TestStore::new(Arc::new(session_store::SystemClock));
-    let manager = SessionManager::builder(store.clone())
+    let manager = SessionManager::builder(store.store())
         .build()
         .expect("valid manager");
     (store, manager)

@@ -12,7 +12,7 @@ async fn store_failures_are_logged_without_the_session_id() {
     capture_logs();
     for framework in [Framework::Axum, Framework::Actix, Framework::Hyper] {
         let store = TestStore::new(Arc::new(SystemClock));
-        let server = spawn(framework, SessionManager::builder(store.clone())).await;
+        let server = spawn(framework, SessionManager::builder(store.store())).await;
         let c = server.client();
         assert_eq!(c.get("/count").await.status, StatusCode::OK);
         let id = c.cookie("sid").expect("a session cookie");

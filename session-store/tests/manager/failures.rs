@@ -2,27 +2,14 @@
 
 use super::*;
 
-fn unavailable() -> Error {
-    Error::unavailable(
-        "probe",
-        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
-    )
-}
-fn backend() -> Error {
-    Error::backend("probe", "boom")
-}
-fn corrupt() -> Error {
-    Error::corrupt("probe", "garbage")
-}
-
 #[tokio::test]
 async fn a_failing_store_is_an_error_not_a_fresh_session() {
     let h = harness(|b| b);
     let (cookie, id) = h.existing().await;
-    h.store.fail_with(Some(unavailable));
+    h.store.fail(Failure::Unavailable);
     let err = h.try_load(&cookie).await.unwrap_err();
     assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
-    h.store.fail_with(Some(backend));
+    h.store.fail(Failure::Backend);
     let err = h.try_load(&cookie).await.unwrap_err();
     assert_eq!(err.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!err.to_string().contains(id.as_str()));
@@ -36,21 +23,21 @@ async fn a_failed_save_is_reported_and_retried() {
     let (cookie, id) = h.existing().await;
     let session = h.load(&cookie).await;
     bump(&session);
-    h.store.fail_with(Some(backend));
+    h.store.fail(Failure::Backend);
     let mut out = HeaderMap::new();
     let err = h.finish(&session, &mut out).await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }));
     assert!(session.is_modified(), "the change is kept");
-    h.store.fail_with(None);
+    h.store.fail(Failure::None);
     session.commit().await.unwrap();
     let stored = h.stored(&id).await.unwrap();
     assert_eq!(stored_visits(&stored), 2);
     // A new session whose create fails is not lost either.
     let fresh = h.manager.load(&HeaderMap::new()).await.unwrap();
     bump(&fresh);
-    h.store.fail_with(Some(unavailable));
+    h.store.fail(Failure::Unavailable);
     assert!(fresh.commit().await.unwrap_err().is_unavailable());
-    h.store.fail_with(None);
+    h.store.fail(Failure::None);
     fresh.commit().await.unwrap();
     assert!(h.stored(&fresh.id()).await.is_some());
     assert!(fresh.take_set_cookie().is_some());
@@ -61,13 +48,13 @@ async fn a_failed_touch_is_reported() {
     let h = harness(|b| b.max_age(secs(100)).touch_after(Duration::ZERO));
     let (cookie, _) = h.existing().await;
     let session = h.load(&cookie).await;
-    h.store.fail_with(Some(unavailable));
+    h.store.fail(Failure::Unavailable);
     assert!(session.commit().await.is_err());
     assert!(
         session.take_set_cookie().is_none(),
         "no cookie for a failed touch"
     );
-    h.store.fail_with(None);
+    h.store.fail(Failure::None);
     session.commit().await.unwrap();
     assert!(
         session.take_set_cookie().is_some(),
@@ -79,11 +66,11 @@ async fn a_failed_touch_is_reported() {
 async fn an_undecodable_record_gives_a_fresh_session_and_is_left_alone() {
     let h = harness(|b| b);
     let (cookie, id) = h.existing().await;
-    h.store.fail_with(Some(corrupt));
+    h.store.fail(Failure::Corrupt);
     let session = h.load(&cookie).await;
     assert!(session.is_new());
     assert_ne!(session.id(), id);
-    h.store.fail_with(None);
+    h.store.fail(Failure::None);
     assert!(h.stored(&id).await.is_some(), "left alone");
 }
 

@@ -109,14 +109,14 @@ async fn signed_cookies_reject_tampering_and_rotate_secrets() {
     }
     assert_eq!(h.store.total(), 0, "unverified ids never reach the store");
     // Rotation: a manager signing with a new secret still reads the old cookie.
-    let rotated = SessionManager::builder(h.store.clone())
+    let rotated = SessionManager::builder(h.store.counting.clone())
         .cookie_codec(SignedCodec::new(["new secret", "old secret"]).unwrap())
         .clock(Arc::new(h.clock.clone()))
         .build()
         .unwrap();
     let s = rotated.load(&cookie_headers(Some(&cookie))).await.unwrap();
     assert_eq!(s.id(), id);
-    let only_new = SessionManager::builder(h.store.clone())
+    let only_new = SessionManager::builder(h.store.counting.clone())
         .cookie_codec(SignedCodec::new(["new secret"]).unwrap())
         .build()
         .unwrap();

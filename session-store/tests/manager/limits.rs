@@ -33,7 +33,7 @@ async fn records_of_another_codec_still_load() {
         h.stored(&r.session.id()).await.unwrap().data["visits"],
         b"1"[..]
     );
-    let msgpack = SessionManager::builder(h.store.clone())
+    let msgpack = SessionManager::builder(h.store.counting.clone())
         .clock(Arc::new(h.clock.clone()))
         .build()
         .unwrap();

@@ -8,15 +8,14 @@ use std::time::Duration;
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use session_store::store::Capabilities;
+use session_store::testing::{CountingStore, Failure};
 use session_store::time::OffsetDateTime;
 use session_store::time::macros::datetime;
 use session_store::{
-    CasOutcome, Codec, Error, FnCodec, IdGenerator, LazySession, ManualClock, MemoryStore,
-    PrivateCodec, Record, Result, SameSite, Session, SessionId, SessionManager,
-    SessionManagerBuilder, SessionStore, SignedCodec, async_trait,
+    Codec, Error, FnCodec, IdGenerator, LazySession, ManualClock, MemoryStore, PrivateCodec,
+    Record, Result, SameSite, Session, SessionId, SessionManager, SessionManagerBuilder,
+    SessionStore, SignedCodec, async_trait,
 };
-
-type MakeError = fn() -> Error;
 
 const START: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);
 
@@ -40,89 +39,44 @@ fn hour_cookie(id: &SessionId, expires: &str) -> String {
     )
 }
 
-/// Counts calls per operation and can be told to fail; forwards to a `MemoryStore`.
+/// The store of these tests: a `MemoryStore` on the test clock behind the workspace's one
+/// counting store (which counts calls and can be switched to fail), named `probe`.
 #[derive(Clone)]
 struct Probe {
     inner: MemoryStore,
-    calls: Arc<Mutex<HashMap<&'static str, usize>>>,
-    fail: Arc<Mutex<Option<MakeError>>>,
-    caps: Capabilities,
+    counting: CountingStore,
 }
 
 impl Probe {
-    fn new(clock: &ManualClock) -> Self {
-        Self {
-            inner: MemoryStore::with_clock(Arc::new(clock.clone())),
-            calls: Default::default(),
-            fail: Default::default(),
-            caps: Capabilities::ALL,
-        }
+    fn new(clock: &ManualClock, caps: Capabilities) -> Self {
+        let inner = MemoryStore::with_clock(Arc::new(clock.clone()));
+        let counting = CountingStore::new(inner.clone())
+            .named("probe")
+            .with_capabilities(caps);
+        Self { inner, counting }
     }
+    /// Calls of `op` (`get`, `set`, `destroy`, `touch`, `create`, `update`, `cas`).
     fn count(&self, op: &str) -> usize {
-        *self.calls.lock().unwrap().get(op).unwrap_or(&0)
+        let c = self.counting.calls();
+        match op {
+            "get" => c.get,
+            "set" => c.set,
+            "destroy" => c.destroy,
+            "touch" => c.touch,
+            "create" => c.create,
+            "update" => c.update,
+            "cas" => c.compare_and_set,
+            other => panic!("no store operation {other:?}"),
+        }
     }
     fn total(&self) -> usize {
-        self.calls.lock().unwrap().values().sum()
+        self.counting.calls().total()
     }
     fn reset(&self) {
-        self.calls.lock().unwrap().clear();
+        self.counting.reset();
     }
-    fn fail_with(&self, f: Option<MakeError>) {
-        *self.fail.lock().unwrap() = f;
-    }
-    fn hit(&self, op: &'static str) -> Result<()> {
-        *self.calls.lock().unwrap().entry(op).or_default() += 1;
-        match *self.fail.lock().unwrap() {
-            Some(f) => Err(f()),
-            None => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl SessionStore for Probe {
-    fn name(&self) -> &'static str {
-        "probe"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.caps
-    }
-    async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.hit("get")?;
-        self.inner.get(id).await
-    }
-    async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.hit("set")?;
-        self.inner.set(id, record).await
-    }
-    async fn destroy(&self, id: &SessionId) -> Result<()> {
-        self.hit("destroy")?;
-        self.inner.destroy(id).await
-    }
-    async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
-        self.hit("touch")?;
-        if self.caps.native_touch {
-            self.inner.touch(id, expires).await
-        } else {
-            // What the trait's default does: read, then write the whole record.
-            let Some(mut record) = self.inner.get(id).await? else {
-                return Ok(false);
-            };
-            record.expires = expires;
-            self.inner.update(id, &record).await
-        }
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.hit("create")?;
-        self.inner.create(id, record).await
-    }
-    async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.hit("update")?;
-        self.inner.update(id, record).await
-    }
-    async fn compare_and_set(&self, id: &SessionId, r: &Record, v: u64) -> Result<CasOutcome> {
-        self.hit("cas")?;
-        self.inner.compare_and_set(id, r, v).await
+    fn fail(&self, failure: Failure) {
+        self.counting.fail(failure);
     }
 }
 
@@ -141,9 +95,8 @@ fn harness_with(
     configure: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder,
 ) -> Harness {
     let clock = ManualClock::new(START);
-    let mut store = Probe::new(&clock);
-    store.caps = caps;
-    let builder = SessionManager::builder(store.clone()).clock(Arc::new(clock.clone()));
+    let store = Probe::new(&clock, caps);
+    let builder = SessionManager::builder(store.counting.clone()).clock(Arc::new(clock.clone()));
     let manager = configure(builder).build().expect("valid configuration");
     Harness {
         clock,

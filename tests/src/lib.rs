@@ -404,9 +404,8 @@ impl Client {
 pub use session_store::testing::{Calls, Failure};
 
 /// A [`MemoryStore`] named `test` whose calls are counted and which can be switched to fail,
-/// through the workspace's one counting store,
-/// [`CountingStore`](session_store::testing::CountingStore) (derefs to it for `calls`,
-/// `fail` and `reset`); reads records back without counting.
+/// through the workspace's one counting store, [`CountingStore`] (it derefs to it for
+/// `calls`, `fail` and `reset`); reads records back without counting.
 #[derive(Clone)]
 pub struct TestStore {
     counting: CountingStore,

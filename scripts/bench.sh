@@ -106,31 +106,29 @@ for line in sys.stdin:
             echo "{\"section\": \"instructions\", \"lib\": \"$lib\", \"workload\": \"$w\", \"requests\": $n, \"per_request\": $(( (total - base) / n ))}" >> "$RESULTS"
         done
     done
-    # The client's side of a Redis request (the server runs outside valgrind): ours at the
-    # manager level against the raw `redis` client sending the floor's commands.
+    # client_counts BACKEND VAR URL EXTRA LIB...: the client's side of a request of each LIB
+    # (read, write), with the environment variable VAR set to URL (the server runs outside
+    # valgrind); EXTRA goes into each JSON row.
     local r=5000
-    for lib in ours-redis floor-redis; do
-        local base
-        base=$(REDIS_URL="redis://127.0.0.1:$BENCH_REDIS_PORT" count "$ops" "$lib" none 1)
-        for w in read write; do
-            local total
-            total=$(REDIS_URL="redis://127.0.0.1:$BENCH_REDIS_PORT" count "$ops" "$lib" "$w" "$r")
-            echo "{\"section\": \"client-instructions\", \"backend\": \"redis\", \"lib\": \"$lib\", \"workload\": \"$w\", \"requests\": $r, \"per_request\": $(( (total - base) / r ))}" >> "$RESULTS"
-        done
-    done
-    # The same for Postgres: ours, tower-sessions-sqlx-store and raw sqlx, with and without
-    # TLS (sqlx's default `sslmode=prefer` negotiates TLS with a server that offers it).
-    for tls in prefer disable; do
-        local url="$POSTGRES_URL?sslmode=$tls"
-        for lib in ours-pg tower-pg floor-pg; do
-            local base
-            base=$(POSTGRES_URL="$url" count "$ops" "$lib" none 1)
+    client_counts() {
+        local backend=$1 var=$2 url=$3 extra=$4 lib w base total
+        shift 4
+        for lib in "$@"; do
+            base=$(export "$var=$url"; count "$ops" "$lib" none 1)
             for w in read write; do
-                local total
-                total=$(POSTGRES_URL="$url" count "$ops" "$lib" "$w" "$r")
-                echo "{\"section\": \"client-instructions\", \"backend\": \"postgres\", \"tls\": \"$tls\", \"lib\": \"$lib\", \"workload\": \"$w\", \"requests\": $r, \"per_request\": $(( (total - base) / r ))}" >> "$RESULTS"
+                total=$(export "$var=$url"; count "$ops" "$lib" "$w" "$r")
+                echo "{\"section\": \"client-instructions\", \"backend\": \"$backend\",$extra \"lib\": \"$lib\", \"workload\": \"$w\", \"requests\": $r, \"per_request\": $(( (total - base) / r ))}" >> "$RESULTS"
             done
         done
+    }
+    # Redis: ours at the manager level against the raw `redis` client sending the floor's
+    # commands.
+    client_counts redis REDIS_URL "redis://127.0.0.1:$BENCH_REDIS_PORT" "" ours-redis floor-redis
+    # Postgres: ours, tower-sessions-sqlx-store and raw sqlx, with and without TLS (sqlx's
+    # default `sslmode=prefer` negotiates TLS with a server that offers it).
+    for tls in prefer disable; do
+        client_counts postgres POSTGRES_URL "$POSTGRES_URL?sslmode=$tls" " \"tls\": \"$tls\"," \
+            ours-pg tower-pg floor-pg
     done
 }
 

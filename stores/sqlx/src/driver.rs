@@ -22,6 +22,11 @@ pub struct Values<'q, T> {
 }
 
 impl<'q, T> Values<'q, T> {
+    /// Nothing (a statement without parameters, e.g. `migrate`'s).
+    pub(crate) fn none() -> Self {
+        Self::id("")
+    }
+
     /// Only the id (e.g. `destroy`).
     pub(crate) fn id(id: &'q str) -> Self {
         Self {

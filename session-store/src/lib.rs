@@ -33,7 +33,7 @@ pub use manager::{
     CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, SessionManager, SessionManagerBuilder,
 };
 pub use memory::MemoryStore;
-pub use record::{Codec, PAYLOAD_FORMAT, Record};
+pub use record::{Codec, Lifetime, MAX_LIFETIME, PAYLOAD_FORMAT, Record};
 pub use session::Session;
 pub use store::{Capabilities, CasOutcome, SessionStore};
 

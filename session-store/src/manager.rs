@@ -16,7 +16,7 @@ use crate::codec::{CookieCodec, PlainCodec, PrivateCodec};
 use crate::cookie_only;
 use crate::error::{Error, Result};
 use crate::id::{IdGenerator, SessionId};
-use crate::record::Codec;
+use crate::record::{Codec, Lifetime, MAX_LIFETIME};
 use crate::session::Session;
 use crate::store::{Capabilities, SessionStore};
 
@@ -114,6 +114,7 @@ pub(crate) struct Config {
     pub(crate) auto_commit: bool,
     pub(crate) cookie: CookieOptions,
     pub(crate) idle_lifetime: Duration,
+    pub(crate) absolute_lifetime: Option<Duration>,
     pub(crate) store_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) codec: Codec,
@@ -128,10 +129,45 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// How long a record lives from its last extension: `maxAge`, or the idle lifetime for
-    /// browser-session cookies.
-    pub(crate) fn lifetime(&self) -> Duration {
-        self.cookie.max_age.unwrap_or(self.idle_lifetime)
+    /// How long a record lives from its last extension: the session's own lifetime if it
+    /// has one, else `maxAge`, or the idle lifetime for browser-session cookies.
+    pub(crate) fn lifetime(&self, own: Option<Lifetime>) -> Duration {
+        match own {
+            None => self.cookie.max_age.unwrap_or(self.idle_lifetime),
+            Some(Lifetime::BrowserSession) => self.idle_lifetime,
+            Some(Lifetime::MaxAge(d)) => d,
+        }
+    }
+
+    /// The cookie's `Max-Age` for a session with this own lifetime (`None`: a
+    /// browser-session cookie).
+    pub(crate) fn max_age(&self, own: Option<Lifetime>) -> Option<Duration> {
+        match own {
+            None => self.cookie.max_age,
+            Some(Lifetime::BrowserSession) => None,
+            Some(Lifetime::MaxAge(d)) => Some(d),
+        }
+    }
+
+    /// When a session created at `created` ends whatever its activity (the absolute
+    /// lifetime), if the manager has one.
+    pub(crate) fn deadline(&self, created: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+        Some(created? + self.absolute_lifetime?)
+    }
+
+    /// The store expiry of a session extended at `now`: now + its lifetime, never past its
+    /// absolute deadline.
+    pub(crate) fn extended(
+        &self,
+        now: OffsetDateTime,
+        own: Option<Lifetime>,
+        created: Option<OffsetDateTime>,
+    ) -> OffsetDateTime {
+        let expires = now + self.lifetime(own);
+        match self.deadline(created) {
+            Some(deadline) => expires.min(deadline),
+            None => expires,
+        }
     }
 
     /// The store, called through its own vtable: calling on the `Arc` would go through the
@@ -348,6 +384,7 @@ impl fmt::Debug for SessionManager {
             .field("touch_after", &c.touch_after)
             .field("auto_commit", &c.auto_commit)
             .field("idle_lifetime", &c.idle_lifetime)
+            .field("absolute_lifetime", &c.absolute_lifetime)
             .field("store_timeout", &c.store_timeout)
             .field("codec", &c.codec)
             .finish_non_exhaustive()
@@ -449,7 +486,9 @@ impl SessionManager {
     /// The value is decoded with the cookie codec and checked with the id generator's
     /// validator; an implausible id never reaches the store. A missing, expired or
     /// undecodable record gives a fresh session under a **new** id (never the one the client
-    /// sent). A store error is returned as an error.
+    /// sent); so does one past the [absolute
+    /// lifetime](SessionManagerBuilder::absolute_lifetime), whose record is destroyed and
+    /// whose cookie is removed at commit. A store error is returned as an error.
     pub async fn load_value(&self, cookie_value: Option<&str>) -> Result<Session> {
         let c = &self.config;
         let had_cookie = cookie_value.is_some();
@@ -458,7 +497,11 @@ impl SessionManager {
             return Ok(
                 match cookie_value.and_then(|v| cookie_only::open(codec, &c.name, v)) {
                     Some((id, record)) if !record.is_expired(now) => {
-                        Session::loaded(self.clone(), id, record, now)
+                        if c.deadline(record.created).is_some_and(|d| d <= now) {
+                            Session::ended(self.clone(), id)
+                        } else {
+                            Session::loaded(self.clone(), id, record, now)
+                        }
                     }
                     _ => Session::fresh(self.clone(), had_cookie),
                 },
@@ -475,6 +518,10 @@ impl SessionManager {
                 let now = c.clock.now();
                 if record.is_expired(now) {
                     return Ok(Session::fresh(self.clone(), had_cookie));
+                }
+                if c.deadline(record.created).is_some_and(|d| d <= now) {
+                    // Past its absolute lifetime (set shorter since it was last extended).
+                    return Ok(Session::ended(self.clone(), id));
                 }
                 Ok(Session::loaded(self.clone(), id, record, now))
             }
@@ -563,6 +610,7 @@ pub struct SessionManagerBuilder {
     auto_commit: bool,
     cookie: CookieOptions,
     idle_lifetime: Duration,
+    absolute_lifetime: Option<Duration>,
     store_timeout: Duration,
     clock: Arc<dyn Clock>,
     codec: Codec,
@@ -592,6 +640,7 @@ impl SessionManagerBuilder {
             auto_commit: true,
             cookie: CookieOptions::default(),
             idle_lifetime: Duration::from_secs(24 * 60 * 60),
+            absolute_lifetime: None,
             store_timeout: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
             codec: Codec::MessagePack,
@@ -678,7 +727,8 @@ impl SessionManagerBuilder {
         self
     }
 
-    /// `cookie.maxAge`: session lifetime (whole seconds in the cookie).
+    /// `cookie.maxAge`: session lifetime (whole seconds in the cookie). A session can choose
+    /// its own with [`Session::set_max_age`] ("remember me").
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.cookie.max_age = Some(max_age);
         self
@@ -688,6 +738,19 @@ impl SessionManagerBuilder {
     /// (default one day; sliding, extended by touch like `maxAge`).
     pub fn idle_lifetime(mut self, lifetime: Duration) -> Self {
         self.idle_lifetime = lifetime;
+        self
+    }
+
+    /// The absolute lifetime (default none): a session created longer ago than this is
+    /// treated as expired whatever its activity (never returned; the request gets a fresh
+    /// session and the stale record and cookie are removed), and no extension (touch,
+    /// `touchAfter`, a write) moves its expiry past that point. It counts from the session's
+    /// creation, which [`Session::regenerate`] keeps: rotating the id at login must not
+    /// extend the session, or regenerating on every request would make it endless. To start
+    /// the clock again at login, [`destroy`](Session::destroy) the anonymous session and
+    /// insert the user's data into the new one. Between one second and 400 days.
+    pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
+        self.absolute_lifetime = Some(lifetime);
         self
     }
 
@@ -781,10 +844,15 @@ impl SessionManagerBuilder {
         if o.max_age.is_some_and(|d| d < Duration::from_secs(1)) {
             return bad("maxAge must be at least one second");
         }
-        // Browsers cap cookie lifetimes at 400 days; longer ones only risk date overflows.
-        let longest = Duration::from_secs(400 * 24 * 3600);
+        let longest = MAX_LIFETIME;
         if o.max_age.is_some_and(|d| d > longest) || self.idle_lifetime > longest {
             return bad("maxAge and the idle lifetime must be at most 400 days");
+        }
+        if self
+            .absolute_lifetime
+            .is_some_and(|d| d < Duration::from_secs(1) || d > longest)
+        {
+            return bad("the absolute lifetime must be between one second and 400 days");
         }
         if self.idle_lifetime < Duration::from_secs(1) || self.store_timeout.is_zero() {
             return bad("the idle lifetime and the store timeout must be positive");
@@ -800,6 +868,7 @@ impl SessionManagerBuilder {
             auto_commit: self.auto_commit,
             cookie: self.cookie,
             idle_lifetime: self.idle_lifetime,
+            absolute_lifetime: self.absolute_lifetime,
             store_timeout: self.store_timeout,
             clock: self.clock,
             codec: self.codec,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -137,6 +138,22 @@ fn sort_maps(value: rmpv::Value) -> rmpv::Value {
     }
 }
 
+/// The longest lifetime a session, a cookie or the manager may be given: browsers keep a
+/// cookie at most 400 days, and longer ones only risk date overflows.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// A lifetime chosen for one session ([`Session::set_max_age`](crate::Session::set_max_age)),
+/// kept with its record so every later request of the session uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifetime {
+    /// A browser-session cookie (no `Max-Age`, gone when the browser closes); the store keeps
+    /// the record for the manager's idle lifetime from its last extension.
+    BrowserSession,
+    /// A cookie with this `Max-Age`; the store keeps the record as long from its last
+    /// extension. At most [`MAX_LIFETIME`].
+    MaxAge(Duration),
+}
+
 /// What a store keeps for one session.
 ///
 /// The data is a map from key to the key's value, already encoded by [`Record::codec`].
@@ -159,6 +176,12 @@ pub struct Record {
     /// Fields of foreign layouts that this library does not interpret (e.g. unknown
     /// `cookie` attributes in express-session's JSON). Kept and written back unchanged.
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// When the session was first stored (millisecond precision); the absolute lifetime
+    /// counts from it. `None` for records written before creation times were kept.
+    pub created: Option<OffsetDateTime>,
+    /// The session's own lifetime; `None`: the manager's (`maxAge`, or the idle lifetime for
+    /// a browser-session cookie).
+    pub lifetime: Option<Lifetime>,
 }
 
 impl fmt::Debug for Record {
@@ -168,14 +191,23 @@ impl fmt::Debug for Record {
             .field("expires", &self.expires)
             .field("version", &self.version)
             .field("codec", &self.codec)
+            .field("created", &self.created)
+            .field("lifetime", &self.lifetime)
             .finish_non_exhaustive()
     }
 }
 
 /// First byte of every payload envelope.
 const PAYLOAD_MAGIC: u8 = 0xA5;
-/// Envelope format version written by this release.
-pub const PAYLOAD_FORMAT: u8 = 1;
+/// Envelope format version written by this release. Format 1 (no lifetime fields) is still
+/// read: its records load with no creation time and the manager's lifetime.
+pub const PAYLOAD_FORMAT: u8 = 2;
+/// Lifetime flags of format 2: a creation time follows.
+const META_CREATED: u8 = 1;
+/// A `max_age` in milliseconds follows ([`Lifetime::MaxAge`]).
+const META_MAX_AGE: u8 = 2;
+/// [`Lifetime::BrowserSession`].
+const META_BROWSER_SESSION: u8 = 4;
 
 impl Record {
     /// An empty record with the given expiry, version 0.
@@ -186,6 +218,8 @@ impl Record {
             version: 0,
             codec,
             extra: BTreeMap::new(),
+            created: None,
+            lifetime: None,
         }
     }
 
@@ -194,10 +228,12 @@ impl Record {
         self.expires <= now
     }
 
-    /// Encodes data, codec and extra fields (not expiry or version, which the backend keeps
-    /// in its own fields) into a versioned binary envelope:
-    /// `0xA5, format, codec tag`, then a MessagePack map of key → bin, then the extra fields
-    /// as a MessagePack map.
+    /// Encodes data, codec, lifetime fields and extra fields (not expiry or version, which the
+    /// backend keeps in its own fields) into a versioned binary envelope:
+    /// `0xA5, format, codec tag`, a flags byte (1: creation time, 2: `max_age`, 4: browser
+    /// session) followed by the creation time (`i64` ms since the epoch) and the `max_age`
+    /// (`u64` ms), each big-endian and present only if flagged, then a MessagePack map of
+    /// key → bin, then the extra fields as a MessagePack map.
     pub fn encode_payload(&self) -> Vec<u8> {
         let extra = self.extra_json();
         let mut out = Vec::with_capacity(self.payload_len(&extra).1);
@@ -239,7 +275,7 @@ impl Record {
             debug_assert!(out.is_empty(), "payload length mismatch");
             return bytes;
         }
-        let entries_at = payload_at + 3 + map_header_len(n);
+        let entries_at = payload_at + 3 + self.meta().1 + map_header_len(n);
         // Fixed-size words: copied in place, not through `put`.
         let mut words = tail.chunks_exact_mut(4);
         let mut push = |n: usize| {
@@ -259,6 +295,29 @@ impl Record {
         bytes
     }
 
+    /// The lifetime fields of the envelope: flags byte, then the flagged values.
+    fn meta(&self) -> ([u8; 17], usize) {
+        let mut out = [0u8; 17];
+        let mut len = 1;
+        if let Some(created) = self.created {
+            out[0] |= META_CREATED;
+            let millis = (created.unix_timestamp_nanos() / 1_000_000) as i64;
+            out[len..len + 8].copy_from_slice(&millis.to_be_bytes());
+            len += 8;
+        }
+        match self.lifetime {
+            None => {}
+            Some(Lifetime::BrowserSession) => out[0] |= META_BROWSER_SESSION,
+            Some(Lifetime::MaxAge(d)) => {
+                out[0] |= META_MAX_AGE;
+                let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                out[len..len + 8].copy_from_slice(&millis.to_be_bytes());
+                len += 8;
+            }
+        }
+        (out, len)
+    }
+
     fn extra_json(&self) -> Vec<(&str, Vec<u8>)> {
         self.extra
             .iter()
@@ -275,6 +334,7 @@ impl Record {
             .map(|(k, v)| str_len(k.len()) + bin_len(v.len()))
             .sum();
         let total = 3
+            + self.meta().1
             + map_header_len(self.data.len())
             + entries
             + map_header_len(extra.len())
@@ -295,6 +355,8 @@ impl Record {
         mut entry_at: Option<&mut dyn FnMut(usize)>,
     ) {
         out.put(&[PAYLOAD_MAGIC, PAYLOAD_FORMAT, self.codec.tag()]);
+        let (meta, meta_len) = self.meta();
+        out.put(&meta[..meta_len]);
         let _ = rmp::encode::write_map_len(out, self.data.len() as u32);
         let mut pos = 0;
         let copy = |out: &mut W,
@@ -421,11 +483,49 @@ impl Record {
         if magic != PAYLOAD_MAGIC {
             return Err(corrupt("not a session payload"));
         }
-        if format != PAYLOAD_FORMAT {
+        if format != 1 && format != PAYLOAD_FORMAT {
             return Err(corrupt("unknown payload format version"));
         }
         let codec = Codec::from_tag(tag).ok_or_else(|| corrupt("unknown value codec"))?;
         let mut at = start + 3;
+        let (mut created, mut lifetime) = (None, None);
+        if format >= 2 {
+            let mut meta = &envelope[3..];
+            let (&flags, rest) = meta
+                .split_first()
+                .ok_or_else(|| corrupt("payload too short"))?;
+            meta = rest;
+            let mut word = || -> Result<[u8; 8]> {
+                let (w, rest) = meta
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| corrupt("payload too short"))?;
+                meta = rest;
+                Ok(*w)
+            };
+            if flags & !(META_CREATED | META_MAX_AGE | META_BROWSER_SESSION) != 0
+                || flags & META_MAX_AGE != 0 && flags & META_BROWSER_SESSION != 0
+            {
+                return Err(corrupt("unknown lifetime flags"));
+            }
+            if flags & META_CREATED != 0 {
+                let millis = i128::from(i64::from_be_bytes(word()?));
+                created = Some(
+                    OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
+                        .map_err(|_| corrupt("creation time out of range"))?,
+                );
+            }
+            if flags & META_MAX_AGE != 0 {
+                let max_age = Duration::from_millis(u64::from_be_bytes(word()?));
+                if max_age.is_zero() || max_age > MAX_LIFETIME {
+                    return Err(corrupt("max_age out of range"));
+                }
+                lifetime = Some(Lifetime::MaxAge(max_age));
+            }
+            if flags & META_BROWSER_SESSION != 0 {
+                lifetime = Some(Lifetime::BrowserSession);
+            }
+            at = end - meta.len();
+        }
         let data = match read {
             DataRead::Checked => Data::read_shared(&bytes, &mut at, false),
             DataRead::Trusted => Data::read_shared(&bytes, &mut at, true),
@@ -453,6 +553,8 @@ impl Record {
             version,
             codec,
             extra,
+            created,
+            lifetime,
         })
     }
 
@@ -597,6 +699,55 @@ mod tests {
         let bytes = r.encode_payload();
         let back = Record::decode_payload(&bytes, r.expires, 0).unwrap();
         assert_eq!(back, r);
+        let created = Some(time::macros::datetime!(2026-12-04 08:00:00.123 UTC));
+        for lifetime in [
+            None,
+            Some(Lifetime::BrowserSession),
+            Some(Lifetime::MaxAge(Duration::from_millis(1))),
+            Some(Lifetime::MaxAge(MAX_LIFETIME)),
+        ] {
+            for created in [None, created] {
+                r.created = created;
+                r.lifetime = lifetime;
+                let bytes = r.encode_payload();
+                assert_eq!(Record::decode_payload(&bytes, r.expires, 0).unwrap(), r);
+                let shaped = r.encode_shaped(b"");
+                assert_eq!(Record::decode_shaped(shaped, 0, r.expires, 0).unwrap(), r);
+            }
+        }
+    }
+
+    #[test]
+    fn format_1_payloads_still_load() {
+        // `0xA5, 1, MessagePack`, {"a": bin [1]}, {}: what the first release wrote.
+        let bytes = b"\xa5\x01\x01\x81\xa1a\xc4\x01\x01\x80";
+        let record = Record::decode_payload(bytes, OffsetDateTime::UNIX_EPOCH, 3).unwrap();
+        assert_eq!(record.data.get("a"), Some(&[1u8][..]));
+        assert_eq!(
+            (record.created, record.lifetime, record.version),
+            (None, None, 3)
+        );
+    }
+
+    #[test]
+    fn bad_lifetime_fields_are_errors() {
+        let ms = |n: u64| n.to_be_bytes();
+        let good = [0xa5, 2, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0x80, 0x80];
+        assert!(Record::decode_payload(&good, OffsetDateTime::UNIX_EPOCH, 0).is_ok());
+        for meta in [
+            vec![8],                                   // unknown flag
+            vec![2 | 4],                               // max age and browser session
+            vec![1, 0, 0],                             // creation time cut short
+            [&[2][..], &ms(0)].concat(),               // zero max age
+            [&[2][..], &ms(u64::MAX)].concat(),        // beyond 400 days
+            [&[1][..], &ms(i64::MAX as u64)].concat(), // creation time out of range
+        ] {
+            let bytes = [&[0xa5, 2, 1][..], &meta, &[0x80, 0x80]].concat();
+            assert!(
+                Record::decode_payload(&bytes, OffsetDateTime::UNIX_EPOCH, 0).is_err(),
+                "{meta:?}"
+            );
+        }
     }
 
     #[test]
@@ -606,13 +757,16 @@ mod tests {
                 let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
                 r.data.insert("k".repeat(key_len), vec![7; value_len]);
                 r.extra.insert("x".repeat(key_len), serde_json::json!(1));
+                // Both lifetime fields: 17 bytes between the codec tag and the data map.
+                r.created = Some(OffsetDateTime::UNIX_EPOCH);
+                r.lifetime = Some(Lifetime::MaxAge(Duration::from_secs(60)));
                 let vec = r.encode_payload();
                 // The entry is what `rmp` writes.
                 let mut entry = Vec::new();
                 rmp::encode::write_str(&mut entry, &"k".repeat(key_len)).unwrap();
                 rmp::encode::write_bin(&mut entry, &vec![7; value_len]).unwrap();
                 assert_eq!(
-                    &vec[4..4 + entry.len()],
+                    &vec[21..21 + entry.len()],
                     &entry[..],
                     "{key_len} {value_len}"
                 );
@@ -625,6 +779,7 @@ mod tests {
             }
         }
         let mut many = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::Json);
+        many.lifetime = Some(Lifetime::MaxAge(Duration::from_secs(1)));
         for n in [15, 16, 65536] {
             many.data = (0..n).map(|i| (format!("{i:06}"), vec![1])).collect();
             let vec = many.encode_payload();

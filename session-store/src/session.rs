@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use http::HeaderValue;
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::data::Data;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::manager::{Config, SessionManager};
-use crate::record::{Codec, Record};
+use crate::record::{Codec, Lifetime, MAX_LIFETIME, Record};
 use crate::store::CasOutcome;
 
 /// One session, as a request sees it.
@@ -95,6 +96,13 @@ struct State {
     expires: OffsetDateTime,
     expiry_dirty: bool,
     cookie_dirty: bool,
+    /// When the session was first stored (`None` until then); the absolute lifetime counts
+    /// from it.
+    created: Option<OffsetDateTime>,
+    /// The session's own lifetime (`None`: the manager's).
+    lifetime: Option<Lifetime>,
+    /// The lifetime was changed since the last load or commit: a write, not a touch.
+    lifetime_dirty: bool,
     /// Stored ids to destroy (after regenerate or destroy).
     old_ids: Vec<SessionId>,
     /// Those of `old_ids` that a regeneration left: each gets a tombstone before it is
@@ -162,9 +170,10 @@ fn differs(codec: Codec, old: Option<&[u8]>, now: Option<&[u8]>) -> bool {
 }
 
 impl State {
-    /// Whether some key's value differs (by value) from the last load or commit.
+    /// Whether some key's value differs (by value) from the last load or commit, or the
+    /// session's lifetime was changed.
     fn has_changes(&self) -> bool {
-        changed_since(self.codec, &self.data, &self.baseline)
+        self.lifetime_dirty || changed_since(self.codec, &self.data, &self.baseline)
     }
 
     fn record(&self, version: u64) -> Record {
@@ -174,7 +183,16 @@ impl State {
             version,
             codec: self.codec,
             extra: self.extra.clone(),
+            created: self.created,
+            lifetime: self.lifetime,
         }
+    }
+
+    /// Forgets the lifetime fields: what follows is a new session.
+    fn reset_lifetime(&mut self) {
+        self.created = None;
+        self.lifetime = None;
+        self.lifetime_dirty = false;
     }
 
     /// After a successful write of `written`, made from `sent` (the data when the commit
@@ -212,6 +230,7 @@ impl State {
     fn settled(&self) -> bool {
         self.data.is_untouched_clone_of(&self.baseline)
             && !self.expiry_dirty
+            && !self.lifetime_dirty
             && self.old_ids.is_empty()
             && !self.destroy_requested
             && (self.stored || self.data.is_empty())
@@ -219,9 +238,10 @@ impl State {
 
     /// Restores what a failed commit took out of the state (the baseline stays: the data
     /// still differs from it).
-    fn restore(&mut self, expiry: bool, cookie: bool) {
+    fn restore(&mut self, expiry: bool, cookie: bool, lifetime: bool) {
         self.expiry_dirty |= expiry;
         self.cookie_dirty |= cookie;
+        self.lifetime_dirty |= lifetime;
     }
 }
 
@@ -264,6 +284,9 @@ impl Session {
             expires: OffsetDateTime::UNIX_EPOCH,
             expiry_dirty: false,
             cookie_dirty: false,
+            created: None,
+            lifetime: None,
+            lifetime_dirty: false,
             old_ids: Vec::new(),
             moved_ids: Vec::new(),
             superseded: false,
@@ -284,6 +307,19 @@ impl Session {
         session
     }
 
+    /// A fresh session for a request whose stored session is past its absolute lifetime:
+    /// the commit destroys the record under `id` and removes the cookie (unless the request
+    /// stores new data, which gets a new id and cookie).
+    pub(crate) fn ended(manager: SessionManager, id: SessionId) -> Self {
+        let session = Self::fresh(manager, true);
+        {
+            let mut st = session.lock();
+            st.old_ids.push(id);
+            st.destroy_requested = true;
+        }
+        session
+    }
+
     pub(crate) fn loaded(
         manager: SessionManager,
         id: SessionId,
@@ -291,13 +327,16 @@ impl Session {
         now: OffsetDateTime,
     ) -> Self {
         let c = &manager.config;
-        let lifetime = c.lifetime();
+        // A record from before creation times were kept starts its absolute clock now.
+        let created = Some(record.created.unwrap_or_else(|| millis(now)));
         let mut expires = record.expires;
         let mut due = false;
         if let Some(after) = c.touch_after {
-            let last_extension = record.expires - lifetime;
-            if now - last_extension >= after {
-                expires = now + lifetime;
+            let last_extension = record.expires - c.lifetime(record.lifetime);
+            // A record already at its absolute deadline cannot be extended.
+            let capped = c.deadline(created).is_some_and(|d| record.expires >= d);
+            if now - last_extension >= after && !capped {
+                expires = c.extended(now, record.lifetime, created);
                 due = true;
             }
         }
@@ -313,7 +352,10 @@ impl Session {
             version: record.version,
             expires,
             expiry_dirty: due,
-            cookie_dirty: due && c.cookie.max_age.is_some(),
+            cookie_dirty: due && c.max_age(record.lifetime).is_some(),
+            created,
+            lifetime: record.lifetime,
+            lifetime_dirty: false,
             old_ids: Vec::new(),
             moved_ids: Vec::new(),
             superseded: false,
@@ -354,15 +396,59 @@ impl Session {
     }
 
     /// The expiry the store holds (or will hold after commit: for a session not stored yet,
-    /// now + the lifetime).
+    /// now + the lifetime, within the absolute lifetime).
     pub fn expires(&self) -> OffsetDateTime {
         let st = self.lock();
         if st.stored {
             return st.expires;
         }
-        drop(st);
         let c = self.config();
-        c.clock.now() + c.lifetime()
+        c.extended(c.clock.now(), st.lifetime, st.created)
+    }
+
+    /// The session's cookie lifetime: its own if [`set_max_age`](Self::set_max_age) chose
+    /// one, else the manager's `maxAge`. `None`: a browser-session cookie.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.config().max_age(self.lock().lifetime)
+    }
+
+    /// Chooses this session's lifetime, kept with its record for every later request (load,
+    /// touch, `touchAfter`, the cookie's `Max-Age`) and across [`regenerate`](Self::regenerate):
+    /// `Some(30 days)` for "remember me", `None` for a browser-session cookie (whose record
+    /// the store keeps for the manager's idle lifetime). A change is a modification: the
+    /// commit writes the record and sends a new cookie; the expiry restarts from now (within
+    /// the absolute lifetime).
+    ///
+    /// Fails, changing nothing, for a lifetime under one second or over
+    /// [`MAX_LIFETIME`] (400 days, the longest browsers keep a cookie).
+    pub fn set_max_age(&self, max_age: Option<Duration>) -> Result<()> {
+        let lifetime = match max_age {
+            None => Lifetime::BrowserSession,
+            Some(d) if d < std::time::Duration::from_secs(1) || d > MAX_LIFETIME => {
+                return Err(Error::Config(format!(
+                    "a session's max age must be between one second and 400 days, not {d:?}"
+                )));
+            }
+            Some(d) => Lifetime::MaxAge(d),
+        };
+        let c = self.config();
+        let now = c.clock.now();
+        let mut st = self.lock();
+        if st.lifetime == Some(lifetime) {
+            return Ok(());
+        }
+        st.lifetime = Some(lifetime);
+        st.lifetime_dirty = true;
+        st.expires = c.extended(now, st.lifetime, st.created);
+        st.expiry_dirty = st.stored;
+        st.cookie_dirty = true;
+        Ok(())
+    }
+
+    /// When the session was first stored: the start of its absolute lifetime. `None` for a
+    /// session not stored yet.
+    pub fn created(&self) -> Option<OffsetDateTime> {
+        self.lock().created
     }
 
     /// The value under `key`, decoded as `T`; `Ok(None)` if absent; an error if the stored
@@ -485,9 +571,9 @@ impl Session {
         let c = self.config();
         let now = c.clock.now();
         let mut st = self.lock();
-        st.expires = now + c.lifetime();
+        st.expires = c.extended(now, st.lifetime, st.created);
         st.expiry_dirty = st.stored;
-        st.cookie_dirty = c.cookie.max_age.is_some();
+        st.cookie_dirty = c.max_age(st.lifetime).is_some();
     }
 
     /// Ends the session: at commit its record is destroyed and the response clears the
@@ -507,15 +593,18 @@ impl Session {
         st.version = 0;
         st.expiry_dirty = false;
         st.cookie_dirty = false;
+        st.reset_lifetime();
         st.destroy_requested = true;
         st.new = true;
         st.generation += 1;
         st.updates.clear();
     }
 
-    /// Moves the session to a new id, keeping its data: at commit the data is saved under
-    /// the new id, the old record is destroyed and the cookie carries the new id. Call it
-    /// at login (prevents session fixation).
+    /// Moves the session to a new id, keeping its data, its lifetime and its creation time
+    /// (so the absolute lifetime is not restarted; see
+    /// [`absolute_lifetime`](crate::SessionManagerBuilder::absolute_lifetime)): at commit the
+    /// data is saved under the new id, the old record is destroyed and the cookie carries
+    /// the new id. Call it at login (prevents session fixation).
     pub fn regenerate(&self) {
         let new_id = self.config().ids.generate();
         let mut st = self.lock();
@@ -595,10 +684,11 @@ impl Session {
             st.baseline = st.data.clone();
             return Ok(());
         }
+        let created = *st.created.get_or_insert(millis(now));
         let expires = if st.stored {
             st.expires
         } else {
-            now + c.lifetime()
+            c.extended(now, st.lifetime, Some(created))
         };
         let version = if st.stored {
             st.version.wrapping_add(1)
@@ -615,7 +705,7 @@ impl Session {
                 limit: crate::cookie_only::MAX_COOKIE_LEN,
             });
         }
-        let cookie_expiry = c.cookie.max_age.map(|_| expires);
+        let cookie_expiry = c.max_age(st.lifetime).map(|_| expires);
         st.pending_cookie = Some(c.set_cookie_value(&sealed, cookie_expiry, now));
         st.expires = expires;
         st.version = version;
@@ -626,6 +716,7 @@ impl Session {
         st.destroy_requested = false;
         st.expiry_dirty = false;
         st.cookie_dirty = false;
+        st.lifetime_dirty = false;
         Ok(())
     }
 
@@ -648,7 +739,8 @@ impl Session {
             } else if st.data.is_empty() {
                 None
             } else {
-                st.expires = now + c.lifetime();
+                let created = *st.created.get_or_insert(millis(now));
+                st.expires = c.extended(now, st.lifetime, Some(created));
                 let record = st.record(0);
                 Some((st.id.clone(), record, st.generation))
             }
@@ -675,7 +767,7 @@ impl Session {
         {
             let mut st = self.lock();
             if st.generation == generation {
-                let cookie_expiry = c.cookie.max_age.map(|_| record.expires);
+                let cookie_expiry = c.max_age(record.lifetime).map(|_| record.expires);
                 // The id differs only if it collided above.
                 if st.id != id {
                     st.id = id;
@@ -683,6 +775,7 @@ impl Session {
                 st.stored = true;
                 st.expiry_dirty = false;
                 st.cookie_dirty = false;
+                st.lifetime_dirty &= st.lifetime != record.lifetime;
                 st.settle(&record, &record.data, false);
                 st.pending_cookie = Some(c.set_cookie(&st.id, cookie_expiry, now));
                 st.client_cookie = true;
@@ -706,6 +799,8 @@ impl Session {
                 version: 0,
                 codec: self.lock().codec,
                 extra: BTreeMap::new(),
+                created: None,
+                lifetime: None,
             };
             for (done, old) in moved.iter().enumerate() {
                 let Some(id) = tombstone_id(old) else {
@@ -765,10 +860,12 @@ impl Session {
                 let baseline = st.baseline.clone();
                 let touched = std::mem::take(&mut st.expiry_dirty);
                 let cookie = std::mem::take(&mut st.cookie_dirty);
-                Some((st.id.clone(), record, st.version, baseline, touched, cookie))
+                let lifetime = std::mem::take(&mut st.lifetime_dirty);
+                let snapshot = (st.id.clone(), record, st.version, baseline);
+                Some((snapshot, touched, cookie, lifetime))
             }
         };
-        let Some((id, record, expected, baseline, touched, cookie)) = snapshot else {
+        let Some(((id, record, expected, baseline), touched, cookie, lifetime)) = snapshot else {
             return self.destroy_old_ids().await;
         };
         let outcome = match record {
@@ -780,7 +877,7 @@ impl Session {
             }
             Some(record) => {
                 let sent = record.data.clone();
-                self.write(&id, record, expected, &baseline, touched)
+                self.write(&id, record, expected, &baseline, touched, lifetime)
                     .await
                     .map(|w| w.map(|(written, merged)| Some((written, merged, sent))))
             }
@@ -792,7 +889,7 @@ impl Session {
                 return Ok(());
             }
             Err(e) => {
-                self.lock().restore(touched, cookie);
+                self.lock().restore(touched, cookie, lifetime);
                 return Err(e);
             }
         };
@@ -802,10 +899,13 @@ impl Session {
                 st.settle(record, sent, *merged);
                 if *merged {
                     st.expires = record.expires;
+                    if !lifetime {
+                        st.lifetime = record.lifetime;
+                    }
                 }
             }
             if cookie && st.id == id {
-                let expiry = c.cookie.max_age.map(|_| st.expires);
+                let expiry = c.max_age(st.lifetime).map(|_| st.expires);
                 st.pending_cookie = Some(c.set_cookie(&id, expiry, now));
             }
         }
@@ -823,6 +923,7 @@ impl Session {
         mut expected: u64,
         baseline: &Data,
         touched: bool,
+        lifetime_changed: bool,
     ) -> Result<Option<(Record, bool)>> {
         let c = self.config();
         if !(c.compare_and_set && c.caps.compare_and_set) {
@@ -889,7 +990,10 @@ impl Session {
                     }
                 }
             }
-            let expires = if touched {
+            // This request's lifetime choice wins over the stored one, with its expiry.
+            let expires = if lifetime_changed {
+                record.expires
+            } else if touched {
                 record.expires.max(theirs.expires)
             } else {
                 theirs.expires
@@ -900,6 +1004,12 @@ impl Session {
                 version: expected.wrapping_add(1),
                 codec: theirs.codec,
                 extra: theirs.extra,
+                created: theirs.created.or(record.created),
+                lifetime: if lifetime_changed {
+                    record.lifetime
+                } else {
+                    theirs.lifetime
+                },
             };
         }
         Err(Error::Conflict {
@@ -927,6 +1037,7 @@ impl Session {
         st.version = 0;
         st.expiry_dirty = false;
         st.cookie_dirty = false;
+        st.reset_lifetime();
         st.generation += 1;
         st.updates.clear();
         // No removal cookie: whoever ended the session answered with its own `Set-Cookie`
@@ -934,4 +1045,10 @@ impl Session {
         // it in the browser. A cookie that names no session loads as a fresh one anyway.
         st.client_cookie = false;
     }
+}
+
+/// `at` truncated to whole milliseconds, the precision stores keep a creation time in.
+fn millis(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(u32::from(at.millisecond()) * 1_000_000)
+        .unwrap_or(at)
 }

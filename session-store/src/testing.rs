@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 
 use crate::error::Error;
 use crate::id::{IdGenerator, SessionId};
-use crate::record::{Codec, Record};
+use crate::record::{Codec, Lifetime, Record};
 use crate::store::{Capabilities, CasOutcome, SessionStore};
 
 mod counting;
@@ -123,6 +123,7 @@ pub async fn run(store: &dyn SessionStore, options: &SuiteOptions) {
     expires_during_test(store, options).await;
     touch_extends(store, options).await;
     touch_missing_creates_nothing(store, options).await;
+    lifetimes_are_kept(store, options).await;
     lossless_values(store, options).await;
     large_value(store, options).await;
     odd_keys_and_extra(store, options).await;
@@ -393,6 +394,113 @@ pub async fn touch_extends(store: &dyn SessionStore, o: &SuiteOptions) {
         }
     }
     store.destroy(&id).await.unwrap();
+}
+
+/// A record's creation time and own lifetime ([`Record::created`], [`Record::lifetime`])
+/// come back as written from every write (`set`, and `create`, `update`,
+/// `compare_and_set` where claimed), and a `touch` keeps them.
+pub async fn lifetimes_are_kept(store: &dyn SessionStore, o: &SuiteOptions) {
+    let name = store.name();
+    let created = Some(now_ms() - Duration::from_secs(3600));
+    let lifetimes = [
+        Lifetime::MaxAge(Duration::from_secs(30 * 24 * 3600)),
+        Lifetime::BrowserSession,
+        Lifetime::MaxAge(Duration::from_millis(1500)),
+    ];
+    let kept = |got: &Record, want: &Record, what: &str| {
+        assert_eq!(
+            (got.created, got.lifetime),
+            (want.created, want.lifetime),
+            "[{name}] {what} lost the creation time or the lifetime"
+        );
+    };
+    for (i, lifetime) in lifetimes.into_iter().enumerate() {
+        let id = new_id();
+        let mut record = o.sample(now_ms() + Duration::from_secs(600));
+        record.created = created;
+        record.lifetime = Some(lifetime);
+        store.set(&id, &record).await.unwrap();
+        let got = store.get(&id).await.unwrap();
+        kept(got.as_ref().expect("set record missing"), &record, "set");
+        assert!(
+            store
+                .touch(&id, now_ms() + Duration::from_secs(900))
+                .await
+                .unwrap()
+        );
+        let got = store.get(&id).await.unwrap();
+        kept(
+            got.as_ref().expect("touched record missing"),
+            &record,
+            "touch",
+        );
+        // The next write changes the lifetime (the record read back carries the layout's
+        // own fields, as the manager's would).
+        let mut next = got.expect("touched record missing");
+        next.lifetime = Some(lifetimes[(i + 1) % lifetimes.len()]);
+        next.version = record.version.wrapping_add(1);
+        if o.capabilities.compare_and_set {
+            let outcome = store.compare_and_set(&id, &next, record.version).await;
+            assert_eq!(outcome.unwrap(), CasOutcome::Written, "[{name}] CAS");
+            kept(
+                &store.get(&id).await.unwrap().unwrap(),
+                &next,
+                "compare_and_set",
+            );
+        } else if o.capabilities.update {
+            assert!(store.update(&id, &next).await.unwrap(), "[{name}] update");
+            kept(&store.get(&id).await.unwrap().unwrap(), &next, "update");
+        }
+        store.destroy(&id).await.unwrap();
+        if o.capabilities.create {
+            assert!(store.create(&id, &record).await.unwrap(), "[{name}] create");
+            kept(&store.get(&id).await.unwrap().unwrap(), &record, "create");
+            store.destroy(&id).await.unwrap();
+        }
+    }
+}
+
+/// What one instance of a store wrote, another instance (its own connections, as in another
+/// process or after a restart of the application) reads back whole: data, expiry, version,
+/// creation time and lifetime. `writer` and `reader` must be two instances over the same
+/// backend (same server, table, prefix or collection).
+pub async fn kept_across_instances(
+    writer: &dyn SessionStore,
+    reader: &dyn SessionStore,
+    o: &SuiteOptions,
+) {
+    let name = writer.name();
+    for lifetime in [
+        Lifetime::MaxAge(Duration::from_secs(30 * 24 * 3600)),
+        Lifetime::BrowserSession,
+    ] {
+        let id = new_id();
+        let mut record = o.sample(now_ms() + Duration::from_secs(600));
+        record.version = 9;
+        record.created = Some(now_ms() - Duration::from_secs(60));
+        record.lifetime = Some(lifetime);
+        writer.set(&id, &record).await.unwrap();
+        let got = reader
+            .get(&id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("[{name}] another instance does not see the record"));
+        assert_eq!(got.data, record.data, "[{name}] data across instances");
+        assert_expiry(reader, got.expires, record.expires, o, "across instances");
+        assert_eq!(
+            (got.created, got.lifetime),
+            (record.created, record.lifetime),
+            "[{name}] lifetime fields across instances"
+        );
+        if o.keeps_version {
+            assert_eq!(got.version, 9, "[{name}] version across instances");
+        }
+        reader.destroy(&id).await.unwrap();
+        assert!(
+            writer.get(&id).await.unwrap().is_none(),
+            "[{name}] a destroy by another instance is seen"
+        );
+    }
 }
 
 /// `touch` of a missing or destroyed id returns `false` and creates nothing.

@@ -165,3 +165,35 @@ async fn regenerate_gives_a_new_id_in_the_cookie() {
     let r = request(&m, Some(&new_cookie), |s| assert_eq!(visits(s), 1)).await;
     assert_ne!(r.session.id(), old);
 }
+
+#[tokio::test]
+async fn lifetimes_live_in_the_cookie_too() {
+    let clock = ManualClock::new(datetime!(2026-01-01 00:00:00 UTC));
+    let m = SessionManager::cookie_only(keys(7))
+        .clock(Arc::new(clock.clone()))
+        .touch_after(Duration::from_secs(60))
+        .absolute_lifetime(Duration::from_secs(3 * 24 * 3600))
+        .build()
+        .unwrap();
+    let day = Duration::from_secs(24 * 3600);
+    let login = request(&m, None, |s| {
+        bump(s);
+        s.set_max_age(Some(30 * day)).unwrap();
+    })
+    .await;
+    // Remember me: capped by the absolute lifetime of three days.
+    let cookie = login.cookie.unwrap();
+    assert!(cookie.contains("Max-Age=259200;"), "{cookie}");
+    clock.advance(day);
+    let r = request(&m, Some(&pair(&cookie)), |_| {}).await;
+    assert_eq!(r.session.max_age(), Some(30 * day), "kept in the cookie");
+    assert!(!r.session.is_new());
+    assert!(
+        r.cookie.is_none(),
+        "already at its absolute deadline: touchAfter has nothing to extend"
+    );
+    // Past the absolute lifetime the sealed cookie gives a fresh session.
+    clock.advance(2 * day);
+    let r = request(&m, Some(&pair(&cookie)), |_| {}).await;
+    assert!(r.session.is_new() && r.session.is_empty());
+}

@@ -12,9 +12,9 @@ use session_store::testing::{CountingStore, Failure};
 use session_store::time::OffsetDateTime;
 use session_store::time::macros::datetime;
 use session_store::{
-    Codec, Error, FnCodec, IdGenerator, LazySession, ManualClock, MemoryStore, PrivateCodec,
-    Record, Result, SameSite, Session, SessionId, SessionManager, SessionManagerBuilder,
-    SessionStore, SignedCodec, async_trait,
+    Codec, Error, FnCodec, IdGenerator, LazySession, Lifetime, ManualClock, MemoryStore,
+    PrivateCodec, Record, Result, SameSite, Session, SessionId, SessionManager,
+    SessionManagerBuilder, SessionStore, SignedCodec, async_trait,
 };
 
 const START: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);

@@ -47,6 +47,15 @@ async fn raw(store: &MongoStore, id: &session_store::SessionId) -> Option<Docume
 async fn conformance() {
     let store = store().await;
     run(&store, &SuiteOptions::new(Capabilities::ALL)).await;
+    let other = MongoStore::connect(&url(), DATABASE, store.collection().name())
+        .await
+        .unwrap();
+    session_store::testing::kept_across_instances(
+        &store,
+        &other,
+        &SuiteOptions::new(Capabilities::ALL),
+    )
+    .await;
     // Through the trait objects the manager uses.
     let boxed: Box<dyn SessionStore> = Box::new(store.clone());
     run(&boxed, &SuiteOptions::new(Capabilities::ALL).concurrency(8)).await;

@@ -38,6 +38,10 @@ async fn single_node_passes_the_suite() {
         .await
         .expect("Redis at REDIS_URL must be reachable");
     testing::run(&store, &options()).await;
+    let other = RedisStore::from_url(&common::redis_url())
+        .unwrap()
+        .with_prefix(store.prefix().to_owned());
+    testing::kept_across_instances(&store, &other, &options()).await;
     // Also as a trait object, the way a manager holds it.
     let shared: Arc<dyn SessionStore> = Arc::new(store);
     testing::round_trip(&*shared, &options()).await;

@@ -48,6 +48,17 @@ async fn drop_table(store: &MySqlStore) {
 async fn conformance() {
     let store = store().await;
     run(&store, &SuiteOptions::new(Capabilities::ALL)).await;
+    let other = MySqlStore::connect(&url())
+        .await
+        .unwrap()
+        .with_table_name(store.table_name())
+        .unwrap();
+    session_store::testing::kept_across_instances(
+        &store,
+        &other,
+        &SuiteOptions::new(Capabilities::ALL),
+    )
+    .await;
     assert_eq!(count(&store).await, 0, "suite left rows behind");
     drop_table(&store).await;
 }

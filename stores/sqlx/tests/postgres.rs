@@ -65,6 +65,17 @@ async fn conformance() {
     store.migrate().await.unwrap();
     store.migrate().await.expect("migrate is idempotent");
     run(&store, &SuiteOptions::new(Capabilities::ALL)).await;
+    let other = PostgresStore::connect(&url())
+        .await
+        .unwrap()
+        .with_table_name(store.table_name())
+        .unwrap();
+    session_store::testing::kept_across_instances(
+        &store,
+        &other,
+        &SuiteOptions::new(Capabilities::ALL),
+    )
+    .await;
     assert_eq!(
         count(store.pool(), &store).await,
         0,

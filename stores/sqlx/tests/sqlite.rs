@@ -84,6 +84,18 @@ async fn conformance_file() {
         .get(0);
     assert_eq!(mode, "wal");
     run(&store, &SuiteOptions::new(Capabilities::ALL)).await;
+    let other = SqliteStore::connect(&db.url())
+        .await
+        .unwrap()
+        .with_table_name(store.table_name())
+        .unwrap();
+    session_store::testing::kept_across_instances(
+        &store,
+        &other,
+        &SuiteOptions::new(Capabilities::ALL),
+    )
+    .await;
+    other.pool().close().await;
     assert_eq!(count(&store).await, 0, "suite left rows behind");
     drop_table(&store).await;
     store.pool().close().await;

@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! cargo run --release -p session-demo -- [--store URL] [--listen ADDR] [--max-age DUR]
-//!                                         [--touch-after DUR] [--secret S]...
+//!                                         [--touch-after DUR] [--absolute-lifetime DUR]
+//!                                         [--secret S]...
 //! ```
 //!
 //! - `GET /`: counts visits in the session:
 //!   `In this session, you have visited this website N time(s).`
-//! - `POST /login?user=NAME`: stores the user and regenerates the session id (the data
-//!   stays).
+//! - `POST /login?user=NAME&remember=1`: stores the user and regenerates the session id (the
+//!   data stays); `remember=1` keeps the session for 30 days ("remember me"), without it the
+//!   cookie is a browser-session cookie.
 //! - `POST /logout`: destroys the session.
 //! - `GET /whoami`: reads the session without modifying it.
 #![forbid(unsafe_code)]
@@ -23,8 +25,8 @@ use axum::Router;
 use axum::http::{StatusCode, Uri};
 use axum::routing::{get, post};
 use session_store::{
-    MemoryStore, PrivateCodec, SameSite, SessionManager, SessionManagerBuilder, SessionStore,
-    SignedCodec,
+    MAX_LIFETIME, MemoryStore, PrivateCodec, SameSite, SessionManager, SessionManagerBuilder,
+    SessionStore, SignedCodec,
 };
 use session_store_mongodb::MongoStore;
 use session_store_redis::RedisStore;
@@ -46,6 +48,9 @@ OPTIONS (each also read from the environment variable in brackets; flags win):
                          (default: none, a browser-session cookie)
     --touch-after DUR    extend the expiry at most this often [SESSION_TOUCH_AFTER]
                          (default: never; 0 extends on every request)
+    --absolute-lifetime DUR
+                         end every session this long after it started, however active
+                         (1s to 400d) [SESSION_ABSOLUTE_LIFETIME] (default: none)
     --secret SECRET      sign cookies (express-session format); repeat to rotate keys,
                          the first signs [SESSION_SECRET, one secret]
     --cookie-name NAME   cookie name [SESSION_COOKIE_NAME] (default: sid)
@@ -62,7 +67,8 @@ LOGGING:
 
 ROUTES:
     GET  /         count visits in the session
-    POST /login    ?user=NAME: store the user, regenerate the session id
+    POST /login    ?user=NAME[&remember=1]: store the user, regenerate the session id;
+                   remember=1: a 30-day cookie, else a browser-session cookie
     POST /logout   destroy the session
     GET  /whoami   read the session without modifying it
 ";
@@ -73,6 +79,7 @@ struct Options {
     listen: String,
     max_age: Option<Duration>,
     touch_after: Option<Duration>,
+    absolute_lifetime: Option<Duration>,
     secrets: Vec<String>,
     cookie_name: String,
     secure: bool,
@@ -90,6 +97,7 @@ impl Options {
         let mut listen = None;
         let mut max_age = None;
         let mut touch_after = None;
+        let mut absolute_lifetime = None;
         let mut secrets = Vec::new();
         let mut cookie_name = None;
         let mut secure = None;
@@ -116,6 +124,7 @@ impl Options {
                 "--listen" => listen = Some(value()?),
                 "--max-age" => max_age = Some(value()?),
                 "--touch-after" => touch_after = Some(value()?),
+                "--absolute-lifetime" => absolute_lifetime = Some(value()?),
                 "--secret" => secrets.push(value()?),
                 "--cookie-name" => cookie_name = Some(value()?),
                 "--secure" => secure = Some(parse_bool("--secure", &value()?)?),
@@ -143,6 +152,13 @@ impl Options {
                 .unwrap_or_else(|| "127.0.0.1:3000".into()),
             max_age: duration("--max-age", max_age, "SESSION_MAX_AGE")?,
             touch_after: duration("--touch-after", touch_after, "SESSION_TOUCH_AFTER")?,
+            absolute_lifetime: duration(
+                "--absolute-lifetime",
+                absolute_lifetime,
+                "SESSION_ABSOLUTE_LIFETIME",
+            )?
+            .map(|d| within_limits("--absolute-lifetime", d))
+            .transpose()?,
             secrets,
             cookie_name: cookie_name
                 .or_else(|| env("SESSION_COOKIE_NAME").filter(|v| !v.is_empty()))
@@ -206,6 +222,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .and_then(|n| n.checked_mul(scale))
         .map(Duration::from_secs)
         .ok_or_else(|| format!("`{text}` is not a duration (e.g. 3600, 90s, 30m, 12h, 7d)"))
+}
+
+/// `duration` if it is between one second and [`MAX_LIFETIME`] (400 days), the range the
+/// manager accepts for lifetimes.
+fn within_limits(flag: &str, duration: Duration) -> Result<Duration, String> {
+    if duration < Duration::from_secs(1) || duration > MAX_LIFETIME {
+        return Err(format!(
+            "{flag}: {} is out of range (1s to 400d)",
+            describe(duration)
+        ));
+    }
+    Ok(duration)
 }
 
 /// The scheme of a store URL (`memory` for `memory` and `memory://`), if it looks like one.
@@ -315,16 +343,13 @@ fn store_error(scheme: &str, error: &session_store::Error) -> String {
 
 /// Builds the manager for `options` over `store`.
 fn manager(options: &Options, store: Arc<dyn SessionStore>) -> Result<SessionManager, String> {
-    let mut builder = cookie_attributes(
+    let mut builder = lifetimes(
         options,
-        SessionManager::builder_arc(store).cookie_name(&options.cookie_name),
+        cookie_attributes(
+            options,
+            SessionManager::builder_arc(store).cookie_name(&options.cookie_name),
+        ),
     );
-    if let Some(max_age) = options.max_age {
-        builder = builder.max_age(max_age);
-    }
-    if let Some(after) = options.touch_after {
-        builder = builder.touch_after(after);
-    }
     if !options.secrets.is_empty() {
         let codec = SignedCodec::new(&options.secrets).map_err(|e| format!("--secret: {e}"))?;
         builder = builder.cookie_codec(codec);
@@ -342,6 +367,20 @@ fn cookie_attributes(options: &Options, builder: SessionManagerBuilder) -> Sessi
     }
 }
 
+/// `--max-age`, `--touch-after` and `--absolute-lifetime` on `builder`.
+fn lifetimes(options: &Options, mut builder: SessionManagerBuilder) -> SessionManagerBuilder {
+    if let Some(max_age) = options.max_age {
+        builder = builder.max_age(max_age);
+    }
+    if let Some(after) = options.touch_after {
+        builder = builder.touch_after(after);
+    }
+    if let Some(lifetime) = options.absolute_lifetime {
+        builder = builder.absolute_lifetime(lifetime);
+    }
+    builder
+}
+
 /// Cookie-only sessions: the session itself travels in an encrypted cookie. Keys come from
 /// `--secret` (at least 32 bytes each; the first encrypts); without one, a random key is made
 /// at start-up and sessions end with the process.
@@ -352,17 +391,15 @@ fn cookie_manager(options: &Options) -> Result<SessionManager, String> {
     } else {
         PrivateCodec::from_secrets(&options.secrets).map_err(|e| format!("--secret: {e}"))?
     };
-    let mut builder = cookie_attributes(
+    lifetimes(
         options,
-        SessionManager::cookie_only(keys).cookie_name(&options.cookie_name),
-    );
-    if let Some(max_age) = options.max_age {
-        builder = builder.max_age(max_age);
-    }
-    if let Some(after) = options.touch_after {
-        builder = builder.touch_after(after);
-    }
-    builder.build().map_err(|e| e.to_string())
+        cookie_attributes(
+            options,
+            SessionManager::cookie_only(keys).cookie_name(&options.cookie_name),
+        ),
+    )
+    .build()
+    .map_err(|e| e.to_string())
 }
 
 /// The demo's routes.
@@ -393,14 +430,25 @@ async fn visit(session: Session) -> Reply {
     }
 }
 
+/// How long `remember=1` keeps a login: the session's own cookie `Max-Age`.
+const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The first value of `name` in the query of `uri` (`Some("")` for `name=` and a bare
+/// `name`).
+fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+fn bad_request(text: &str) -> Reply {
+    (StatusCode::BAD_REQUEST, format!("{text}\n"))
+}
+
 /// `?user=NAME` (letters, digits, `-`, `_`; at most 32), default `demo`.
 fn user_of(uri: &Uri) -> Result<String, Reply> {
-    let name = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("user="))
-        .unwrap_or("demo");
+    let name = query_param(uri, "user").unwrap_or("demo");
     let valid = !name.is_empty()
         && name.len() <= 32
         && name
@@ -409,24 +457,50 @@ fn user_of(uri: &Uri) -> Result<String, Reply> {
     if valid {
         Ok(name.to_owned())
     } else {
-        Err((
-            StatusCode::BAD_REQUEST,
-            "user: 1 to 32 of A-Z a-z 0-9 - _\n".into(),
-        ))
+        Err(bad_request("user: 1 to 32 of A-Z a-z 0-9 - _"))
     }
 }
 
+/// `?remember=1` (or `true`, `yes`, `on`; `0`, `false`, `no`, `off`), default off.
+fn remember_of(uri: &Uri) -> Result<bool, Reply> {
+    match query_param(uri, "remember") {
+        None => Ok(false),
+        Some(value) => parse_bool("remember", value).map_err(|e| bad_request(&e)),
+    }
+}
+
+/// `30 days`, `1 hour`, `90 seconds`: the largest unit that divides `duration`.
+fn describe(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size))
+        .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 async fn login(uri: Uri, session: Session) -> Reply {
-    let user = match user_of(&uri) {
-        Ok(user) => user,
-        Err(reply) => return reply,
+    let (user, remember) = match (user_of(&uri), remember_of(&uri)) {
+        (Ok(user), Ok(remember)) => (user, remember),
+        (Err(reply), _) | (_, Err(reply)) => return reply,
     };
+    // A new id at login: whoever knew the old one (session fixation) is left out. The data
+    // (the visit count) stays, and so does the session's start: a login does not extend
+    // `--absolute-lifetime`.
+    session.regenerate();
     if let Err(error) = session.insert("user", &user) {
         return failed(error);
     }
-    // A new id at login: whoever knew the old one (session fixation) is left out.
-    session.regenerate();
-    (StatusCode::OK, format!("Logged in as {user}."))
+    // "Remember me": a cookie that outlives the browser; otherwise a browser-session cookie,
+    // whatever `--max-age` says.
+    if let Err(error) = session.set_max_age(remember.then_some(REMEMBER_FOR)) {
+        return failed(error);
+    }
+    let lifetime = match session.max_age() {
+        Some(max_age) => format!("remembered for {}", describe(max_age)),
+        None => "until the browser is closed".into(),
+    };
+    (StatusCode::OK, format!("Logged in as {user}, {lifetime}."))
 }
 
 async fn logout(session: Session) -> Reply {
@@ -601,6 +675,7 @@ mod tests {
         assert_eq!(o.store, "memory");
         assert_eq!(o.listen, "127.0.0.1:3000");
         assert_eq!((o.max_age, o.touch_after), (None, None));
+        assert_eq!(o.absolute_lifetime, None);
         assert!(o.secrets.is_empty());
         assert_eq!(o.cookie_name, "sid");
     }
@@ -675,6 +750,88 @@ mod tests {
         assert!(parse(&["--store"], &[]).is_err());
         assert!(parse(&["--max-age", "soon"], &[]).is_err());
         assert!(parse(&["--max-age", "5w"], &[]).is_err());
+    }
+
+    #[test]
+    fn absolute_lifetime() {
+        let o = parse(&["--absolute-lifetime", "12h"], &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.absolute_lifetime, Some(Duration::from_secs(43_200)));
+        let o = parse(
+            &["--absolute-lifetime=90s"],
+            &[("SESSION_ABSOLUTE_LIFETIME", "7d")],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            o.absolute_lifetime,
+            Some(Duration::from_secs(90)),
+            "flags win"
+        );
+        let o = parse(&[], &[("SESSION_ABSOLUTE_LIFETIME", "400d")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.absolute_lifetime, Some(MAX_LIFETIME));
+        assert!(manager(&o, Arc::new(MemoryStore::new())).is_ok());
+        assert!(cookie_manager(&o).is_ok());
+        for bad in [
+            "soon",
+            "5w",
+            "-1s",
+            "",
+            "0",
+            "0s",
+            "401d",
+            "99999999999999999999d",
+        ] {
+            let err = parse(&["--absolute-lifetime", bad], &[])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(err.starts_with("--absolute-lifetime: "), "{err}");
+        }
+        let err = parse(&[], &[("SESSION_ABSOLUTE_LIFETIME", "0")])
+            .err()
+            .unwrap();
+        assert!(err.contains("out of range"), "{err}");
+        assert!(parse(&["--absolute-lifetime"], &[]).is_err());
+    }
+
+    #[test]
+    fn login_query() {
+        let uri = |q: &str| q.parse::<Uri>().unwrap();
+        assert_eq!(user_of(&uri("/login")).unwrap(), "demo");
+        assert_eq!(
+            user_of(&uri("/login?user=alice&user=bob")).unwrap(),
+            "alice"
+        );
+        for bad in [
+            "/login?user=",
+            "/login?user",
+            "/login?user=a%20b",
+            "/login?user=a.b",
+        ] {
+            assert_eq!(user_of(&uri(bad)).unwrap_err().0, StatusCode::BAD_REQUEST);
+        }
+        let long = format!("/login?user={}", "a".repeat(33));
+        assert_eq!(user_of(&uri(&long)).unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert!(user_of(&uri(&format!("/login?user={}", "a".repeat(32)))).is_ok());
+        assert_eq!(remember_of(&uri("/login?user=a")), Ok(false));
+        assert_eq!(remember_of(&uri("/login?user=a&remember=1")), Ok(true));
+        assert_eq!(remember_of(&uri("/login?remember=0&user=a")), Ok(false));
+        assert_eq!(remember_of(&uri("/login?rememberme=1")), Ok(false));
+        assert!(remember_of(&uri("/login?remember=maybe")).is_err());
+        assert!(remember_of(&uri("/login?remember")).is_err());
+    }
+
+    #[test]
+    fn durations_described() {
+        assert_eq!(describe(REMEMBER_FOR), "30 days");
+        assert_eq!(describe(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(describe(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(describe(Duration::from_secs(120)), "2 minutes");
+        assert_eq!(describe(Duration::from_secs(1)), "1 second");
+        assert_eq!(describe(Duration::ZERO), "0 seconds");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use session_tests::Client;
@@ -39,6 +39,7 @@ impl Demo {
             .env_remove("SESSION_SECRET")
             .env_remove("SESSION_MAX_AGE")
             .env_remove("SESSION_TOUCH_AFTER")
+            .env_remove("SESSION_ABSOLUTE_LIFETIME")
             .env_remove("SESSION_COOKIE_NAME")
             .env_remove("SESSION_SECURE")
             .env_remove("SESSION_SAME_SITE")
@@ -75,6 +76,21 @@ fn visited(n: u64) -> String {
     format!("In this session, you have visited this website {n} time(s).")
 }
 
+/// The `Max-Age` of a `Set-Cookie` value, if it has one.
+fn max_age_of(set_cookie: &str) -> Option<u64> {
+    set_cookie.split(';').find_map(|attr| {
+        let (name, value) = attr.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("max-age")
+            .then(|| value.parse().expect("a numeric Max-Age"))
+    })
+}
+
+/// Whether a `Set-Cookie` value makes a browser-session cookie (no `Max-Age`, no `Expires`).
+fn is_browser_session(set_cookie: &str) -> bool {
+    let lower = set_cookie.to_ascii_lowercase();
+    !lower.contains("max-age") && !lower.contains("expires")
+}
+
 /// The demo's whole flow. `revocable`: whether a stale cookie stops working (every store; not
 /// cookie-only sessions, whose old cookies stay valid until they expire).
 async fn counter_login_whoami_logout(args: &[&str], revocable: bool) {
@@ -99,8 +115,12 @@ async fn counter_login_whoami_logout(args: &[&str], revocable: bool) {
     let r = c.post("/login?user=alice").await;
     assert_eq!(
         (r.status, r.body.as_str()),
-        (StatusCode::OK, "Logged in as alice.")
+        (
+            StatusCode::OK,
+            "Logged in as alice, until the browser is closed."
+        )
     );
+    assert!(is_browser_session(&r.set_cookie()), "{}", r.set_cookie());
     let second = c.cookie("sid").expect("a session cookie");
     assert_ne!(second, first, "login regenerates the id");
     assert_eq!(
@@ -118,6 +138,27 @@ async fn counter_login_whoami_logout(args: &[&str], revocable: bool) {
         );
     }
     assert_eq!(c.get("/").await.body, visited(4));
+
+    // "Remember me": the store keeps the session's own lifetime with its record.
+    let r = c.post("/login?user=bob&remember=1").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, "Logged in as bob, remembered for 30 days.")
+    );
+    assert_eq!(
+        max_age_of(&r.set_cookie()),
+        Some(2_592_000),
+        "{}",
+        r.set_cookie()
+    );
+    let third = c.cookie("sid").expect("a session cookie");
+    assert_ne!(third, second, "login regenerates the id");
+    assert_eq!(
+        c.get("/whoami").await.body,
+        "You are bob. Visits in this session: 4."
+    );
+    assert_eq!(c.get("/").await.body, visited(5));
+    let second = third;
 
     let r = c.post("/logout").await;
     assert_eq!(r.body, "Logged out.");
@@ -350,5 +391,215 @@ async fn an_outage_is_logged_once_a_second_not_once_a_request() {
     assert!(
         failures as u64 <= seconds + 1,
         "{failures} error lines for {requests} failed requests in {seconds} s: {log}"
+    );
+}
+
+#[tokio::test]
+async fn login_with_and_without_remember_me() {
+    let demo = Demo::start(&[]);
+    let c = Client::new(demo.addr);
+    assert_eq!(c.get("/").await.body, visited(1));
+    let anonymous = c.cookie("sid").expect("a session cookie");
+
+    let r = c.post("/login?user=alice&remember=1").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            StatusCode::OK,
+            "Logged in as alice, remembered for 30 days."
+        )
+    );
+    let cookie = r.set_cookie();
+    assert_eq!(max_age_of(&cookie), Some(2_592_000), "{cookie}");
+    assert!(cookie.contains("; Expires="), "{cookie}");
+    assert_ne!(c.cookie("sid").expect("a session cookie"), anonymous);
+    assert_eq!(c.get("/").await.body, visited(2), "the counter goes on");
+    assert_eq!(
+        c.get("/whoami").await.body,
+        "You are alice. Visits in this session: 2."
+    );
+
+    // Logging in again without remember=1 makes it a browser-session cookie.
+    let r = c.post("/login?user=alice&remember=0").await;
+    assert_eq!(r.body, "Logged in as alice, until the browser is closed.");
+    assert!(is_browser_session(&r.set_cookie()), "{}", r.set_cookie());
+    assert_eq!(c.get("/").await.body, visited(3));
+
+    let fresh = Client::new(demo.addr);
+    let r = fresh.post("/login?user=bob").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            StatusCode::OK,
+            "Logged in as bob, until the browser is closed."
+        )
+    );
+    let cookie = r.set_cookie();
+    assert!(cookie.starts_with("sid="), "{cookie}");
+    assert!(is_browser_session(&cookie), "{cookie}");
+    assert_eq!(
+        fresh.get("/whoami").await.body,
+        "You are bob. Visits in this session: 0."
+    );
+
+    // Bad input is refused and changes nothing.
+    let long = format!("/login?user={}", "x".repeat(33));
+    for path in [
+        "/login?user=",
+        "/login?user=a%20b",
+        long.as_str(),
+        "/login?user=carol&remember=maybe",
+    ] {
+        let r = c.post(path).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.body);
+        assert!(r.set_cookies().is_empty(), "{path}: {:?}", r.set_cookies());
+    }
+    assert_eq!(
+        c.get("/whoami").await.body,
+        "You are alice. Visits in this session: 3."
+    );
+}
+
+#[tokio::test]
+async fn login_without_remember_me_overrides_max_age() {
+    let demo = Demo::start(&["--max-age", "1h"]);
+    let c = Client::new(demo.addr);
+    let r = c.get("/").await;
+    assert_eq!(max_age_of(&r.set_cookie()), Some(3600));
+    let r = c.post("/login?user=alice").await;
+    assert!(is_browser_session(&r.set_cookie()), "{}", r.set_cookie());
+    let r = c.post("/login?user=alice&remember=1").await;
+    assert_eq!(max_age_of(&r.set_cookie()), Some(2_592_000));
+}
+
+#[test]
+fn a_bad_absolute_lifetime_is_refused_at_start_up() {
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut command = Command::new(DEMO);
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("SESSION_ABSOLUTE_LIFETIME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(value) = env {
+            command.env("SESSION_ABSOLUTE_LIFETIME", value);
+        }
+        // A refused value exits before listening; an accepted one would serve until killed.
+        let mut child = command.spawn().expect("start the demo binary");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the demo") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the demo accepted {args:?} {env:?} and kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        (status.code(), stderr)
+    };
+    for value in [
+        "0",
+        "0s",
+        "soon",
+        "5w",
+        "401d",
+        "-1s",
+        "99999999999999999999d",
+    ] {
+        for (args, env) in [
+            (vec!["--absolute-lifetime", value], None),
+            (vec![], Some(value)),
+        ] {
+            let (code, stderr) = run(&args, env);
+            assert_eq!(code, Some(2), "{value:?}: {stderr}");
+            assert!(
+                stderr.contains("session-demo: --absolute-lifetime: "),
+                "{value:?}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{value:?}: {stderr}");
+        }
+    }
+    let (code, stderr) = run(&["--absolute-lifetime"], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`--absolute-lifetime` needs a value"),
+        "{stderr}"
+    );
+}
+
+/// A session stops being recognised once its absolute lifetime has passed, although every
+/// request extends it (`--touch-after 0`) and it is remembered for 30 days.
+#[tokio::test]
+async fn absolute_lifetime_ends_even_active_sessions() {
+    const LIFETIME: Duration = Duration::from_secs(2);
+    let demo = Demo::start(&["--absolute-lifetime", "2s", "--touch-after", "0"]);
+    let c = Client::new(demo.addr);
+    // The session starts no earlier than this.
+    let started = Instant::now();
+    assert_eq!(c.get("/").await.body, visited(1));
+    let r = c.post("/login?user=alice&remember=1").await;
+    assert_eq!(r.body, "Logged in as alice, remembered for 30 days.");
+    // The cookie never outlives the absolute lifetime.
+    let max_age = max_age_of(&r.set_cookie()).expect("a Max-Age");
+    assert!(max_age <= LIFETIME.as_secs(), "{}", r.set_cookie());
+    // From the header, not the jar: a cookie answered with `Max-Age=0` (possible on a slow
+    // machine) leaves the jar at once.
+    let logged_in = r
+        .set_cookie()
+        .strip_prefix("sid=")
+        .and_then(|rest| rest.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let r = c.get("/whoami").await;
+    if started.elapsed() < LIFETIME / 2 {
+        // Answered well within the lifetime (not guaranteed on a loaded machine, hence the
+        // condition): the session was still there.
+        assert_eq!(r.body, "You are alice. Visits in this session: 1.");
+    }
+
+    // Keep using it until it is gone: the counter goes on, then starts again.
+    let deadline = started + Duration::from_secs(60);
+    let mut visits = 1;
+    loop {
+        let body = c.get("/").await.body;
+        if body == visited(1) {
+            break;
+        }
+        visits += 1;
+        assert_eq!(body, visited(visits));
+        assert!(
+            Instant::now() < deadline,
+            "the session outlived its absolute lifetime by far ({visits} visits)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Never before its time (less one second for the rounding of cookie lifetimes).
+    assert!(
+        started.elapsed() >= LIFETIME - Duration::from_secs(1),
+        "ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        c.get("/whoami").await.body,
+        "You are not logged in. Visits in this session: 1."
+    );
+    assert_ne!(c.cookie("sid"), Some(logged_in.clone()));
+    let stale = Client::new(demo.addr);
+    stale.set_cookie("sid", &logged_in);
+    assert_eq!(
+        stale.get("/whoami").await.body,
+        "You are not logged in. Visits in this session: 0."
     );
 }

@@ -13,6 +13,7 @@ mod id;
 mod lazy;
 mod manager;
 mod memory;
+mod owners;
 mod record;
 mod session;
 pub mod store;
@@ -33,7 +34,10 @@ pub use manager::{
     CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, SessionManager, SessionManagerBuilder,
 };
 pub use memory::MemoryStore;
-pub use record::{Codec, Lifetime, MAX_LIFETIME, PAYLOAD_FORMAT, Record};
+pub use owners::SessionInfo;
+pub use record::{
+    Codec, Lifetime, MAX_LABEL_LEN, MAX_LIFETIME, MAX_OWNER_LEN, PAYLOAD_FORMAT, Record,
+};
 pub use session::Session;
 pub use store::{Capabilities, CasOutcome, SessionStore};
 

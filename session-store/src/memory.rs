@@ -1,5 +1,6 @@
 //! [`MemoryStore`]: a complete in-process backend.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -29,6 +30,8 @@ const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 ///   [`Record::encode_payload`]), in shards with their own lock, so concurrent requests
 ///   rarely wait on each other. A read shares that allocation instead of copying it: values
 ///   are decoded only when the session asks for them.
+/// - Owners ([`Record::owner`]) are indexed exactly: every write, destroy and sweep keeps an
+///   owner → ids map in step, so [`SessionStore::owned`] reads only that owner's sessions.
 /// - `Clone` is cheap and clones share the same sessions.
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -40,6 +43,33 @@ struct Inner {
     shards: Box<[Mutex<Shard>]>,
     clock: Arc<dyn Clock>,
     sweep_interval: Duration,
+    /// Owner → ids of its records. Locked after a shard's lock, never before.
+    owners: Mutex<Owners>,
+}
+
+/// The owner index of [`MemoryStore`].
+#[derive(Default)]
+struct Owners(HashMap<Arc<str>, HashSet<Box<str>>>);
+
+impl Owners {
+    /// Moves `id` from `old`'s ids to `new`'s.
+    fn reindex(&mut self, id: &[u8], old: Option<&Arc<str>>, new: Option<&Arc<str>>) {
+        if old == new {
+            return;
+        }
+        let id = String::from_utf8_lossy(id);
+        if let Some(old) = old
+            && let Some(ids) = self.0.get_mut(old)
+        {
+            ids.remove(&*id);
+            if ids.is_empty() {
+                self.0.remove(old);
+            }
+        }
+        if let Some(new) = new {
+            self.0.entry(new.clone()).or_default().insert(id.into());
+        }
+    }
 }
 
 struct Shard {
@@ -58,6 +88,8 @@ struct Entry {
     /// kept as that year, long after any session ends).
     expires: i64,
     version: u64,
+    /// The record's owner, kept out of the payload for the index.
+    owner: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -82,6 +114,7 @@ impl Entry {
             bytes: record.encode_shaped(prefix),
             expires: to_nanos(record.expires),
             version: record.version,
+            owner: record.owner.as_deref().map(Arc::from),
         }
     }
 
@@ -184,6 +217,7 @@ impl MemoryStore {
                 shards,
                 clock,
                 sweep_interval,
+                owners: Mutex::default(),
             }),
         }
     }
@@ -211,7 +245,7 @@ impl MemoryStore {
             .map(|shard| {
                 let mut shard = lock(shard);
                 let before = shard.entries.len();
-                shard.entries.retain(|e| e.live(now));
+                retain_live(&mut shard, now, &self.inner.owners);
                 shard.next_sweep = now.saturating_add(interval_nanos(self.inner.sweep_interval));
                 before - shard.entries.len()
             })
@@ -242,15 +276,29 @@ impl MemoryStore {
         let index = ((hash >> 32) as usize) % SHARDS;
         let mut shard = lock(&self.inner.shards[index]);
         if now >= shard.next_sweep {
-            shard.entries.retain(|e| e.live(now));
+            retain_live(&mut shard, now, &self.inner.owners);
             shard.next_sweep = now.saturating_add(interval_nanos(self.inner.sweep_interval));
         }
         Slot {
             shard,
             hash,
             hasher: &self.inner.hasher,
+            owners: &self.inner.owners,
         }
     }
+}
+
+/// Drops the expired entries of `shard`, and their ids from the owner index.
+fn retain_live(shard: &mut Shard, now: i64, owners: &Mutex<Owners>) {
+    let mut index = None;
+    shard.entries.retain(|e| {
+        let live = e.live(now);
+        if !live && e.owner.is_some() {
+            let index = index.get_or_insert_with(|| lock(owners));
+            index.reindex(e.id(), e.owner.as_ref(), None);
+        }
+        live
+    });
 }
 
 /// A locked shard and the hash of the id being worked on.
@@ -258,6 +306,7 @@ struct Slot<'a> {
     shard: MutexGuard<'a, Shard>,
     hash: u64,
     hasher: &'a std::collections::hash_map::RandomState,
+    owners: &'a Mutex<Owners>,
 }
 
 impl Slot<'_> {
@@ -273,13 +322,19 @@ impl Slot<'_> {
     /// Stores `entry` in place of any entry of the same id.
     fn put(&mut self, entry: Entry) {
         let hasher = self.hasher;
+        let owners = self.owners;
         match self.shard.entries.entry(
             self.hash,
             |e| e.id() == entry.id(),
             |e| hasher.hash_one(e.id()),
         ) {
-            hashbrown::hash_table::Entry::Occupied(mut slot) => *slot.get_mut() = entry,
+            hashbrown::hash_table::Entry::Occupied(mut slot) => {
+                replace(owners, slot.get_mut(), entry);
+            }
             hashbrown::hash_table::Entry::Vacant(slot) => {
+                if entry.owner.is_some() {
+                    lock(owners).reindex(entry.id(), None, entry.owner.as_ref());
+                }
                 slot.insert(entry);
             }
         }
@@ -289,12 +344,23 @@ impl Slot<'_> {
     fn remove(&mut self, id: &SessionId) {
         let key = key(id);
         if let Ok(slot) = self.shard.entries.find_entry(self.hash, |e| e.id() == key) {
-            slot.remove();
+            let (gone, _) = slot.remove();
+            if gone.owner.is_some() {
+                lock(self.owners).reindex(gone.id(), gone.owner.as_ref(), None);
+            }
         }
     }
 }
 
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+/// Overwrites the entry `old` with `new` (same id), keeping the owner index in step.
+fn replace(owners: &Mutex<Owners>, old: &mut Entry, new: Entry) {
+    if old.owner != new.owner {
+        lock(owners).reindex(new.id(), old.owner.as_ref(), new.owner.as_ref());
+    }
+    *old = new;
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a shard lock cannot leave a map half-updated (every mutation is a
     // single insert or remove), so a poisoned lock is safe to keep using.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -310,6 +376,23 @@ impl SessionStore for MemoryStore {
         Capabilities::ALL
     }
 
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        let ids: Vec<Box<str>> = match lock(&self.inner.owners).0.get(owner) {
+            Some(ids) => ids.iter().cloned().collect(),
+            None => return Ok(Vec::new()),
+        };
+        let mut owned = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = SessionId::new(String::from(id));
+            if let Some(record) = self.get(&id).await?
+                && record.owner.as_deref() == Some(owner)
+            {
+                owned.push((id, record));
+            }
+        }
+        Ok(owned)
+    }
+
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         let now = now_nanos(&*self.inner.clock);
         let mut slot = self.shard(id, now);
@@ -318,6 +401,7 @@ impl SessionStore for MemoryStore {
                 bytes: e.bytes.clone(),
                 expires: e.expires,
                 version: e.version,
+                owner: None,
             },
             None => return Ok(None),
         };
@@ -363,9 +447,11 @@ impl SessionStore for MemoryStore {
     async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let entry = Entry::new(id, record);
         let now = now_nanos(&*self.inner.clock);
-        match self.shard(id, now).live(id, now) {
+        let mut slot = self.shard(id, now);
+        let owners = slot.owners;
+        match slot.live(id, now) {
             Some(e) => {
-                *e = entry;
+                replace(owners, e, entry);
                 Ok(true)
             }
             None => Ok(false),
@@ -380,10 +466,12 @@ impl SessionStore for MemoryStore {
     ) -> Result<CasOutcome> {
         let entry = Entry::new(id, record);
         let now = now_nanos(&*self.inner.clock);
-        match self.shard(id, now).live(id, now) {
+        let mut slot = self.shard(id, now);
+        let owners = slot.owners;
+        match slot.live(id, now) {
             Some(e) if e.version != expected => Ok(CasOutcome::Conflict),
             Some(e) => {
-                *e = entry;
+                replace(owners, e, entry);
                 Ok(CasOutcome::Written)
             }
             None => Ok(CasOutcome::Missing),

@@ -142,6 +142,11 @@ fn sort_maps(value: rmpv::Value) -> rmpv::Value {
 /// cookie at most 400 days, and longer ones only risk date overflows.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(400 * 24 * 3600);
 
+/// The longest owner ([`Record::owner`]) a session can be bound to, in bytes.
+pub const MAX_OWNER_LEN: usize = 256;
+/// The longest label ([`Record::label`]) a session keeps, in bytes; longer ones are cut.
+pub const MAX_LABEL_LEN: usize = 256;
+
 /// A lifetime chosen for one session ([`Session::set_max_age`](crate::Session::set_max_age)),
 /// kept with its record so every later request of the session uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -182,6 +187,14 @@ pub struct Record {
     /// The session's own lifetime; `None`: the manager's (`maxAge`, or the idle lifetime for
     /// a browser-session cookie).
     pub lifetime: Option<Lifetime>,
+    /// Whom the session belongs to (e.g. the user id, set at login), at most
+    /// [`MAX_OWNER_LEN`] bytes. Stores that claim
+    /// [`Capabilities::owners`](crate::Capabilities::owners) index it, so
+    /// [`SessionStore::owned`](crate::SessionStore::owned) finds the owner's sessions.
+    pub owner: Option<String>,
+    /// A short text the application shows in a list of sessions (e.g. the user agent), at
+    /// most [`MAX_LABEL_LEN`] bytes.
+    pub label: Option<String>,
 }
 
 impl fmt::Debug for Record {
@@ -193,6 +206,7 @@ impl fmt::Debug for Record {
             .field("codec", &self.codec)
             .field("created", &self.created)
             .field("lifetime", &self.lifetime)
+            .field("owner", &self.owner.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -208,6 +222,12 @@ const META_CREATED: u8 = 1;
 const META_MAX_AGE: u8 = 2;
 /// [`Lifetime::BrowserSession`].
 const META_BROWSER_SESSION: u8 = 4;
+/// An owner follows (`u16` length, UTF-8).
+const META_OWNER: u8 = 8;
+/// A label follows (`u16` length, UTF-8).
+const META_LABEL: u8 = 16;
+/// Every flag this release knows.
+const META_ALL: u8 = META_CREATED | META_MAX_AGE | META_BROWSER_SESSION | META_OWNER | META_LABEL;
 
 impl Record {
     /// An empty record with the given expiry, version 0.
@@ -220,6 +240,8 @@ impl Record {
             extra: BTreeMap::new(),
             created: None,
             lifetime: None,
+            owner: None,
+            label: None,
         }
     }
 
@@ -231,8 +253,9 @@ impl Record {
     /// Encodes data, codec, lifetime fields and extra fields (not expiry or version, which the
     /// backend keeps in its own fields) into a versioned binary envelope:
     /// `0xA5, format, codec tag`, a flags byte (1: creation time, 2: `max_age`, 4: browser
-    /// session) followed by the creation time (`i64` ms since the epoch) and the `max_age`
-    /// (`u64` ms), each big-endian and present only if flagged, then a MessagePack map of
+    /// session, 8: owner, 16: label) followed by the creation time (`i64` ms since the
+    /// epoch), the `max_age` (`u64` ms), the owner and the label (each a `u16` length and
+    /// UTF-8), all big-endian and present only if flagged, then a MessagePack map of
     /// key → bin, then the extra fields as a MessagePack map.
     pub fn encode_payload(&self) -> Vec<u8> {
         let extra = self.extra_json();
@@ -275,7 +298,7 @@ impl Record {
             debug_assert!(out.is_empty(), "payload length mismatch");
             return bytes;
         }
-        let entries_at = payload_at + 3 + self.meta().1 + map_header_len(n);
+        let entries_at = payload_at + 3 + self.meta_len() + map_header_len(n);
         // Fixed-size words: copied in place, not through `put`.
         let mut words = tail.chunks_exact_mut(4);
         let mut push = |n: usize| {
@@ -295,7 +318,41 @@ impl Record {
         bytes
     }
 
-    /// The lifetime fields of the envelope: flags byte, then the flagged values.
+    /// The length of the lifetime and owner fields of the envelope.
+    fn meta_len(&self) -> usize {
+        1 + if self.created.is_some() { 8 } else { 0 }
+            + if matches!(self.lifetime, Some(Lifetime::MaxAge(_))) {
+                8
+            } else {
+                0
+            }
+            + self.owner.as_ref().map_or(0, |o| 2 + o.len())
+            + self.label.as_ref().map_or(0, |l| 2 + l.len())
+    }
+
+    /// Writes the lifetime and owner fields: flags byte, then the flagged values.
+    fn write_meta<W: PayloadWrite>(&self, out: &mut W) {
+        let (fixed, len) = self.meta();
+        let mut flags = fixed[0];
+        let texts = [(META_OWNER, &self.owner), (META_LABEL, &self.label)];
+        for (flag, text) in texts {
+            if text.is_some() {
+                flags |= flag;
+            }
+        }
+        out.put(&[flags]);
+        out.put(&fixed[1..len]);
+        for (_, text) in texts {
+            if let Some(text) = text {
+                // Lengths are checked where owners and labels are set; cut defensively.
+                let bytes = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
+                out.put(&(bytes.len() as u16).to_be_bytes());
+                out.put(bytes);
+            }
+        }
+    }
+
+    /// The fixed-size lifetime fields of the envelope: flags byte, then the flagged values.
     fn meta(&self) -> ([u8; 17], usize) {
         let mut out = [0u8; 17];
         let mut len = 1;
@@ -334,7 +391,7 @@ impl Record {
             .map(|(k, v)| str_len(k.len()) + bin_len(v.len()))
             .sum();
         let total = 3
-            + self.meta().1
+            + self.meta_len()
             + map_header_len(self.data.len())
             + entries
             + map_header_len(extra.len())
@@ -355,8 +412,7 @@ impl Record {
         mut entry_at: Option<&mut dyn FnMut(usize)>,
     ) {
         out.put(&[PAYLOAD_MAGIC, PAYLOAD_FORMAT, self.codec.tag()]);
-        let (meta, meta_len) = self.meta();
-        out.put(&meta[..meta_len]);
+        self.write_meta(out);
         let _ = rmp::encode::write_map_len(out, self.data.len() as u32);
         let mut pos = 0;
         let copy = |out: &mut W,
@@ -488,7 +544,7 @@ impl Record {
         }
         let codec = Codec::from_tag(tag).ok_or_else(|| corrupt("unknown value codec"))?;
         let mut at = start + 3;
-        let (mut created, mut lifetime) = (None, None);
+        let (mut created, mut lifetime, mut owner, mut label) = (None, None, None, None);
         if format >= 2 {
             let mut meta = &envelope[3..];
             let (&flags, rest) = meta
@@ -502,7 +558,7 @@ impl Record {
                 meta = rest;
                 Ok(*w)
             };
-            if flags & !(META_CREATED | META_MAX_AGE | META_BROWSER_SESSION) != 0
+            if flags & !META_ALL != 0
                 || flags & META_MAX_AGE != 0 && flags & META_BROWSER_SESSION != 0
             {
                 return Err(corrupt("unknown lifetime flags"));
@@ -523,6 +579,26 @@ impl Record {
             }
             if flags & META_BROWSER_SESSION != 0 {
                 lifetime = Some(Lifetime::BrowserSession);
+            }
+            let mut text = |limit: usize| -> Result<String> {
+                let (len, rest) = meta
+                    .split_first_chunk::<2>()
+                    .ok_or_else(|| corrupt("payload too short"))?;
+                let len = usize::from(u16::from_be_bytes(*len));
+                let (bytes, rest) = rest
+                    .split_at_checked(len)
+                    .ok_or_else(|| corrupt("payload too short"))?;
+                meta = rest;
+                if len > limit {
+                    return Err(corrupt("owner or label too long"));
+                }
+                String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("owner or label not UTF-8"))
+            };
+            if flags & META_OWNER != 0 {
+                owner = Some(text(MAX_OWNER_LEN)?);
+            }
+            if flags & META_LABEL != 0 {
+                label = Some(text(MAX_LABEL_LEN)?);
             }
             at = end - meta.len();
         }
@@ -555,6 +631,8 @@ impl Record {
             extra,
             created,
             lifetime,
+            owner,
+            label,
         })
     }
 

@@ -101,8 +101,12 @@ struct State {
     created: Option<OffsetDateTime>,
     /// The session's own lifetime (`None`: the manager's).
     lifetime: Option<Lifetime>,
-    /// The lifetime was changed since the last load or commit: a write, not a touch.
-    lifetime_dirty: bool,
+    /// Whom the session belongs to, and its label for lists of sessions.
+    owner: Option<String>,
+    label: Option<String>,
+    /// The lifetime, owner or label was changed since the last load or commit: a write, not
+    /// a touch.
+    meta_dirty: bool,
     /// Stored ids to destroy (after regenerate or destroy).
     old_ids: Vec<SessionId>,
     /// Those of `old_ids` that a regeneration left: each gets a tombstone before it is
@@ -173,7 +177,7 @@ impl State {
     /// Whether some key's value differs (by value) from the last load or commit, or the
     /// session's lifetime was changed.
     fn has_changes(&self) -> bool {
-        self.lifetime_dirty || changed_since(self.codec, &self.data, &self.baseline)
+        self.meta_dirty || changed_since(self.codec, &self.data, &self.baseline)
     }
 
     fn record(&self, version: u64) -> Record {
@@ -185,14 +189,18 @@ impl State {
             extra: self.extra.clone(),
             created: self.created,
             lifetime: self.lifetime,
+            owner: self.owner.clone(),
+            label: self.label.clone(),
         }
     }
 
-    /// Forgets the lifetime fields: what follows is a new session.
-    fn reset_lifetime(&mut self) {
+    /// Forgets the lifetime, owner and label: what follows is a new session.
+    fn reset_meta(&mut self) {
         self.created = None;
         self.lifetime = None;
-        self.lifetime_dirty = false;
+        self.owner = None;
+        self.label = None;
+        self.meta_dirty = false;
     }
 
     /// After a successful write of `written`, made from `sent` (the data when the commit
@@ -230,7 +238,7 @@ impl State {
     fn settled(&self) -> bool {
         self.data.is_untouched_clone_of(&self.baseline)
             && !self.expiry_dirty
-            && !self.lifetime_dirty
+            && !self.meta_dirty
             && self.old_ids.is_empty()
             && !self.destroy_requested
             && (self.stored || self.data.is_empty())
@@ -241,7 +249,7 @@ impl State {
     fn restore(&mut self, expiry: bool, cookie: bool, lifetime: bool) {
         self.expiry_dirty |= expiry;
         self.cookie_dirty |= cookie;
-        self.lifetime_dirty |= lifetime;
+        self.meta_dirty |= lifetime;
     }
 }
 
@@ -286,7 +294,9 @@ impl Session {
             cookie_dirty: false,
             created: None,
             lifetime: None,
-            lifetime_dirty: false,
+            owner: None,
+            label: None,
+            meta_dirty: false,
             old_ids: Vec::new(),
             moved_ids: Vec::new(),
             superseded: false,
@@ -355,7 +365,9 @@ impl Session {
             cookie_dirty: due && c.max_age(record.lifetime).is_some(),
             created,
             lifetime: record.lifetime,
-            lifetime_dirty: false,
+            owner: record.owner,
+            label: record.label,
+            meta_dirty: false,
             old_ids: Vec::new(),
             moved_ids: Vec::new(),
             superseded: false,
@@ -438,11 +450,76 @@ impl Session {
             return Ok(());
         }
         st.lifetime = Some(lifetime);
-        st.lifetime_dirty = true;
+        st.meta_dirty = true;
         st.expires = c.extended(now, st.lifetime, st.created);
         st.expiry_dirty = st.stored;
         st.cookie_dirty = true;
         Ok(())
+    }
+
+    /// Binds the session to `owner` (e.g. the user id, at login), so that
+    /// [`SessionManager::sessions_of`] lists it and the `revoke` calls can end it. Kept
+    /// across [`regenerate`](Self::regenerate); a change is a modification (written at
+    /// commit). Fails, changing nothing, for an empty owner or one over
+    /// [`MAX_OWNER_LEN`](crate::MAX_OWNER_LEN) bytes.
+    pub fn set_owner(&self, owner: impl Into<String>) -> Result<()> {
+        let owner = owner.into();
+        if owner.is_empty() || owner.len() > crate::record::MAX_OWNER_LEN {
+            return Err(Error::Config(format!(
+                "an owner must be 1 to {} bytes, not {}",
+                crate::record::MAX_OWNER_LEN,
+                owner.len()
+            )));
+        }
+        self.set_meta(|st| &mut st.owner, Some(owner));
+        Ok(())
+    }
+
+    /// Unbinds the session from its owner (a modification if it had one).
+    pub fn remove_owner(&self) {
+        self.set_meta(|st| &mut st.owner, None);
+    }
+
+    /// The owner the session is bound to.
+    pub fn owner(&self) -> Option<String> {
+        self.lock().owner.clone()
+    }
+
+    /// Sets the text shown for this session in [`SessionManager::sessions_of`] (e.g. the
+    /// user agent), cut to [`MAX_LABEL_LEN`](crate::MAX_LABEL_LEN) bytes at a character
+    /// boundary. A change is a modification.
+    pub fn set_label(&self, label: impl Into<String>) {
+        let mut label = label.into();
+        if label.len() > crate::record::MAX_LABEL_LEN {
+            let mut end = crate::record::MAX_LABEL_LEN;
+            while !label.is_char_boundary(end) {
+                end -= 1;
+            }
+            label.truncate(end);
+        }
+        self.set_meta(|st| &mut st.label, Some(label));
+    }
+
+    /// The session's label.
+    pub fn label(&self) -> Option<String> {
+        self.lock().label.clone()
+    }
+
+    /// The handle of this session in [`SessionManager::sessions_of`]: a one-way digest of
+    /// its id, which names the session in a list without letting anyone load it. Changes
+    /// with the id ([`regenerate`](Self::regenerate)).
+    pub fn handle(&self) -> String {
+        crate::owners::handle(&self.lock().id)
+    }
+
+    /// Sets an owner or label field, marking the session modified if it changed.
+    fn set_meta(&self, field: fn(&mut State) -> &mut Option<String>, value: Option<String>) {
+        let mut st = self.lock();
+        let slot = field(&mut st);
+        if *slot != value {
+            *slot = value;
+            st.meta_dirty = true;
+        }
     }
 
     /// When the session was first stored: the start of its absolute lifetime. `None` for a
@@ -593,7 +670,7 @@ impl Session {
         st.version = 0;
         st.expiry_dirty = false;
         st.cookie_dirty = false;
-        st.reset_lifetime();
+        st.reset_meta();
         st.destroy_requested = true;
         st.new = true;
         st.generation += 1;
@@ -716,7 +793,7 @@ impl Session {
         st.destroy_requested = false;
         st.expiry_dirty = false;
         st.cookie_dirty = false;
-        st.lifetime_dirty = false;
+        st.meta_dirty = false;
         Ok(())
     }
 
@@ -775,7 +852,9 @@ impl Session {
                 st.stored = true;
                 st.expiry_dirty = false;
                 st.cookie_dirty = false;
-                st.lifetime_dirty &= st.lifetime != record.lifetime;
+                st.meta_dirty &= st.lifetime != record.lifetime
+                    || st.owner != record.owner
+                    || st.label != record.label;
                 st.settle(&record, &record.data, false);
                 st.pending_cookie = Some(c.set_cookie(&st.id, cookie_expiry, now));
                 st.client_cookie = true;
@@ -801,6 +880,8 @@ impl Session {
                 extra: BTreeMap::new(),
                 created: None,
                 lifetime: None,
+                owner: None,
+                label: None,
             };
             for (done, old) in moved.iter().enumerate() {
                 let Some(id) = tombstone_id(old) else {
@@ -860,7 +941,7 @@ impl Session {
                 let baseline = st.baseline.clone();
                 let touched = std::mem::take(&mut st.expiry_dirty);
                 let cookie = std::mem::take(&mut st.cookie_dirty);
-                let lifetime = std::mem::take(&mut st.lifetime_dirty);
+                let lifetime = std::mem::take(&mut st.meta_dirty);
                 let snapshot = (st.id.clone(), record, st.version, baseline);
                 Some((snapshot, touched, cookie, lifetime))
             }
@@ -901,6 +982,8 @@ impl Session {
                     st.expires = record.expires;
                     if !lifetime {
                         st.lifetime = record.lifetime;
+                        st.owner = record.owner.clone();
+                        st.label = record.label.clone();
                     }
                 }
             }
@@ -923,7 +1006,7 @@ impl Session {
         mut expected: u64,
         baseline: &Data,
         touched: bool,
-        lifetime_changed: bool,
+        meta_changed: bool,
     ) -> Result<Option<(Record, bool)>> {
         let c = self.config();
         if !(c.compare_and_set && c.caps.compare_and_set) {
@@ -990,8 +1073,9 @@ impl Session {
                     }
                 }
             }
-            // This request's lifetime choice wins over the stored one, with its expiry.
-            let expires = if lifetime_changed {
+            // This request's lifetime, owner and label win over the stored ones, with its
+            // expiry.
+            let expires = if meta_changed {
                 record.expires
             } else if touched {
                 record.expires.max(theirs.expires)
@@ -1005,10 +1089,20 @@ impl Session {
                 codec: theirs.codec,
                 extra: theirs.extra,
                 created: theirs.created.or(record.created),
-                lifetime: if lifetime_changed {
+                lifetime: if meta_changed {
                     record.lifetime
                 } else {
                     theirs.lifetime
+                },
+                owner: if meta_changed {
+                    record.owner
+                } else {
+                    theirs.owner
+                },
+                label: if meta_changed {
+                    record.label
+                } else {
+                    theirs.label
                 },
             };
         }
@@ -1037,7 +1131,7 @@ impl Session {
         st.version = 0;
         st.expiry_dirty = false;
         st.cookie_dirty = false;
-        st.reset_lifetime();
+        st.reset_meta();
         st.generation += 1;
         st.updates.clear();
         // No removal cookie: whoever ended the session answered with its own `Set-Cookie`

@@ -70,6 +70,8 @@ pub struct Capabilities {
     pub compare_and_set: bool,
     /// [`SessionStore::touch`] is overridden to change only the expiry (no data rewrite).
     pub native_touch: bool,
+    /// [`SessionStore::owned`] is implemented: the store indexes [`Record::owner`].
+    pub owners: bool,
 }
 
 impl Capabilities {
@@ -79,6 +81,7 @@ impl Capabilities {
         update: false,
         compare_and_set: false,
         native_touch: false,
+        owners: false,
     };
     /// Every optional operation.
     pub const ALL: Self = Self {
@@ -86,6 +89,7 @@ impl Capabilities {
         update: true,
         compare_and_set: true,
         native_touch: true,
+        owners: true,
     };
 
     /// With [`Capabilities::create`] set.
@@ -106,6 +110,12 @@ impl Capabilities {
     /// With [`Capabilities::native_touch`] set.
     pub const fn with_native_touch(mut self, yes: bool) -> Self {
         self.native_touch = yes;
+        self
+    }
+
+    /// With [`Capabilities::owners`] set.
+    pub const fn with_owners(mut self, yes: bool) -> Self {
+        self.owners = yes;
         self
     }
 }
@@ -141,6 +151,11 @@ pub enum CasOutcome {
 /// - Errors: unreachable backend → [`Error::Unavailable`], undecodable stored bytes →
 ///   [`Error::Corrupt`], anything else → [`Error::Backend`], each with the driver's error as
 ///   source. Error messages never contain the id.
+/// - A store that claims [`Capabilities::owners`] keeps an index of [`Record::owner`] that
+///   every write (`set`, `create`, `update`, `compare_and_set`) maintains:
+///   [`owned`](Self::owned) lists exactly the live records bound to an owner, at a cost that
+///   grows with that owner's sessions only (never a scan of all sessions), and the index's
+///   entries expire with their sessions. Records without an owner pay nothing for it.
 /// - Ids arrive validated by the manager, but may still contain any of `[A-Za-z0-9_-]` or
 ///   whatever a custom id generator makes: bind them as parameters, never splice them.
 #[async_trait]
@@ -214,6 +229,19 @@ pub trait SessionStore: Send + Sync + 'static {
         })
     }
 
+    /// The live sessions bound to `owner` ([`Record::owner`]), each with its id and record, in
+    /// no particular order; expired ones never. Costs O(sessions of that owner).
+    ///
+    /// Default: [`Error::Unsupported`] (and [`Capabilities::owners`] false): the manager then
+    /// answers listing and revoking with that error, never with an empty list.
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        let _ = owner;
+        Err(Error::Unsupported {
+            store: self.name(),
+            operation: "owned",
+        })
+    }
+
     /// Writes `record` (whose `version` the caller has already advanced) only if the live
     /// record under `id` still has version `expected`.
     ///
@@ -268,6 +296,9 @@ macro_rules! forward_store {
                 expected: u64,
             ) -> Result<CasOutcome> {
                 (**self).compare_and_set(id, record, expected).await
+            }
+            async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+                (**self).owned(owner).await
             }
         }
     )*};

@@ -124,6 +124,7 @@ pub async fn run(store: &dyn SessionStore, options: &SuiteOptions) {
     touch_extends(store, options).await;
     touch_missing_creates_nothing(store, options).await;
     lifetimes_are_kept(store, options).await;
+    owners_are_indexed(store, options).await;
     lossless_values(store, options).await;
     large_value(store, options).await;
     odd_keys_and_extra(store, options).await;
@@ -458,6 +459,145 @@ pub async fn lifetimes_are_kept(store: &dyn SessionStore, o: &SuiteOptions) {
             store.destroy(&id).await.unwrap();
         }
     }
+}
+
+/// The owner index ([`SessionStore::owned`]): a store that claims
+/// [`Capabilities::owners`] lists exactly the live records of an owner, following every
+/// write (`set`, `create`, `update`, `compare_and_set`), `touch`, `destroy`, a change or
+/// removal of the owner, and expiry. A store that does not claim it answers
+/// [`Error::Unsupported`], never an empty list.
+pub async fn owners_are_indexed(store: &dyn SessionStore, o: &SuiteOptions) {
+    let name = store.name();
+    let ann = format!("ann {}", new_id().as_str());
+    let bob = format!("bob:{}/ü", new_id().as_str());
+    if !o.capabilities.owners {
+        assert!(
+            matches!(store.owned(&ann).await, Err(Error::Unsupported { .. })),
+            "[{name}] owned without the owners capability must be Unsupported"
+        );
+        return;
+    }
+    let listed = |owner: String| async move {
+        let mut ids: Vec<String> = store
+            .owned(&owner)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, record)| {
+                assert_eq!(
+                    record.owner.as_deref(),
+                    Some(owner.as_str()),
+                    "[{name}] owned() returned another owner's record"
+                );
+                id.as_str().to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |ids: &[&SessionId]| {
+        let mut ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let owned_by = |owner: Option<&str>| {
+        let mut record = o.sample(now_ms() + Duration::from_secs(600));
+        record.owner = owner.map(str::to_owned);
+        record.label = Some("Firefox on Linux".into());
+        record
+    };
+    let [a1, a2, a3, b1, none] = [(); 5].map(|()| new_id());
+    store.set(&a1, &owned_by(Some(&ann))).await.unwrap();
+    if o.capabilities.create {
+        assert!(store.create(&a2, &owned_by(Some(&ann))).await.unwrap());
+    } else {
+        store.set(&a2, &owned_by(Some(&ann))).await.unwrap();
+    }
+    store.set(&a3, &owned_by(Some(&ann))).await.unwrap();
+    store.set(&b1, &owned_by(Some(&bob))).await.unwrap();
+    store.set(&none, &owned_by(None)).await.unwrap();
+    assert_eq!(
+        listed(ann.clone()).await,
+        sorted(&[&a1, &a2, &a3]),
+        "[{name}] owned"
+    );
+    assert_eq!(listed(bob.clone()).await, sorted(&[&b1]), "[{name}] owned");
+    assert_eq!(listed(format!("nobody {ann}")).await, Vec::<String>::new());
+    let got = store.owned(&bob).await.unwrap();
+    assert_eq!(got[0].1.label.as_deref(), Some("Firefox on Linux"));
+    assert_eq!(got[0].1.data, owned_by(None).data, "[{name}] owned() data");
+    // A touch keeps a session listed.
+    assert!(
+        store
+            .touch(&b1, now_ms() + Duration::from_secs(900))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        listed(bob.clone()).await,
+        sorted(&[&b1]),
+        "[{name}] after touch"
+    );
+    // A session given to another owner moves, through whichever write the store has.
+    let mut moved = store.get(&a3).await.unwrap().unwrap();
+    moved.owner = Some(bob.clone());
+    moved.version = moved.version.wrapping_add(1);
+    if o.capabilities.compare_and_set {
+        let expected = moved.version.wrapping_sub(1);
+        let outcome = store.compare_and_set(&a3, &moved, expected).await.unwrap();
+        assert_eq!(outcome, CasOutcome::Written, "[{name}] CAS");
+    } else if o.capabilities.update {
+        assert!(store.update(&a3, &moved).await.unwrap());
+    } else {
+        store.set(&a3, &moved).await.unwrap();
+    }
+    assert_eq!(
+        listed(ann.clone()).await,
+        sorted(&[&a1, &a2]),
+        "[{name}] moved away"
+    );
+    assert_eq!(
+        listed(bob.clone()).await,
+        sorted(&[&a3, &b1]),
+        "[{name}] moved in"
+    );
+    // Destroyed and unowned sessions leave the list.
+    store.destroy(&a1).await.unwrap();
+    store.set(&a2, &owned_by(None)).await.unwrap();
+    assert_eq!(
+        listed(ann.clone()).await,
+        Vec::<String>::new(),
+        "[{name}] after destroy"
+    );
+    // An expired session is never listed.
+    let mut brief = owned_by(Some(&ann));
+    brief.expires = now_ms() + Duration::from_secs(2);
+    store.set(&a1, &brief).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let asked = OffsetDateTime::now_utc();
+        let owned = store.owned(&ann).await.unwrap();
+        if owned.is_empty() {
+            break;
+        }
+        assert!(
+            asked < brief.expires + o.expiry_tolerance + o.expiry_grace,
+            "[{name}] owned() listed an expired session"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "[{name}] never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in [&a1, &a2, &a3, &b1, &none] {
+        store.destroy(id).await.unwrap();
+    }
+    assert_eq!(
+        listed(bob).await,
+        Vec::<String>::new(),
+        "[{name}] after destroy"
+    );
 }
 
 /// What one instance of a store wrote, another instance (its own connections, as in another

@@ -61,12 +61,14 @@ pub struct Calls {
     pub update: usize,
     /// `compare_and_set`
     pub compare_and_set: usize,
+    /// `owned`
+    pub owned: usize,
 }
 
 impl Calls {
     /// Every call.
     pub fn total(&self) -> usize {
-        self.get + self.writes() + self.destroy + self.touch + self.create
+        self.get + self.writes() + self.destroy + self.touch + self.create + self.owned
     }
 
     /// Writes of an existing session's data (`set`, `update`, `compare_and_set`).
@@ -84,7 +86,7 @@ pub struct CountingStore {
     inner: Arc<dyn SessionStore>,
     name: &'static str,
     caps: Capabilities,
-    counters: Arc<[AtomicUsize; 7]>,
+    counters: Arc<[AtomicUsize; 8]>,
     failure: Arc<AtomicU8>,
 }
 
@@ -138,6 +140,7 @@ impl CountingStore {
             create: c(4),
             update: c(5),
             compare_and_set: c(6),
+            owned: c(7),
         }
     }
 
@@ -235,5 +238,16 @@ impl SessionStore for CountingStore {
     ) -> Result<CasOutcome> {
         self.enter(6, true)?;
         self.inner.compare_and_set(id, record, expected).await
+    }
+
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.enter(7, false)?;
+        if !self.caps.owners {
+            return Err(Error::Unsupported {
+                store: self.name,
+                operation: "owned",
+            });
+        }
+        self.inner.owned(owner).await
     }
 }

@@ -251,4 +251,9 @@ impl<R: SessionStore> SessionStore for CachingStore<R> {
         self.after_write(id, record, matches!(result, Ok(CasOutcome::Written)));
         result
     }
+
+    /// Always asks the remote store: a listing must not miss another instance's sessions.
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.remote.owned(owner).await
+    }
 }

@@ -138,4 +138,7 @@ impl<S: SessionStore> SessionStore for TracingStore<S> {
         )
         .await
     }
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.traced("owned", ok, self.inner.owned(owner)).await
+    }
 }

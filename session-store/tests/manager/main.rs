@@ -220,3 +220,4 @@ mod lifetimes;
 mod limits;
 mod loading;
 mod modified;
+mod owners;

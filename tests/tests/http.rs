@@ -102,6 +102,7 @@ const NO_CALLS: Calls = Calls {
     create: 0,
     update: 0,
     compare_and_set: 0,
+    owned: 0,
 };
 /// Only the `create` of a new session.
 const CREATED: Calls = Calls {

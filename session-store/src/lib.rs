@@ -13,6 +13,7 @@ mod id;
 mod lazy;
 mod manager;
 mod memory;
+mod observe;
 mod owners;
 mod record;
 mod session;
@@ -34,6 +35,7 @@ pub use manager::{
     CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, SessionManager, SessionManagerBuilder,
 };
 pub use memory::MemoryStore;
+pub use observe::SessionEvent;
 pub use owners::SessionInfo;
 pub use record::{
     Codec, Lifetime, MAX_LABEL_LEN, MAX_LIFETIME, MAX_OWNER_LEN, PAYLOAD_FORMAT, Record,

@@ -16,6 +16,7 @@ use crate::codec::{CookieCodec, PlainCodec, PrivateCodec};
 use crate::cookie_only;
 use crate::error::{Error, Result};
 use crate::id::{IdGenerator, SessionId};
+use crate::observe::{self, Hook, SessionEvent};
 use crate::record::{Codec, Lifetime, MAX_LIFETIME};
 use crate::session::Session;
 use crate::store::{Capabilities, SessionStore};
@@ -123,6 +124,7 @@ pub(crate) struct Config {
     pub(crate) max_attempts: u32,
     pub(crate) save_on_server_error: bool,
     pub(crate) cookie_only: Option<PrivateCodec>,
+    pub(crate) events: Option<Hook>,
     /// The attributes every `Set-Cookie` carries before `Max-Age` (`; HttpOnly; …; Path=/`),
     /// formatted once by the `cookie` crate.
     pub(crate) cookie_attributes: String,
@@ -176,7 +178,20 @@ impl Config {
         &*self.store
     }
 
-    pub(crate) async fn timed<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+    /// Runs the store call `operation` under the store timeout (and measures it, with the
+    /// feature `metrics`).
+    pub(crate) async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = observe::start();
+        let result = self.under_timeout(call).await;
+        observe::call(self.store.name(), operation, started, &result);
+        result
+    }
+
+    async fn under_timeout<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
         let mut call = std::pin::pin!(call);
         // A store that answers at once (memory, a cache hit) needs no timer: poll once
         // before arming one.
@@ -191,6 +206,11 @@ impl Config {
                 after: self.store_timeout,
             }),
         }
+    }
+
+    /// Gives the application's hook the event `make` builds (built only if there is a hook).
+    pub(crate) fn emit(&self, make: impl FnOnce() -> SessionEvent) {
+        observe::emit(self.events.as_ref(), make);
     }
 
     /// `Set-Cookie` for `id`; `expires` is the cookie's expiry (`None`: browser session).
@@ -490,6 +510,16 @@ impl SessionManager {
     /// lifetime](SessionManagerBuilder::absolute_lifetime), whose record is destroyed and
     /// whose cookie is removed at commit. A store error is returned as an error.
     pub async fn load_value(&self, cookie_value: Option<&str>) -> Result<Session> {
+        let loaded = self.load_inner(cookie_value).await;
+        observe::load(match &loaded {
+            Ok(session) if !session.is_new() => "found",
+            Ok(_) => "new",
+            Err(_) => "error",
+        });
+        loaded
+    }
+
+    async fn load_inner(&self, cookie_value: Option<&str>) -> Result<Session> {
         let c = &self.config;
         let had_cookie = cookie_value.is_some();
         if let Some(codec) = &c.cookie_only {
@@ -498,12 +528,17 @@ impl SessionManager {
                 match cookie_value.and_then(|v| cookie_only::open(codec, &c.name, v)) {
                     Some((id, record)) if !record.is_expired(now) => {
                         if c.deadline(record.created).is_some_and(|d| d <= now) {
+                            c.emit(|| expired(&id));
                             Session::ended(self.clone(), id)
                         } else {
                             Session::loaded(self.clone(), id, record, now)
                         }
                     }
-                    _ => Session::fresh(self.clone(), had_cookie),
+                    Some((id, _)) => {
+                        c.emit(|| expired(&id));
+                        Session::fresh(self.clone(), had_cookie)
+                    }
+                    None => Session::fresh(self.clone(), had_cookie),
                 },
             );
         }
@@ -513,14 +548,16 @@ impl SessionManager {
         let Some(id) = id.map(SessionId::new) else {
             return Ok(Session::fresh(self.clone(), had_cookie));
         };
-        match c.timed(c.store().get(&id)).await {
+        match c.timed("get", c.store().get(&id)).await {
             Ok(Some(record)) => {
                 let now = c.clock.now();
                 if record.is_expired(now) {
+                    c.emit(|| expired(&id));
                     return Ok(Session::fresh(self.clone(), had_cookie));
                 }
                 if c.deadline(record.created).is_some_and(|d| d <= now) {
                     // Past its absolute lifetime (set shorter since it was last extended).
+                    c.emit(|| expired(&id));
                     return Ok(Session::ended(self.clone(), id));
                 }
                 Ok(Session::loaded(self.clone(), id, record, now))
@@ -545,7 +582,7 @@ impl SessionManager {
         let Some(tombstone) = crate::session::tombstone_id(id) else {
             return Ok(Session::fresh(self.clone(), true));
         };
-        match c.timed(c.store().get(&tombstone)).await {
+        match c.timed("get", c.store().get(&tombstone)).await {
             Ok(Some(record)) if !record.is_expired(c.clock.now()) => {
                 Ok(Session::superseded(self.clone()))
             }
@@ -576,6 +613,13 @@ impl SessionManager {
             response_headers.append(SET_COOKIE, cookie);
         }
         Ok(())
+    }
+}
+
+/// The event of a session found expired.
+fn expired(id: &SessionId) -> SessionEvent {
+    SessionEvent::Expired {
+        handle: crate::owners::handle(id),
     }
 }
 
@@ -619,6 +663,7 @@ pub struct SessionManagerBuilder {
     max_attempts: u32,
     save_on_server_error: bool,
     cookie_only: Option<PrivateCodec>,
+    events: Option<Hook>,
 }
 
 impl fmt::Debug for SessionManagerBuilder {
@@ -649,6 +694,7 @@ impl SessionManagerBuilder {
             max_attempts: DEFAULT_COMMIT_ATTEMPTS,
             save_on_server_error: false,
             cookie_only: None,
+            events: None,
         }
     }
 
@@ -751,6 +797,15 @@ impl SessionManagerBuilder {
     /// insert the user's data into the new one. Between one second and 400 days.
     pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
         self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Calls `hook` with every [`SessionEvent`]: created, regenerated, destroyed, found
+    /// expired, revoked. Sessions are named by handle, never by id. The hook runs inside the
+    /// request, so keep it short (hand the event to a channel for slow work); a hook that
+    /// panics is logged and never fails the request. Without a hook no event is built.
+    pub fn on_event(mut self, hook: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
+        self.events = Some(std::sync::Arc::new(hook));
         self
     }
 
@@ -877,6 +932,7 @@ impl SessionManagerBuilder {
             max_attempts: self.max_attempts,
             save_on_server_error: self.save_on_server_error,
             cookie_only: self.cookie_only,
+            events: self.events,
             cookie_attributes: String::new(),
         };
         let attributes = config.cookie_base(String::new()).to_string();

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::manager::SessionManager;
+use crate::observe::SessionEvent;
 use crate::record::Record;
 use crate::session::Session;
 
@@ -75,7 +76,7 @@ impl SessionManager {
                 }
             })
             .collect();
-        sessions.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
         Ok(sessions)
     }
 
@@ -86,7 +87,7 @@ impl SessionManager {
         let mut revoked = false;
         for (id, _) in self.owned(owner).await? {
             if self::handle(&id) == handle {
-                self.end(&id).await?;
+                self.end(owner, &id).await?;
                 revoked = true;
             }
         }
@@ -98,7 +99,7 @@ impl SessionManager {
     pub async fn revoke_all(&self, owner: &str) -> Result<usize> {
         let owned = self.owned(owner).await?;
         for (id, _) in &owned {
-            self.end(id).await?;
+            self.end(owner, id).await?;
         }
         Ok(owned.len())
     }
@@ -113,7 +114,7 @@ impl SessionManager {
         let mut ended = 0;
         for (id, _) in self.owned(&owner).await? {
             if id != keep {
-                self.end(&id).await?;
+                self.end(&owner, &id).await?;
                 ended += 1;
             }
         }
@@ -130,14 +131,20 @@ impl SessionManager {
                 operation: "owned",
             });
         }
-        let mut owned = c.timed(c.store().owned(owner)).await?;
+        let mut owned = c.timed("owned", c.store().owned(owner)).await?;
         owned.retain(|(_, record)| record.owner.as_deref() == Some(owner));
         Ok(owned)
     }
 
-    async fn end(&self, id: &SessionId) -> Result<()> {
+    /// Destroys `owner`'s session `id` and tells the event hook.
+    async fn end(&self, owner: &str, id: &SessionId) -> Result<()> {
         let c = &self.config;
-        c.timed(c.store().destroy(id)).await
+        c.timed("destroy", c.store().destroy(id)).await?;
+        c.emit(|| SessionEvent::Revoked {
+            handle: handle(id),
+            owner: owner.to_owned(),
+        });
+        Ok(())
     }
 }
 

@@ -14,6 +14,8 @@ use crate::data::Data;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
 use crate::manager::{Config, SessionManager};
+use crate::observe::SessionEvent;
+use crate::owners::handle;
 use crate::record::{Codec, Lifetime, MAX_LIFETIME, Record};
 use crate::store::CasOutcome;
 
@@ -116,6 +118,9 @@ struct State {
     /// lost a race with a login, and its commit must neither store nor set a cookie.
     superseded: bool,
     destroy_requested: bool,
+    /// Loaded past its absolute lifetime: its destroy is an expiry (reported at load), not a
+    /// `destroy` of the application's.
+    ended: bool,
     /// The browser holds a cookie of ours (sent with the request, or set by us).
     client_cookie: bool,
     pending_cookie: Option<HeaderValue>,
@@ -301,6 +306,7 @@ impl Session {
             moved_ids: Vec::new(),
             superseded: false,
             destroy_requested: false,
+            ended: false,
             client_cookie,
             pending_cookie: None,
             generation: 0,
@@ -326,6 +332,7 @@ impl Session {
             let mut st = session.lock();
             st.old_ids.push(id);
             st.destroy_requested = true;
+            st.ended = true;
         }
         session
     }
@@ -372,6 +379,7 @@ impl Session {
             moved_ids: Vec::new(),
             superseded: false,
             destroy_requested: false,
+            ended: false,
             client_cookie: true,
             pending_cookie: None,
             generation: 0,
@@ -509,7 +517,7 @@ impl Session {
     /// its id, which names the session in a list without letting anyone load it. Changes
     /// with the id ([`regenerate`](Self::regenerate)).
     pub fn handle(&self) -> String {
-        crate::owners::handle(&self.lock().id)
+        handle(&self.lock().id)
     }
 
     /// Sets an owner or label field, marking the session modified if it changed.
@@ -730,6 +738,7 @@ impl Session {
         } else {
             self.commit_new().await
         };
+        crate::observe::commit(committed.is_ok());
         if committed.is_ok() && updates > 0 {
             // Written: these updates are settled (later ones, made while the commit ran,
             // stay for the next commit).
@@ -819,10 +828,11 @@ impl Session {
                 let created = *st.created.get_or_insert(millis(now));
                 st.expires = c.extended(now, st.lifetime, Some(created));
                 let record = st.record(0);
-                Some((st.id.clone(), record, st.generation))
+                let moved_from = st.moved_ids.last().cloned();
+                Some((st.id.clone(), record, st.generation, moved_from))
             }
         };
-        let Some((mut id, record, generation)) = snapshot else {
+        let Some((mut id, record, generation, moved_from)) = snapshot else {
             return self.destroy_old_ids().await;
         };
         let mut attempts = 0;
@@ -858,6 +868,15 @@ impl Session {
                 st.settle(&record, &record.data, false);
                 st.pending_cookie = Some(c.set_cookie(&st.id, cookie_expiry, now));
                 st.client_cookie = true;
+                c.emit(|| match &moved_from {
+                    Some(from) => SessionEvent::Regenerated {
+                        from: handle(from),
+                        to: handle(&st.id),
+                    },
+                    None => SessionEvent::Created {
+                        handle: handle(&st.id),
+                    },
+                });
             } else {
                 // Regenerated or destroyed while the record was being written.
                 st.old_ids.push(id);
@@ -887,7 +906,7 @@ impl Session {
                 let Some(id) = tombstone_id(old) else {
                     continue;
                 };
-                if let Err(e) = c.timed(c.store().set(&id, &tombstone)).await {
+                if let Err(e) = c.timed("set", c.store().set(&id, &tombstone)).await {
                     let mut st = self.lock();
                     let mut rest = moved[done..].to_vec();
                     rest.append(&mut st.moved_ids);
@@ -896,9 +915,21 @@ impl Session {
                 }
             }
         }
-        let old_ids = std::mem::take(&mut self.lock().old_ids);
+        let (old_ids, destroyed) = {
+            let mut st = self.lock();
+            (
+                std::mem::take(&mut st.old_ids),
+                st.destroy_requested && !st.ended,
+            )
+        };
         for (done, old) in old_ids.iter().enumerate() {
-            if let Err(e) = c.timed(c.store().destroy(old)).await {
+            let result = c.timed("destroy", c.store().destroy(old)).await;
+            if result.is_ok() && destroyed && !moved.contains(old) {
+                c.emit(|| SessionEvent::Destroyed {
+                    handle: handle(old),
+                });
+            }
+            if let Err(e) = result {
                 let mut st = self.lock();
                 let mut rest = old_ids[done..].to_vec();
                 rest.append(&mut st.old_ids);
@@ -919,12 +950,14 @@ impl Session {
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let c = self.config();
         if c.caps.create {
-            return c.timed(c.store().create(id, record)).await;
+            return c.timed("create", c.store().create(id, record)).await;
         }
-        if c.timed(c.store().get(id)).await?.is_some() {
+        if c.timed("get", c.store().get(id)).await?.is_some() {
             return Ok(false);
         }
-        c.timed(c.store().set(id, record)).await.map(|()| true)
+        c.timed("set", c.store().set(id, record))
+            .await
+            .map(|()| true)
     }
 
     async fn commit_existing(&self) -> Result<()> {
@@ -952,7 +985,7 @@ impl Session {
         let outcome = match record {
             None => {
                 let expires = self.lock().expires;
-                c.timed(c.store().touch(&id, expires))
+                c.timed("touch", c.store().touch(&id, expires))
                     .await
                     .map(|found| found.then_some(None))
             }
@@ -1011,10 +1044,10 @@ impl Session {
         let c = self.config();
         if !(c.compare_and_set && c.caps.compare_and_set) {
             if c.caps.update {
-                let found = c.timed(c.store().update(id, &record)).await?;
+                let found = c.timed("update", c.store().update(id, &record)).await?;
                 return Ok(found.then_some((record, false)));
             }
-            c.timed(c.store().set(id, &record)).await?;
+            c.timed("set", c.store().set(id, &record)).await?;
             return Ok(Some((record, false)));
         }
         // This request's changes, worked out from the snapshot on the first conflict, and
@@ -1023,16 +1056,22 @@ impl Session {
         let mut updates: Option<Vec<(String, Updater)>> = None;
         for attempt in 0..c.max_attempts {
             match c
-                .timed(c.store().compare_and_set(id, &record, expected))
+                .timed(
+                    "compare_and_set",
+                    c.store().compare_and_set(id, &record, expected),
+                )
                 .await?
             {
                 CasOutcome::Written => return Ok(Some((record, attempt > 0))),
                 CasOutcome::Missing => return Ok(None),
-                CasOutcome::Conflict if attempt + 1 == c.max_attempts => break,
-                CasOutcome::Conflict => {}
+                CasOutcome::Conflict if attempt + 1 == c.max_attempts => {
+                    crate::observe::conflict(c.store.name());
+                    break;
+                }
+                CasOutcome::Conflict => crate::observe::conflict(c.store.name()),
             }
             backoff(attempt).await;
-            let Some(theirs) = c.timed(c.store().get(id)).await? else {
+            let Some(theirs) = c.timed("get", c.store().get(id)).await? else {
                 return Ok(None);
             };
             expected = theirs.version;

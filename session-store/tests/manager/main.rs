@@ -213,6 +213,7 @@ fn stored_visits(record: &Record) -> u32 {
 mod commit_table;
 mod concurrency;
 mod cookie_options;
+mod events;
 mod failures;
 mod hostile;
 mod ids_and_codecs;

@@ -416,7 +416,7 @@ pub async fn run(store: Arc<dyn SessionStore>, backend: &dyn Backend) -> Outcome
         .store_timeout(Duration::from_secs(10))
         .build()
         .expect("valid manager");
-    let app = crate::app::serve(manager).await;
+    let app = crate::app::serve(manager.clone()).await;
     let mut out = Outcome {
         store: name,
         ..Outcome::default()
@@ -570,9 +570,12 @@ pub async fn run(store: Arc<dyn SessionStore>, backend: &dyn Backend) -> Outcome
     for (kind, label) in backend.garbage_kinds().into_iter().enumerate() {
         out.garbage += 1;
         let victim = session_store::IdGenerator::nanoid().generate();
+        // The garbage goes where the store keeps this id's session (its digest).
+        let key = manager.store_key(&victim);
+        let key = key.as_str();
         let victim = victim.as_str().to_owned();
-        backend.write_garbage(&victim, kind).await;
-        let stored = backend.raw(&victim).await;
+        backend.write_garbage(key, kind).await;
+        let stored = backend.raw(key).await;
         if stored.is_none() {
             violations.push(format!("garbage {label}: not found after writing it"));
         }
@@ -606,7 +609,7 @@ pub async fn run(store: Arc<dyn SessionStore>, backend: &dyn Backend) -> Outcome
                 "garbage {label}: the id was not looked up: {calls:?}"
             ));
         }
-        if backend.raw(&victim).await != stored {
+        if backend.raw(key).await != stored {
             violations.push(format!("garbage {label}: the stored garbage was changed"));
         }
     }

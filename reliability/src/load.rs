@@ -472,7 +472,9 @@ pub async fn run(
             lost += 1;
             continue;
         };
-        let stored = match store.get(&SessionId::new(id.as_str())).await {
+        // The app's manager keeps sessions under the digests of their ids.
+        let key = session_store::stored_key(&SessionId::new(id.as_str()));
+        let stored = match store.get(&key).await {
             Ok(Some(record)) => record
                 .data
                 .get("count")

@@ -33,6 +33,7 @@ pub use id::{IdGenerator, MAX_ID_LEN, SessionId};
 pub use lazy::LazySession;
 pub use manager::{
     CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, SessionManager, SessionManagerBuilder,
+    stored_key,
 };
 pub use memory::MemoryStore;
 pub use observe::SessionEvent;

@@ -1,5 +1,6 @@
 //! The session manager: next-session's `nextSession(options)`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use crate::cookie_only;
 use crate::error::{Error, Result};
 use crate::id::{IdGenerator, SessionId};
 use crate::observe::{self, Hook, SessionEvent};
-use crate::record::{Codec, Lifetime, MAX_LIFETIME};
+use crate::record::{Codec, Lifetime, MAX_LIFETIME, Record};
 use crate::session::Session;
-use crate::store::{Capabilities, SessionStore};
+use crate::store::{Capabilities, CasOutcome, SessionStore};
 
 /// Longest cookie *value* (after percent-decoding) the manager reads from a request; longer
 /// values mean "no session". A limit on input, where
@@ -125,6 +126,11 @@ pub(crate) struct Config {
     pub(crate) save_on_server_error: bool,
     pub(crate) cookie_only: Option<PrivateCodec>,
     pub(crate) events: Option<Hook>,
+    /// Sessions are stored under digests of their ids ([`stored_key`]).
+    pub(crate) hashed_ids: bool,
+    /// While ids are hashed: a session not found under its digest is looked up under its
+    /// raw id too, and moved.
+    pub(crate) read_raw_ids: bool,
     /// The attributes every `Set-Cookie` carries before `Max-Age` (`; HttpOnly; …; Path=/`),
     /// formatted once by the `cookie` crate.
     pub(crate) cookie_attributes: String,
@@ -172,10 +178,21 @@ impl Config {
         }
     }
 
-    /// The store, called through its own vtable: calling on the `Arc` would go through the
-    /// `Arc` forwarding impl, one more boxed future per call.
-    pub(crate) fn store(&self) -> &dyn SessionStore {
-        &*self.store
+    /// The store, as the manager calls it: with session ids turned into the keys the
+    /// sessions are stored under ([`Config::key`]). Called through the store's own vtable:
+    /// calling on the `Arc` would go through the `Arc` forwarding impl, one more boxed future
+    /// per call.
+    pub(crate) fn store(&self) -> Keyed<'_> {
+        Keyed {
+            store: &*self.store,
+            hashed: self.hashed_ids,
+        }
+    }
+
+    /// The key session `id` is stored under: its digest ([`stored_key`]), or the id itself
+    /// where ids are kept raw.
+    pub(crate) fn key<'a>(&self, id: &'a SessionId) -> Cow<'a, SessionId> {
+        self.store().key(id)
     }
 
     /// Runs the store call `operation` under the store timeout (and measures it, with the
@@ -528,14 +545,14 @@ impl SessionManager {
                 match cookie_value.and_then(|v| cookie_only::open(codec, &c.name, v)) {
                     Some((id, record)) if !record.is_expired(now) => {
                         if c.deadline(record.created).is_some_and(|d| d <= now) {
-                            c.emit(|| expired(&id));
+                            c.emit(|| expired(c, &id));
                             Session::ended(self.clone(), id)
                         } else {
                             Session::loaded(self.clone(), id, record, now)
                         }
                     }
                     Some((id, _)) => {
-                        c.emit(|| expired(&id));
+                        c.emit(|| expired(c, &id));
                         Session::fresh(self.clone(), had_cookie)
                     }
                     None => Session::fresh(self.clone(), had_cookie),
@@ -548,16 +565,20 @@ impl SessionManager {
         let Some(id) = id.map(SessionId::new) else {
             return Ok(Session::fresh(self.clone(), had_cookie));
         };
-        match c.timed("get", c.store().get(&id)).await {
+        let found = match c.timed("get", c.store().get(&id)).await {
+            Ok(None) if c.read_raw_ids => self.migrate(&id).await,
+            found => found,
+        };
+        match found {
             Ok(Some(record)) => {
                 let now = c.clock.now();
                 if record.is_expired(now) {
-                    c.emit(|| expired(&id));
+                    c.emit(|| expired(c, &id));
                     return Ok(Session::fresh(self.clone(), had_cookie));
                 }
                 if c.deadline(record.created).is_some_and(|d| d <= now) {
                     // Past its absolute lifetime (set shorter since it was last extended).
-                    c.emit(|| expired(&id));
+                    c.emit(|| expired(c, &id));
                     return Ok(Session::ended(self.clone(), id));
                 }
                 Ok(Session::loaded(self.clone(), id, record, now))
@@ -575,6 +596,29 @@ impl SessionManager {
         }
     }
 
+    /// Moves a session stored under its raw id (before ids were hashed) to its key; the
+    /// record, or `None` if there is none under the raw id either.
+    async fn migrate(&self, id: &SessionId) -> Result<Option<Record>> {
+        let c = &self.config;
+        let store = c.store();
+        let Some(record) = c.timed("get", store.get_raw(id)).await? else {
+            return Ok(None);
+        };
+        let moved = if c.caps.create {
+            c.timed("create", store.create(id, &record)).await?
+        } else {
+            c.timed("set", store.set(id, &record))
+                .await
+                .map(|()| true)?
+        };
+        if !moved {
+            // A concurrent request moved it first: its copy is the one to use.
+            return c.timed("get", store.get(id)).await;
+        }
+        c.timed("destroy", store.destroy_raw(id)).await?;
+        Ok(Some(record))
+    }
+
     /// The session for a valid cookie whose id the store does not hold: superseded if a
     /// regeneration moved it moments ago (its tombstone is there), else fresh.
     async fn missing(&self, id: &SessionId) -> Result<Session> {
@@ -589,6 +633,13 @@ impl SessionManager {
             Ok(_) | Err(Error::Corrupt { .. }) => Ok(Session::fresh(self.clone(), true)),
             Err(error) => Err(error),
         }
+    }
+
+    /// The key the store keeps session `id` under: a one-way digest of the id (see
+    /// [`SessionManagerBuilder::hashed_ids`]), or the id itself where ids are kept raw. For
+    /// operators and tests that look into the store.
+    pub fn store_key(&self, id: &SessionId) -> SessionId {
+        self.config.key(id).into_owned()
     }
 
     /// A new, empty session (nothing is stored until it holds data and is committed).
@@ -616,10 +667,96 @@ impl SessionManager {
     }
 }
 
+/// The key a session is stored under when ids are hashed (the default; see
+/// [`SessionManagerBuilder::hashed_ids`] and [`SessionManager::store_key`]): a SHA-256 of the
+/// id under a name of its own (so it is neither the id nor its handle), in URL-safe base64
+/// (43 characters). One-way: a dump of the store gives no id a cookie could carry.
+pub fn stored_key(id: &SessionId) -> SessionId {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"session-store key v1\0")
+        .chain_update(id.as_str().as_bytes())
+        .finalize();
+    SessionId::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+}
+
+/// The store, with session ids turned into the keys they are stored under (see
+/// [`Config::store`]). Methods taking a `key` take one already turned (from `owned`).
+pub(crate) struct Keyed<'a> {
+    store: &'a dyn SessionStore,
+    hashed: bool,
+}
+
+impl Keyed<'_> {
+    pub(crate) fn key<'i>(&self, id: &'i SessionId) -> Cow<'i, SessionId> {
+        if self.hashed {
+            Cow::Owned(stored_key(id))
+        } else {
+            Cow::Borrowed(id)
+        }
+    }
+
+    pub(crate) async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
+        self.store.get(&self.key(id)).await
+    }
+
+    pub(crate) async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
+        self.store.set(&self.key(id), record).await
+    }
+
+    pub(crate) async fn destroy(&self, id: &SessionId) -> Result<()> {
+        self.store.destroy(&self.key(id)).await
+    }
+
+    pub(crate) async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
+        self.store.touch(&self.key(id), expires).await
+    }
+
+    pub(crate) async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
+        self.store.create(&self.key(id), record).await
+    }
+
+    pub(crate) async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
+        self.store.update(&self.key(id), record).await
+    }
+
+    pub(crate) async fn compare_and_set(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        expected: u64,
+    ) -> Result<CasOutcome> {
+        self.store
+            .compare_and_set(&self.key(id), record, expected)
+            .await
+    }
+
+    /// The sessions of `owner`, by key.
+    pub(crate) async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.store.owned(owner).await
+    }
+
+    /// Destroys the session stored under `key`.
+    pub(crate) async fn destroy_key(&self, key: &SessionId) -> Result<()> {
+        self.store.destroy(key).await
+    }
+
+    /// The session stored under the raw `id`, as before ids were hashed.
+    pub(crate) async fn get_raw(&self, id: &SessionId) -> Result<Option<Record>> {
+        self.store.get(id).await
+    }
+
+    /// Destroys the session stored under the raw `id`.
+    pub(crate) async fn destroy_raw(&self, id: &SessionId) -> Result<()> {
+        self.store.destroy(id).await
+    }
+}
+
 /// The event of a session found expired.
-fn expired(id: &SessionId) -> SessionEvent {
+fn expired(c: &Config, id: &SessionId) -> SessionEvent {
     SessionEvent::Expired {
-        handle: crate::owners::handle(id),
+        handle: crate::owners::handle(&c.key(id)),
     }
 }
 
@@ -664,6 +801,8 @@ pub struct SessionManagerBuilder {
     save_on_server_error: bool,
     cookie_only: Option<PrivateCodec>,
     events: Option<Hook>,
+    hashed_ids: bool,
+    read_raw_ids: bool,
 }
 
 impl fmt::Debug for SessionManagerBuilder {
@@ -695,6 +834,8 @@ impl SessionManagerBuilder {
             save_on_server_error: false,
             cookie_only: None,
             events: None,
+            hashed_ids: true,
+            read_raw_ids: false,
         }
     }
 
@@ -797,6 +938,31 @@ impl SessionManagerBuilder {
     /// insert the user's data into the new one. Between one second and 400 days.
     pub fn absolute_lifetime(mut self, lifetime: Duration) -> Self {
         self.absolute_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Whether stores keep sessions under a one-way digest of their ids (default `true`):
+    /// nothing in Redis, SQL or MongoDB then holds an id a cookie carries, so a leaked dump,
+    /// replica, backup or query log logs no one in; the lookup stays one call. Stores whose
+    /// layout is shared with Node's express-session
+    /// ([`SessionStore::needs_raw_ids`]) always get raw ids.
+    ///
+    /// Sessions stored by a release that kept raw ids are not found under their digests:
+    /// turn on [`read_raw_ids`](Self::read_raw_ids) for as long as such sessions may live,
+    /// or keep raw ids with `hashed_ids(false)`.
+    pub fn hashed_ids(mut self, on: bool) -> Self {
+        self.hashed_ids = on;
+        self
+    }
+
+    /// The migration to hashed ids (default off): a session not found under the digest of
+    /// its id is looked up under the raw id, and if found moved to the digest (written
+    /// there, then removed from the raw id) before the request sees it. Costs one more
+    /// store read for requests whose cookie names no session, and two writes once per
+    /// migrated session. Turn it off when the longest session stored before the change has
+    /// expired.
+    pub fn read_raw_ids(mut self, on: bool) -> Self {
+        self.read_raw_ids = on;
         self
     }
 
@@ -913,6 +1079,7 @@ impl SessionManagerBuilder {
             return bad("the idle lifetime and the store timeout must be positive");
         }
         let caps = self.store.capabilities();
+        let hashed_ids = self.hashed_ids && !self.store.needs_raw_ids();
         let mut config = Config {
             caps,
             store: self.store,
@@ -933,6 +1100,8 @@ impl SessionManagerBuilder {
             save_on_server_error: self.save_on_server_error,
             cookie_only: self.cookie_only,
             events: self.events,
+            hashed_ids,
+            read_raw_ids: self.read_raw_ids && hashed_ids,
             cookie_attributes: String::new(),
         };
         let attributes = config.cookie_base(String::new()).to_string();

@@ -36,9 +36,10 @@ pub struct SessionInfo {
     pub label: Option<String>,
 }
 
-/// The handle of session `id`: the first 128 bits of a SHA-256 of the id under a name of its
-/// own (so it is no other digest of the id), in URL-safe base64. Ids carry at least 120
-/// random bits, so a handle can neither be guessed nor turned back into its id.
+/// The handle of the session stored under `id` (its key: the digest of its id, or the id
+/// where ids are kept raw): the first 128 bits of a SHA-256 of it under a name of its own (so
+/// it is no other digest), in URL-safe base64. Ids carry at least 120 random bits, so a
+/// handle can neither be guessed nor turned back into an id or a key.
 pub(crate) fn handle(id: &SessionId) -> String {
     let digest = Sha256::new()
         .chain_update(b"session-store handle v1\0")
@@ -110,7 +111,7 @@ impl SessionManager {
         let Some(owner) = current.owner() else {
             return Ok(0);
         };
-        let keep = current.id();
+        let keep = self.config.key(&current.id()).into_owned();
         let mut ended = 0;
         for (id, _) in self.owned(&owner).await? {
             if id != keep {
@@ -121,8 +122,9 @@ impl SessionManager {
         Ok(ended)
     }
 
-    /// The store's list of `owner`'s sessions, under the store timeout; re-checked against
-    /// the owner, so a store's stale index entry never reaches a caller.
+    /// The store's list of `owner`'s sessions (by the keys they are stored under), under the
+    /// store timeout; re-checked against the owner, so a store's stale index entry never
+    /// reaches a caller.
     async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
         let c = &self.config;
         if !c.caps.owners {
@@ -136,10 +138,11 @@ impl SessionManager {
         Ok(owned)
     }
 
-    /// Destroys `owner`'s session `id` and tells the event hook.
+    /// Destroys `owner`'s session stored under `id` (a key from `owned`) and tells the event
+    /// hook.
     async fn end(&self, owner: &str, id: &SessionId) -> Result<()> {
         let c = &self.config;
-        c.timed("destroy", c.store().destroy(id)).await?;
+        c.timed("destroy", c.store().destroy_key(id)).await?;
         c.emit(|| SessionEvent::Revoked {
             handle: handle(id),
             owner: owner.to_owned(),

@@ -517,7 +517,8 @@ impl Session {
     /// its id, which names the session in a list without letting anyone load it. Changes
     /// with the id ([`regenerate`](Self::regenerate)).
     pub fn handle(&self) -> String {
-        handle(&self.lock().id)
+        let id = self.lock().id.clone();
+        handle(&self.config().key(&id))
     }
 
     /// Sets an owner or label field, marking the session modified if it changed.
@@ -870,11 +871,11 @@ impl Session {
                 st.client_cookie = true;
                 c.emit(|| match &moved_from {
                     Some(from) => SessionEvent::Regenerated {
-                        from: handle(from),
-                        to: handle(&st.id),
+                        from: handle(&c.key(from)),
+                        to: handle(&c.key(&st.id)),
                     },
                     None => SessionEvent::Created {
-                        handle: handle(&st.id),
+                        handle: handle(&c.key(&st.id)),
                     },
                 });
             } else {
@@ -926,7 +927,7 @@ impl Session {
             let result = c.timed("destroy", c.store().destroy(old)).await;
             if result.is_ok() && destroyed && !moved.contains(old) {
                 c.emit(|| SessionEvent::Destroyed {
-                    handle: handle(old),
+                    handle: handle(&c.key(old)),
                 });
             }
             if let Err(e) = result {

@@ -170,6 +170,16 @@ pub trait SessionStore: Send + Sync + 'static {
         Capabilities::NONE
     }
 
+    /// Whether this store must keep sessions under the ids cookies carry. Default `false`:
+    /// the manager hands the store a one-way digest of each id instead
+    /// ([`SessionManagerBuilder::hashed_ids`](crate::SessionManagerBuilder::hashed_ids)), so
+    /// a dump of the store holds no usable session id. Layouts shared with another program
+    /// that looks sessions up by the cookie's id (express-session's, for Node) answer
+    /// `true`, and then receive raw ids.
+    fn needs_raw_ids(&self) -> bool {
+        false
+    }
+
     /// Loads the record under `id`: `Ok(None)` if there is none or it has expired.
     async fn get(&self, id: &SessionId) -> Result<Option<Record>>;
 
@@ -270,6 +280,9 @@ macro_rules! forward_store {
             }
             fn capabilities(&self) -> Capabilities {
                 (**self).capabilities()
+            }
+            fn needs_raw_ids(&self) -> bool {
+                (**self).needs_raw_ids()
             }
             async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
                 (**self).get(id).await

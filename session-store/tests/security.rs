@@ -576,7 +576,12 @@ async fn cycle(manager: &SessionManager, store: &Faulty, seen: &mut Observed) {
     a.commit().await.unwrap();
     b.commit().await.unwrap();
     seen.session(&b);
-    let stored = store.inner.get(&b.id()).await.unwrap().unwrap();
+    let stored = store
+        .inner
+        .get(&manager.store_key(&b.id()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.data.len(), 3, "the concurrent writes were merged");
     seen.debug(&stored);
 

@@ -192,6 +192,10 @@ impl SessionStore for CountingStore {
         self.caps
     }
 
+    fn needs_raw_ids(&self) -> bool {
+        self.inner.needs_raw_ids()
+    }
+
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         self.enter(0, false)?;
         self.inner.get(id).await

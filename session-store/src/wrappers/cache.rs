@@ -193,6 +193,10 @@ impl<R: SessionStore> SessionStore for CachingStore<R> {
         self.remote.capabilities()
     }
 
+    fn needs_raw_ids(&self) -> bool {
+        self.remote.needs_raw_ids()
+    }
+
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         if let Some(record) = self.lookup(id) {
             return Ok(Some(record));

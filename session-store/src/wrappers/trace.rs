@@ -104,6 +104,9 @@ impl<S: SessionStore> SessionStore for TracingStore<S> {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn needs_raw_ids(&self) -> bool {
+        self.inner.needs_raw_ids()
+    }
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
         self.traced("get", found, self.inner.get(id)).await
     }

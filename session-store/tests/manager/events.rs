@@ -65,7 +65,11 @@ async fn every_change_of_a_sessions_life_is_an_event_named_by_handle() {
     let id = IdGenerator::nanoid().generate();
     let mut record = Record::new(at(10_000), Codec::MessagePack);
     record.created = Some(at(0));
-    h.store.inner.set(&id, &record).await.unwrap();
+    h.store
+        .inner
+        .set(&h.manager.store_key(&id), &record)
+        .await
+        .unwrap();
     h.clock.set(at(7200));
     h.request(Some(&format!("sid={}", id.as_str())), |_| {})
         .await;

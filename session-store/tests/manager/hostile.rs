@@ -126,7 +126,11 @@ async fn a_stored_version_at_u64_max_wraps_instead_of_panicking() {
     let (cookie, id) = h.existing().await;
     let mut record = h.stored(&id).await.unwrap();
     record.version = u64::MAX;
-    h.store.inner.set(&id, &record).await.unwrap();
+    h.store
+        .inner
+        .set(&h.manager.store_key(&id), &record)
+        .await
+        .unwrap();
     let r = h.request(Some(&cookie), bump).await;
     assert!(!r.session.is_new());
     let stored = h.stored(&id).await.unwrap();

@@ -298,7 +298,11 @@ async fn a_record_without_a_creation_time_gets_one_at_its_next_write() {
     record
         .data
         .insert("visits".into(), Codec::MessagePack.encode(&1u32).unwrap());
-    h.store.inner.set(&id, &record).await.unwrap();
+    h.store
+        .inner
+        .set(&h.manager.store_key(&id), &record)
+        .await
+        .unwrap();
     h.clock.advance(secs(100));
     let cookie = format!("sid={}", id.as_str());
     let r = h.request(Some(&cookie), bump).await;

@@ -14,7 +14,7 @@ use session_store::time::macros::datetime;
 use session_store::{
     Codec, Error, FnCodec, IdGenerator, LazySession, Lifetime, ManualClock, MemoryStore,
     PrivateCodec, Record, Result, SameSite, Session, SessionId, SessionManager,
-    SessionManagerBuilder, SessionStore, SignedCodec, async_trait,
+    SessionManagerBuilder, SessionStore, SignedCodec, async_trait, stored_key,
 };
 
 const START: OffsetDateTime = datetime!(2026-01-01 00:00:00 UTC);
@@ -177,7 +177,11 @@ impl Harness {
     }
 
     async fn stored(&self, id: &SessionId) -> Option<Record> {
-        self.store.inner.get(id).await.unwrap()
+        self.store
+            .inner
+            .get(&self.manager.store_key(id))
+            .await
+            .unwrap()
     }
 
     /// The stored record's expiry; panics if there is no record.
@@ -210,6 +214,7 @@ fn stored_visits(record: &Record) -> u32 {
 }
 
 // The tests, one module per part of the behaviour.
+mod at_rest;
 mod commit_table;
 mod concurrency;
 mod cookie_options;

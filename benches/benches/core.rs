@@ -1,5 +1,6 @@
 //! The manager's per-request cost on `MemoryStore`, `MemoryStore` under concurrency, and the
-//! cost of compare-and-set writes against plain updates (Memory, Redis).
+//! cost of compare-and-set writes against plain updates (Memory, Redis), and the cost of
+//! hashed ids and encrypted data at rest.
 //!
 //! `cargo bench -p session-benches --bench core`
 
@@ -182,11 +183,49 @@ fn compare_and_set_cost(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the protections at rest cost per request: plain ids, hashed ids (the default), and
+/// hashed ids with the data encrypted, on `MemoryStore` (read and write of the ten-key
+/// session above). Compare the three lines of one run as ratios.
+fn at_rest_cost(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("at_rest");
+    let keys = session_store::DataKeys::new([[7u8; 32]]).unwrap();
+    for (label, hashed, encrypted) in [
+        ("raw ids", false, false),
+        ("hashed ids", true, false),
+        ("hashed ids + encrypted data", true, true),
+    ] {
+        let mut builder = SessionManager::builder(MemoryStore::new()).hashed_ids(hashed);
+        if encrypted {
+            builder = builder.encrypt_data(keys.clone());
+        }
+        let manager = builder.build().unwrap();
+        let headers = existing_session(&rt, &manager);
+        group.bench_function(BenchmarkId::new("read", label), |b| {
+            b.to_async(&rt).iter(|| async {
+                let session = manager.load(&headers).await.unwrap();
+                let value: Option<String> = session.get("key3").unwrap();
+                black_box(value);
+                session.commit().await.unwrap();
+            })
+        });
+        group.bench_function(BenchmarkId::new("write", label), |b| {
+            b.to_async(&rt).iter(|| async {
+                let session = manager.load(&headers).await.unwrap();
+                let n: u64 = session.get("counter").unwrap().unwrap_or(0);
+                session.insert("counter", n + 1).unwrap();
+                session.commit().await.unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = manager_per_request, memory_store_concurrency, compare_and_set_cost
+    targets = manager_per_request, memory_store_concurrency, compare_and_set_cost, at_rest_cost
 }
 criterion_main!(benches);

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod at_rest;
 mod clock;
 pub mod codec;
 mod cookie_only;
@@ -24,6 +25,7 @@ pub mod testing;
 pub mod wrappers;
 
 pub use async_trait::async_trait;
+pub use at_rest::DataKeys;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CookieCodec, FnCodec, PlainCodec, PrivateCodec, SignedCodec};
 pub use cookie_only::MAX_COOKIE_LEN;

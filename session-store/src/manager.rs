@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
 use time::OffsetDateTime;
 
+use crate::at_rest::DataKeys;
 use crate::clock::{Clock, SystemClock};
 use crate::codec::{CookieCodec, PlainCodec, PrivateCodec};
 use crate::cookie_only;
@@ -131,6 +132,8 @@ pub(crate) struct Config {
     /// While ids are hashed: a session not found under its digest is looked up under its
     /// raw id too, and moved.
     pub(crate) read_raw_ids: bool,
+    /// Keys session data is encrypted with at rest.
+    pub(crate) data_keys: Option<DataKeys>,
     /// The attributes every `Set-Cookie` carries before `Max-Age` (`; HttpOnly; …; Path=/`),
     /// formatted once by the `cookie` crate.
     pub(crate) cookie_attributes: String,
@@ -186,6 +189,7 @@ impl Config {
         Keyed {
             store: &*self.store,
             hashed: self.hashed_ids,
+            keys: self.data_keys.as_ref(),
         }
     }
 
@@ -202,9 +206,13 @@ impl Config {
         operation: &'static str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let started = observe::start();
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
         let result = self.under_timeout(call).await;
+        #[cfg(feature = "metrics")]
         observe::call(self.store.name(), operation, started, &result);
+        #[cfg(not(feature = "metrics"))]
+        let _ = operation;
         result
     }
 
@@ -686,6 +694,8 @@ pub fn stored_key(id: &SessionId) -> SessionId {
 pub(crate) struct Keyed<'a> {
     store: &'a dyn SessionStore,
     hashed: bool,
+    /// Seals data on the way in and opens it on the way out.
+    keys: Option<&'a DataKeys>,
 }
 
 impl Keyed<'_> {
@@ -697,12 +707,31 @@ impl Keyed<'_> {
         }
     }
 
+    /// `record` as stored under `key`: sealed where data is encrypted at rest.
+    fn sealed<'r>(&self, key: &SessionId, record: &'r Record) -> Cow<'r, Record> {
+        match self.keys {
+            Some(keys) => Cow::Owned(keys.seal(key, record)),
+            None => Cow::Borrowed(record),
+        }
+    }
+
+    /// A record read from under `key`, opened where data is encrypted at rest.
+    fn opened(&self, key: &SessionId, record: Option<Record>) -> Result<Option<Record>> {
+        match (self.keys, record) {
+            (Some(keys), Some(record)) => keys.open(key, record).map(Some),
+            (_, record) => Ok(record),
+        }
+    }
+
     pub(crate) async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.store.get(&self.key(id)).await
+        let key = self.key(id);
+        let found = self.store.get(&key).await?;
+        self.opened(&key, found)
     }
 
     pub(crate) async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
-        self.store.set(&self.key(id), record).await
+        let key = self.key(id);
+        self.store.set(&key, &self.sealed(&key, record)).await
     }
 
     pub(crate) async fn destroy(&self, id: &SessionId) -> Result<()> {
@@ -714,11 +743,13 @@ impl Keyed<'_> {
     }
 
     pub(crate) async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.store.create(&self.key(id), record).await
+        let key = self.key(id);
+        self.store.create(&key, &self.sealed(&key, record)).await
     }
 
     pub(crate) async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.store.update(&self.key(id), record).await
+        let key = self.key(id);
+        self.store.update(&key, &self.sealed(&key, record)).await
     }
 
     pub(crate) async fn compare_and_set(
@@ -727,12 +758,14 @@ impl Keyed<'_> {
         record: &Record,
         expected: u64,
     ) -> Result<CasOutcome> {
+        let key = self.key(id);
         self.store
-            .compare_and_set(&self.key(id), record, expected)
+            .compare_and_set(&key, &self.sealed(&key, record), expected)
             .await
     }
 
-    /// The sessions of `owner`, by key.
+    /// The sessions of `owner`, by key. Their data is left sealed: listings read only the
+    /// fields stores keep in the clear.
     pub(crate) async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
         self.store.owned(owner).await
     }
@@ -744,7 +777,8 @@ impl Keyed<'_> {
 
     /// The session stored under the raw `id`, as before ids were hashed.
     pub(crate) async fn get_raw(&self, id: &SessionId) -> Result<Option<Record>> {
-        self.store.get(id).await
+        let found = self.store.get(id).await?;
+        self.opened(id, found)
     }
 
     /// Destroys the session stored under the raw `id`.
@@ -803,6 +837,7 @@ pub struct SessionManagerBuilder {
     events: Option<Hook>,
     hashed_ids: bool,
     read_raw_ids: bool,
+    data_keys: Option<DataKeys>,
 }
 
 impl fmt::Debug for SessionManagerBuilder {
@@ -836,6 +871,7 @@ impl SessionManagerBuilder {
             events: None,
             hashed_ids: true,
             read_raw_ids: false,
+            data_keys: None,
         }
     }
 
@@ -966,6 +1002,18 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Encrypts session data at rest with these keys (default off): every store write seals
+    /// the data with AES-256-GCM bound to the session's store key, every read opens it, so a
+    /// dump of the store shows no session data either. Expiry, version, creation time,
+    /// lifetime, owner and label stay readable (stores need them). Records written before
+    /// encryption was turned on are still read, and sealed at their next write; a record
+    /// that does not open (a key no longer listed) gives a fresh session. Not for stores
+    /// shared with express-session (the builder refuses it).
+    pub fn encrypt_data(mut self, keys: DataKeys) -> Self {
+        self.data_keys = Some(keys);
+        self
+    }
+
     /// Calls `hook` with every [`SessionEvent`]: created, regenerated, destroyed, found
     /// expired, revoked. Sessions are named by handle, never by id. The hook runs inside the
     /// request, so keep it short (hand the event to a channel for slow work); a hook that
@@ -1080,6 +1128,13 @@ impl SessionManagerBuilder {
         }
         let caps = self.store.capabilities();
         let hashed_ids = self.hashed_ids && !self.store.needs_raw_ids();
+        if self.data_keys.is_some() && (self.store.needs_raw_ids() || self.cookie_only.is_some()) {
+            return bad(
+                "data encryption at rest is for this library's own store layouts: a store \
+                 shared with express-session must stay readable by Node, and cookie-only \
+                 sessions are always encrypted",
+            );
+        }
         let mut config = Config {
             caps,
             store: self.store,
@@ -1102,6 +1157,7 @@ impl SessionManagerBuilder {
             events: self.events,
             hashed_ids,
             read_raw_ids: self.read_raw_ids && hashed_ids,
+            data_keys: self.data_keys,
             cookie_attributes: String::new(),
         };
         let attributes = config.cookie_base(String::new()).to_string();

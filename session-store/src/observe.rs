@@ -19,6 +19,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+#[cfg(feature = "metrics")]
 use crate::error::Error;
 
 /// A change in a session's life, given to the hook of
@@ -94,7 +95,7 @@ pub(crate) fn emit(hook: Option<&Hook>, make: impl FnOnce() -> SessionEvent) {
 }
 
 /// The `kind` label of an error.
-#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+#[cfg(feature = "metrics")]
 fn kind(error: &Error) -> &'static str {
     match error {
         Error::Unavailable { .. } => "unavailable",
@@ -109,45 +110,26 @@ fn kind(error: &Error) -> &'static str {
     }
 }
 
-/// When a store call started, if anything measures it.
+/// A store call's end: its latency since `started`, and its error if any.
 #[cfg(feature = "metrics")]
-pub(crate) type Started = std::time::Instant;
-/// When a store call started, if anything measures it.
-#[cfg(not(feature = "metrics"))]
-pub(crate) type Started = ();
-
-/// The start of a store call.
-#[inline]
-pub(crate) fn start() -> Started {
-    #[cfg(feature = "metrics")]
-    return std::time::Instant::now();
-}
-
-/// A store call's end: its latency, and its error if any.
-#[inline]
 pub(crate) fn call<T>(
     store: &'static str,
     operation: &'static str,
-    started: Started,
+    started: std::time::Instant,
     result: &Result<T, Error>,
 ) {
-    #[cfg(feature = "metrics")]
-    {
-        let seconds = started.elapsed().as_secs_f64();
-        metrics::histogram!("session_store_call_seconds", "store" => store, "operation" => operation)
-            .record(seconds);
-        if let Err(error) = result {
-            let kind = kind(error);
-            metrics::counter!("session_store_errors_total", "store" => store, "operation" => operation, "kind" => kind)
+    let seconds = started.elapsed().as_secs_f64();
+    metrics::histogram!("session_store_call_seconds", "store" => store, "operation" => operation)
+        .record(seconds);
+    if let Err(error) = result {
+        let kind = kind(error);
+        metrics::counter!("session_store_errors_total", "store" => store, "operation" => operation, "kind" => kind)
+            .increment(1);
+        if matches!(error, Error::Timeout { .. }) {
+            metrics::counter!("session_store_timeouts_total", "store" => store, "operation" => operation)
                 .increment(1);
-            if matches!(error, Error::Timeout { .. }) {
-                metrics::counter!("session_store_timeouts_total", "store" => store, "operation" => operation)
-                    .increment(1);
-            }
         }
     }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (store, operation, started, result);
 }
 
 /// A request's session was loaded: `found`, `new` or `error`.

@@ -12,7 +12,7 @@ use session_store::testing::{CountingStore, Failure};
 use session_store::time::OffsetDateTime;
 use session_store::time::macros::datetime;
 use session_store::{
-    Codec, Error, FnCodec, IdGenerator, LazySession, Lifetime, ManualClock, MemoryStore,
+    Codec, DataKeys, Error, FnCodec, IdGenerator, LazySession, Lifetime, ManualClock, MemoryStore,
     PrivateCodec, Record, Result, SameSite, Session, SessionId, SessionManager,
     SessionManagerBuilder, SessionStore, SignedCodec, async_trait, stored_key,
 };

@@ -13,6 +13,10 @@
 //!   cookie is a browser-session cookie.
 //! - `POST /logout`: destroys the session.
 //! - `GET /whoami`: reads the session without modifying it.
+//! - `GET /sessions`: the logged-in user's sessions (one per device or browser), as JSON.
+//! - `POST /sessions/revoke?handle=H`: ends one of them (e.g. a lost phone).
+//! - `POST /logout-everywhere`: ends all of them, this one included; `?others=1`: all but
+//!   this one.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -22,11 +26,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{StatusCode, Uri};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Serialize;
+use session_store::time::OffsetDateTime;
+use session_store::time::format_description::well_known::Rfc3339;
 use session_store::{
-    MAX_LIFETIME, MemoryStore, PrivateCodec, SameSite, SessionManager, SessionManagerBuilder,
-    SessionStore, SignedCodec,
+    Error, MAX_LIFETIME, MemoryStore, PrivateCodec, SameSite, SessionInfo, SessionManager,
+    SessionManagerBuilder, SessionStore, SignedCodec,
 };
 use session_store_mongodb::MongoStore;
 use session_store_redis::RedisStore;
@@ -71,6 +80,15 @@ ROUTES:
                    remember=1: a 30-day cookie, else a browser-session cookie
     POST /logout   destroy the session
     GET  /whoami   read the session without modifying it
+    GET  /sessions the logged-in user's sessions as JSON: handle, created, last_seen,
+                   expires, label (the browser's User-Agent), current
+    POST /sessions/revoke
+                   ?handle=H: end one of the user's sessions (404 if none has handle H)
+    POST /logout-everywhere
+                   end all the user's sessions, this one included;
+                   ?others=1: all but this one
+                   (the last three need a store that indexes sessions by user: 501 in
+                   cookie-only mode)
 ";
 
 /// The demo's configuration.
@@ -402,14 +420,19 @@ fn cookie_manager(options: &Options) -> Result<SessionManager, String> {
     .map_err(|e| e.to_string())
 }
 
-/// The demo's routes.
+/// The demo's routes. The handlers that list and revoke a user's sessions also get the
+/// manager, as state.
 fn app(manager: SessionManager) -> Router {
     Router::new()
         .route("/", get(visit))
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/whoami", get(whoami))
-        .layer(SessionLayer::new(manager))
+        .route("/sessions", get(sessions))
+        .route("/sessions/revoke", post(revoke))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .layer(SessionLayer::new(manager.clone()))
+        .with_state(manager)
 }
 
 type Reply = (StatusCode, String);
@@ -479,7 +502,7 @@ fn describe(duration: Duration) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-async fn login(uri: Uri, session: Session) -> Reply {
+async fn login(uri: Uri, headers: HeaderMap, session: Session) -> Reply {
     let (user, remember) = match (user_of(&uri), remember_of(&uri)) {
         (Ok(user), Ok(remember)) => (user, remember),
         (Err(reply), _) | (_, Err(reply)) => return reply,
@@ -491,6 +514,12 @@ async fn login(uri: Uri, session: Session) -> Reply {
     if let Err(error) = session.insert("user", &user) {
         return failed(error);
     }
+    // Bound to the user, so `GET /sessions` lists it and `/logout-everywhere` ends it; the
+    // label tells the user which browser it is.
+    if let Err(error) = session.set_owner(&user) {
+        return failed(error);
+    }
+    session.set_label(user_agent(&headers));
     // "Remember me": a cookie that outlives the browser; otherwise a browser-session cookie,
     // whatever `--max-age` says.
     if let Err(error) = session.set_max_age(remember.then_some(REMEMBER_FOR)) {
@@ -501,6 +530,170 @@ async fn login(uri: Uri, session: Session) -> Reply {
         None => "until the browser is closed".into(),
     };
     (StatusCode::OK, format!("Logged in as {user}, {lifetime}."))
+}
+
+/// The `User-Agent` header, or `unknown` if there is none (or it is not text).
+fn user_agent(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|agent| !agent.is_empty())
+        .unwrap_or("unknown")
+}
+
+/// One session in `GET /sessions`.
+#[derive(Serialize)]
+struct SessionView {
+    /// Names the session for `POST /sessions/revoke` (a digest of the id, never the id).
+    handle: String,
+    /// RFC 3339 times; `created` is `null` for sessions stored before creation times were
+    /// kept.
+    created: Option<String>,
+    last_seen: String,
+    expires: String,
+    label: Option<String>,
+    /// Whether this is the session of the request that asked.
+    current: bool,
+}
+
+/// RFC 3339 in whole seconds, e.g. `2026-12-04T08:39:33Z`.
+fn rfc3339(at: OffsetDateTime) -> String {
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
+}
+
+impl SessionView {
+    fn new(info: SessionInfo, current: &str) -> Self {
+        Self {
+            current: info.handle == current,
+            handle: info.handle,
+            created: info.created.map(rfc3339),
+            last_seen: rfc3339(info.last_seen),
+            expires: rfc3339(info.expires),
+            label: info.label,
+        }
+    }
+}
+
+/// The answer to a request that needs a logged-in user (one bound to the session) and has
+/// none.
+fn not_logged_in() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "Not logged in (POST /login first).\n",
+    )
+        .into_response()
+}
+
+/// The answer to a failed listing or revocation: 501 if the store cannot find a user's
+/// sessions (never an empty list, which would read as "no other sessions"), else the
+/// store's error status.
+fn owners_failed(error: Error) -> Response {
+    match error {
+        Error::Unsupported {
+            store: "cookie", ..
+        } => (
+            StatusCode::NOT_IMPLEMENTED,
+            "Cookie-only sessions live in the browser, not in a store: they cannot be listed \
+             or revoked. Run the demo with a store (--store) for this.\n"
+                .to_owned(),
+        )
+            .into_response(),
+        Error::Unsupported { store, .. } => (
+            StatusCode::NOT_IMPLEMENTED,
+            format!(
+                "The `{store}` store keeps no index of sessions by user: it cannot list or \
+                 revoke a user's sessions.\n"
+            ),
+        )
+            .into_response(),
+        error => failed(error).into_response(),
+    }
+}
+
+async fn sessions(State(manager): State<SessionManager>, session: Session) -> Response {
+    let Some(owner) = session.owner() else {
+        return not_logged_in();
+    };
+    match manager.sessions_of(&owner).await {
+        Ok(list) => {
+            let current = session.handle();
+            let list: Vec<SessionView> = list
+                .into_iter()
+                .map(|info| SessionView::new(info, &current))
+                .collect();
+            // Pretty, for people reading it with curl.
+            match serde_json::to_string_pretty(&list) {
+                Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "session error\n").into_response(),
+            }
+        }
+        Err(error) => owners_failed(error),
+    }
+}
+
+async fn revoke(State(manager): State<SessionManager>, uri: Uri, session: Session) -> Response {
+    let Some(handle) = query_param(&uri, "handle").filter(|h| !h.is_empty()) else {
+        return bad_request("handle: the handle of one of your sessions (GET /sessions)")
+            .into_response();
+    };
+    let Some(owner) = session.owner() else {
+        return not_logged_in();
+    };
+    match manager.revoke(&owner, handle).await {
+        Ok(true) if handle == session.handle() => {
+            // This request's own session: clear its cookie too.
+            session.destroy();
+            (StatusCode::OK, "Revoked this session: logged out.").into_response()
+        }
+        Ok(true) => (StatusCode::OK, "Revoked.").into_response(),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            "None of your sessions has that handle.\n",
+        )
+            .into_response(),
+        Err(error) => owners_failed(error),
+    }
+}
+
+async fn logout_everywhere(
+    State(manager): State<SessionManager>,
+    uri: Uri,
+    session: Session,
+) -> Response {
+    let others = match query_param(&uri, "others") {
+        None => false,
+        Some(value) => match parse_bool("others", value) {
+            Ok(others) => others,
+            Err(error) => return bad_request(&error).into_response(),
+        },
+    };
+    let Some(owner) = session.owner() else {
+        return not_logged_in();
+    };
+    if others {
+        return match manager.revoke_others(&session).await {
+            Ok(n) => (
+                StatusCode::OK,
+                format!("Logged out {n} other session(s); this one stays."),
+            )
+                .into_response(),
+            Err(error) => owners_failed(error),
+        };
+    }
+    match manager.revoke_all(&owner).await {
+        Ok(n) => {
+            // Already gone from the store; this clears the cookie.
+            session.destroy();
+            (
+                StatusCode::OK,
+                format!("Logged out {n} session(s), this one included."),
+            )
+                .into_response()
+        }
+        Err(error) => owners_failed(error),
+    }
 }
 
 async fn logout(session: Session) -> Reply {

@@ -3,11 +3,16 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::StatusCode;
-use session_tests::Client;
+use http::{StatusCode, header};
+use session_store::SessionStore;
+use session_store_mongodb::MongoStore;
+use session_store_redis::RedisStore;
+use session_store_sqlx::{MySqlStore, PostgresStore, SqliteStore};
+use session_tests::{Client, Reply};
 
 const DEMO: &str = env!("CARGO_BIN_EXE_session-demo");
 
@@ -241,6 +246,326 @@ async fn sqlite_store() {
 #[tokio::test]
 async fn cookie_only_sessions() {
     counter_login_whoami_logout(&["--store", "cookie", "--secret", &"k".repeat(32)], false).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// A user's sessions: listing, revoking one, logging out everywhere.
+
+/// A user name no other test (or earlier run against a shared store) has used.
+fn unique_user(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000_000);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// One entry of `GET /sessions`.
+#[derive(Debug, serde::Deserialize)]
+struct Listed {
+    handle: String,
+    created: Option<String>,
+    last_seen: String,
+    expires: String,
+    label: Option<String>,
+    current: bool,
+}
+
+/// `GET /sessions` as `client`: its list, which must mark exactly one session current.
+async fn list(client: &Client) -> Vec<Listed> {
+    let r = client.get("/sessions").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        Some(&b"application/json"[..])
+    );
+    let list: Vec<Listed> =
+        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+    assert_eq!(
+        list.iter().filter(|s| s.current).count(),
+        1,
+        "one current session: {list:?}"
+    );
+    list
+}
+
+/// Logs `client` in as `user` with `User-Agent: agent` (none if `None`).
+async fn login_as(client: &Client, user: &str, agent: Option<&str>) {
+    let path = format!("/login?user={user}&remember=1");
+    let r = match agent {
+        Some(agent) => {
+            client
+                .request_with(http::Method::POST, &path, &[(header::USER_AGENT, agent)])
+                .await
+        }
+        None => client.post(&path).await,
+    };
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+async fn whoami(client: &Client) -> String {
+    client.get("/whoami").await.body
+}
+
+fn logged_out(r: &Reply) -> bool {
+    r.set_cookies().iter().any(|c| c.contains("Max-Age=0"))
+}
+
+/// Two devices ("phone", "laptop": two cookie jars) of one user, on the demo started with
+/// `args`: each lists both sessions with its own marked current; one revokes the other by
+/// handle; logging out everywhere ends both; another user's handle revokes nothing.
+async fn two_devices(args: &[&str]) {
+    let demo = Demo::start(args);
+    let user = unique_user("ann");
+    let (phone, laptop) = (Client::new(demo.addr), Client::new(demo.addr));
+
+    // Not logged in (with or without a session): 401.
+    assert_eq!(
+        phone.get("/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(phone.get("/").await.body, visited(1));
+    for r in [
+        phone.get("/sessions").await,
+        phone.post("/sessions/revoke?handle=x").await,
+        phone.post("/logout-everywhere").await,
+    ] {
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    }
+
+    login_as(&phone, &user, Some("Phone/1.0")).await;
+    login_as(&laptop, &user, Some("Laptop/2.0")).await;
+    let (on_phone, on_laptop) = (list(&phone).await, list(&laptop).await);
+    assert_eq!(on_phone.len(), 2, "{on_phone:?}");
+    assert_eq!(on_laptop.len(), 2, "{on_laptop:?}");
+    let label_of_current = |list: &[Listed]| {
+        list.iter()
+            .find(|s| s.current)
+            .and_then(|s| s.label.clone())
+    };
+    assert_eq!(label_of_current(&on_phone).as_deref(), Some("Phone/1.0"));
+    assert_eq!(label_of_current(&on_laptop).as_deref(), Some("Laptop/2.0"));
+    let handle_of = |list: &[Listed], label: &str| {
+        list.iter()
+            .find(|s| s.label.as_deref() == Some(label))
+            .map(|s| s.handle.clone())
+            .unwrap_or_else(|| panic!("no {label} in {list:?}"))
+    };
+    // Both devices see the same two sessions, each its own as current.
+    let laptop_handle = handle_of(&on_phone, "Laptop/2.0");
+    assert_eq!(laptop_handle, handle_of(&on_laptop, "Laptop/2.0"));
+    assert_eq!(
+        handle_of(&on_phone, "Phone/1.0"),
+        handle_of(&on_laptop, "Phone/1.0")
+    );
+    for s in &on_phone {
+        assert!(s.created.is_some(), "{s:?}");
+        assert!(
+            s.last_seen.ends_with('Z') && s.expires.ends_with('Z'),
+            "{s:?}"
+        );
+        assert!(s.last_seen < s.expires, "{s:?}");
+        assert!(
+            !s.handle.is_empty()
+                && phone
+                    .cookie("sid")
+                    .is_some_and(|id| !id.contains(&s.handle)),
+            "a handle is not the id"
+        );
+    }
+
+    // Another user (no User-Agent: labelled "unknown") cannot revoke ann's session.
+    let other = Client::new(demo.addr);
+    login_as(&other, &unique_user("bob"), None).await;
+    let theirs = list(&other).await;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].label.as_deref(), Some("unknown"));
+    let r = other
+        .post(&format!("/sessions/revoke?handle={laptop_handle}"))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(
+        whoami(&laptop)
+            .await
+            .starts_with(&format!("You are {user}."))
+    );
+    let r = phone.post("/sessions/revoke?handle=no-such-handle").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(
+        phone.post("/sessions/revoke").await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // The phone revokes the laptop: the laptop's next request is logged out.
+    let r = phone
+        .post(&format!("/sessions/revoke?handle={laptop_handle}"))
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "Revoked."));
+    assert!(r.set_cookies().is_empty(), "the phone stays logged in");
+    assert!(whoami(&laptop).await.starts_with("You are not logged in."));
+    assert!(
+        whoami(&phone)
+            .await
+            .starts_with(&format!("You are {user}."))
+    );
+    let on_phone = list(&phone).await;
+    assert_eq!(on_phone.len(), 1, "{on_phone:?}");
+    // A revoked handle is gone.
+    let r = phone
+        .post(&format!("/sessions/revoke?handle={laptop_handle}"))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+    // Logging out everywhere ends both devices' sessions and clears the caller's cookie.
+    login_as(&laptop, &user, Some("Laptop/2.0")).await;
+    assert_eq!(list(&phone).await.len(), 2);
+    let r = laptop.post("/logout-everywhere").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            StatusCode::OK,
+            "Logged out 2 session(s), this one included."
+        )
+    );
+    assert!(logged_out(&r), "{:?}", r.set_cookies());
+    assert!(laptop.cookie("sid").is_none());
+    assert!(whoami(&phone).await.starts_with("You are not logged in."));
+    assert!(whoami(&laptop).await.starts_with("You are not logged in."));
+    assert_eq!(
+        laptop.get("/sessions").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // `?others=1` keeps the caller's session.
+    login_as(&phone, &user, Some("Phone/1.0")).await;
+    login_as(&laptop, &user, Some("Laptop/2.0")).await;
+    let r = phone.post("/logout-everywhere?others=1").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (
+            StatusCode::OK,
+            "Logged out 1 other session(s); this one stays."
+        )
+    );
+    assert!(r.set_cookies().is_empty(), "{:?}", r.set_cookies());
+    assert!(whoami(&laptop).await.starts_with("You are not logged in."));
+    let on_phone = list(&phone).await;
+    assert_eq!(on_phone.len(), 1, "{on_phone:?}");
+    // Revoking one's own session by handle logs out too.
+    let r = phone
+        .post(&format!("/sessions/revoke?handle={}", on_phone[0].handle))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(logged_out(&r), "{:?}", r.set_cookies());
+    assert!(whoami(&phone).await.starts_with("You are not logged in."));
+    // The other user was never touched.
+    assert_eq!(list(&other).await.len(), 1);
+}
+
+/// A store that cannot find a user's sessions answers 501 with a reason, never an empty
+/// list, and logging out everywhere changes nothing.
+async fn sessions_not_implemented(args: &[&str], reason: &str) {
+    let demo = Demo::start(args);
+    let c = Client::new(demo.addr);
+    let user = unique_user("ann");
+    login_as(&c, &user, Some("Phone/1.0")).await;
+    for r in [
+        c.get("/sessions").await,
+        c.post("/sessions/revoke?handle=x").await,
+        c.post("/logout-everywhere").await,
+        c.post("/logout-everywhere?others=1").await,
+    ] {
+        assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{}", r.body);
+        assert!(r.body.contains(reason), "{}", r.body);
+        assert!(r.set_cookies().is_empty(), "{:?}", r.set_cookies());
+    }
+    assert!(whoami(&c).await.starts_with(&format!("You are {user}.")));
+}
+
+/// Runs [`two_devices`] if the store claims the owners capability now, else checks that the
+/// demo answers 501 (stores gain the capability one by one).
+async fn sessions_of_a_user(store: &dyn SessionStore, args: &[&str]) {
+    if store.capabilities().owners {
+        two_devices(args).await;
+    } else {
+        eprintln!(
+            "the `{}` store does not index sessions by user yet: checking the 501 answer only",
+            store.name()
+        );
+        sessions_not_implemented(args, "keeps no index of sessions by user").await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_of_a_user_memory() {
+    two_devices(&[]).await;
+}
+
+#[tokio::test]
+async fn sessions_of_a_user_mongodb() {
+    let url = env_or(
+        "MONGODB_URL",
+        "mongodb://127.0.0.1:27917/?directConnection=true",
+    );
+    let store = MongoStore::from_url(&url).await.unwrap();
+    assert!(store.capabilities().owners);
+    two_devices(&["--store", &url]).await;
+}
+
+#[tokio::test]
+async fn sessions_of_a_user_redis() {
+    let url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    let store = RedisStore::from_url(&url).unwrap();
+    sessions_of_a_user(&store, &["--store", &url]).await;
+}
+
+#[tokio::test]
+async fn sessions_of_a_user_redis_cluster() {
+    let urls = env_or(
+        "REDIS_CLUSTER_URLS",
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002",
+    );
+    let store = RedisStore::cluster_from_urls(urls.split(',')).unwrap();
+    let nodes: Vec<&str> = urls
+        .split(',')
+        .map(|u| u.trim_start_matches("redis://"))
+        .collect();
+    let url = format!("redis+cluster://{}", nodes.join(","));
+    sessions_of_a_user(&store, &["--store", &url]).await;
+}
+
+#[tokio::test]
+async fn sessions_of_a_user_postgres() {
+    let url = env_or("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let store = PostgresStore::connect(&url).await.unwrap();
+    sessions_of_a_user(&store, &["--store", &url]).await;
+}
+
+#[tokio::test]
+async fn sessions_of_a_user_mysql() {
+    let url = env_or("MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
+    let store = MySqlStore::connect(&url).await.unwrap();
+    sessions_of_a_user(&store, &["--store", &url]).await;
+}
+
+#[tokio::test]
+async fn sessions_of_a_user_sqlite() {
+    let dir = std::env::temp_dir().join(format!("session-demo-owners-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("sessions.db").display());
+    let store = SqliteStore::connect(&url).await.unwrap();
+    sessions_of_a_user(&store, &["--store", &url]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn cookie_only_sessions_cannot_be_listed() {
+    sessions_not_implemented(
+        &["--store", "cookie", "--secret", &"k".repeat(32)],
+        "Cookie-only sessions live in the browser",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -40,6 +40,10 @@ pub const DEFAULT_DATABASE: &str = "session_store";
 /// The collection [`MongoStore::from_url`] uses.
 pub const DEFAULT_COLLECTION: &str = "sessions";
 
+/// The name of the index [`MongoStore::create_owner_index`] creates (the name MongoDB would
+/// give its keys).
+pub const OWNER_INDEX: &str = "owner_1_expires_1";
+
 /// MongoDB's duplicate key error code.
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -110,13 +114,14 @@ impl MongoStore {
     }
 
     /// Uses an existing collection handle (its read and write concerns apply), creating the
-    /// TTL index if it is missing.
+    /// TTL index and the owner index if they are missing.
     pub async fn from_collection(collection: Collection<Document>) -> Result<Self> {
         let store = Self {
             collection,
             clock: Arc::new(SystemClock),
         };
         store.create_ttl_index().await?;
+        store.create_owner_index().await?;
         Ok(store)
     }
 
@@ -128,6 +133,34 @@ impl MongoStore {
         let index = IndexModel::builder()
             .keys(doc! { "expires": 1 })
             .options(IndexOptions::builder().expire_after(Duration::ZERO).build())
+            .build();
+        self.collection
+            .create_index(index)
+            .await
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
+    /// Creates the owner index [`OWNER_INDEX`]: `{owner: 1, expires: 1}`, partial on
+    /// `{owner: {$gt: ""}}`, so it holds only sessions bound to an owner (unowned sessions
+    /// add no index entry) and [`SessionStore::owned`]'s query, `{owner, expires > now}`, is
+    /// one index range scan over that owner's live sessions. Does nothing if it exists
+    /// already; fails with [`Error::Backend`] if an index of that name exists with another
+    /// definition. The constructors call it.
+    ///
+    /// The partial filter is a comparison rather than `$exists` because a query planner can
+    /// only use a partial index for a query it can prove lies inside the filter, and an
+    /// equality on a non-empty string provably lies inside `$gt: ""` (owners are never
+    /// empty); the expiry is the second key so the range on it is part of the scan.
+    pub async fn create_owner_index(&self) -> Result<()> {
+        let index = IndexModel::builder()
+            .keys(doc! { "owner": 1, "expires": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(OWNER_INDEX.to_owned())
+                    .partial_filter_expression(doc! { "owner": { "$gt": "" } })
+                    .build(),
+            )
             .build();
         self.collection
             .create_index(index)
@@ -156,6 +189,12 @@ impl MongoStore {
     fn live(&self, id: &SessionId) -> Document {
         doc! { "_id": id.as_str(), "expires": { "$gt": self.now() } }
     }
+
+    /// The filter that matches the live documents bound to `owner`: an equality on the
+    /// owner index's first key and a range on its second.
+    fn live_of(&self, owner: &str) -> Document {
+        doc! { "owner": owner, "expires": { "$gt": self.now() } }
+    }
 }
 
 /// A client for `uri` with the store's default server selection timeout, and the database
@@ -173,15 +212,21 @@ async fn client_from_uri(uri: &str) -> Result<(Client, Option<String>)> {
     Ok((client, database))
 }
 
-/// The whole document for `record` under `id`.
+/// The whole document for `record` under `id`. Every write but `touch` replaces the whole
+/// document, so the `owner` field (absent for an unowned record) always follows the record.
 fn to_document(id: &SessionId, record: &Record) -> Document {
-    doc! {
+    let mut document = doc! {
         "_id": id.as_str(),
         "data": Binary { subtype: BinarySubtype::Generic, bytes: record.encode_payload() },
         // Stored as the signed reinterpretation of the bits, so every u64 round-trips.
         "v": record.version as i64,
         "expires": to_bson_date(record.expires),
+    };
+    if let Some(owner) = &record.owner {
+        // A copy of the owner in the payload, for the owner index.
+        document.insert("owner", owner.as_str());
     }
+    document
 }
 
 /// A record from a stored document.
@@ -353,6 +398,24 @@ impl SessionStore for MongoStore {
         Ok(result.matched_count > 0)
     }
 
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        let mut cursor = self
+            .collection
+            .find(self.live_of(owner))
+            .await
+            .map_err(map_error)?;
+        let mut owned = Vec::new();
+        while cursor.advance().await.map_err(map_error)? {
+            let document = cursor.deserialize_current().map_err(map_error)?;
+            let id = match document.get("_id") {
+                Some(Bson::String(id)) => SessionId::new(id.as_str()),
+                _ => return Err(Error::corrupt(NAME, "field `_id` is not a string")),
+            };
+            owned.push((id, from_document(&document)?));
+        }
+        Ok(owned)
+    }
+
     async fn compare_and_set(
         &self,
         id: &SessionId,
@@ -414,6 +477,25 @@ mod tests {
             let back = from_document(&to_document(&id, &record)).unwrap();
             assert_eq!(back, record);
         }
+    }
+
+    #[test]
+    fn the_owner_is_a_field_only_when_there_is_one() {
+        let id = SessionId::new("abc");
+        let mut record = Record::new(
+            OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            session_store::Codec::MessagePack,
+        );
+        assert!(!to_document(&id, &record).contains_key("owner"));
+        record.owner = Some("ann".into());
+        record.label = Some("Firefox".into());
+        let document = to_document(&id, &record);
+        assert_eq!(document.get_str("owner").ok(), Some("ann"));
+        assert!(
+            !document.contains_key("label"),
+            "the label stays in the payload"
+        );
+        assert_eq!(from_document(&document).unwrap(), record);
     }
 
     #[test]

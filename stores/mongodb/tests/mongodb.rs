@@ -1,14 +1,19 @@
 //! `MongoStore` against a real server: `MONGODB_URL` (default: the SecantusDB that
 //! `scripts/mongo.sh start` runs). Every test uses its own random collection.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
 use session_store::time::OffsetDateTime;
 use session_store::{Capabilities, CasOutcome, Error, ManualClock, SessionStore};
-use session_store_mongodb::MongoStore;
-use session_store_mongodb::mongodb::bson::{Bson, DateTime, Document, doc};
+use session_store_mongodb::mongodb::bson::spec::BinarySubtype;
+use session_store_mongodb::mongodb::bson::{Binary, Bson, DateTime, Document, doc};
+use session_store_mongodb::mongodb::event::EventHandler;
+use session_store_mongodb::mongodb::event::command::CommandEvent;
+use session_store_mongodb::mongodb::options::ClientOptions;
+use session_store_mongodb::mongodb::{Client, IndexModel};
+use session_store_mongodb::{MongoStore, OWNER_INDEX};
 
 const DEFAULT_URL: &str = "mongodb://127.0.0.1:27917/?directConnection=true";
 const DATABASE: &str = "session_store_test";
@@ -299,8 +304,8 @@ async fn undecodable_documents_are_corrupt() {
         .collection()
         .insert_one(doc! {
             "_id": garbage.as_str(),
-            "data": Bson::Binary(session_store_mongodb::mongodb::bson::Binary {
-                subtype: session_store_mongodb::mongodb::bson::spec::BinarySubtype::Generic,
+            "data": Bson::Binary(Binary {
+                subtype: BinarySubtype::Generic,
                 bytes: b"\xA5\x01\x01garbage".to_vec(),
             }),
             "v": 1_i64,
@@ -405,4 +410,217 @@ async fn conflicting_index_on_expires_is_reported() {
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     other.drop().await.unwrap();
     drop_collection(&store).await;
+}
+
+/// The index of `store`'s collection named `name`, if any.
+async fn index_named(store: &MongoStore, name: &str) -> Option<IndexModel> {
+    let mut indexes = store.collection().list_indexes().await.unwrap();
+    while indexes.advance().await.unwrap() {
+        let index = indexes.deserialize_current().unwrap();
+        if index.options.as_ref().and_then(|o| o.name.as_deref()) == Some(name) {
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// The `owner` field follows the record through every write, is absent for unowned
+/// sessions, and the owner index is partial: it holds owned sessions only.
+#[tokio::test]
+async fn owner_field_and_index() {
+    let store = store().await;
+    MongoStore::from_collection(store.collection().clone())
+        .await
+        .expect("creating the owner index twice must succeed");
+    let index = index_named(&store, OWNER_INDEX)
+        .await
+        .expect("no owner index");
+    assert_eq!(index.keys, doc! { "owner": 1, "expires": 1 });
+    let options = index.options.expect("index without options");
+    assert_eq!(
+        options.partial_filter_expression,
+        Some(doc! { "owner": { "$gt": "" } }),
+        "unowned sessions must not be indexed"
+    );
+
+    let owner_of = |document: Option<Document>| {
+        document
+            .expect("document missing")
+            .get("owner")
+            .map(|owner| owner.as_str().expect("owner is a string").to_owned())
+    };
+    let later = now_ms() + Duration::from_secs(600);
+    let owned = |owner: Option<&str>, version: u64| {
+        let mut record = sample_record(later);
+        record.owner = owner.map(str::to_owned);
+        record.label = Some("curl".into());
+        record.version = version;
+        record
+    };
+    let id = new_id();
+    assert!(store.create(&id, &owned(Some("ann"), 1)).await.unwrap());
+    let stored = raw(&store, &id).await.unwrap();
+    let keys: Vec<&str> = stored.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["_id", "data", "v", "expires", "owner"]);
+    assert_eq!(stored.get_str("owner").unwrap(), "ann");
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap(),
+        owned(Some("ann"), 1)
+    );
+
+    assert!(store.update(&id, &owned(Some("bob"), 2)).await.unwrap());
+    assert_eq!(owner_of(raw(&store, &id).await).as_deref(), Some("bob"));
+    assert_eq!(
+        store
+            .compare_and_set(&id, &owned(Some("cy"), 3), 2)
+            .await
+            .unwrap(),
+        CasOutcome::Written
+    );
+    assert_eq!(owner_of(raw(&store, &id).await).as_deref(), Some("cy"));
+    assert!(store.touch(&id, later).await.unwrap());
+    assert_eq!(
+        owner_of(raw(&store, &id).await).as_deref(),
+        Some("cy"),
+        "touch keeps the owner"
+    );
+    store.set(&id, &owned(None, 4)).await.unwrap();
+    assert_eq!(owner_of(raw(&store, &id).await), None, "unowned: no field");
+    assert!(store.owned("cy").await.unwrap().is_empty());
+    drop_collection(&store).await;
+}
+
+/// The query `owned` sends walks the owner index: with 10,000 sessions of other owners (and
+/// some unowned and expired ones) in the collection, the server's `explain` of exactly the
+/// `find` that `owned` sent (captured with the driver's command monitoring) shows an index
+/// scan of the owner index and no collection scan, and examines only the owner's documents.
+#[tokio::test]
+async fn listing_an_owner_scans_the_owner_index_not_the_collection() {
+    let sent: Arc<Mutex<Vec<Document>>> = Arc::default();
+    let mut options = ClientOptions::parse(url()).await.unwrap();
+    let finds = sent.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event| {
+        if let CommandEvent::Started(started) = event
+            && started.command_name == "find"
+        {
+            finds.lock().unwrap().push(started.command);
+        }
+    }));
+    let client = Client::with_options(options).unwrap();
+    let name = format!("sessions_{}", nanoid::nanoid!(12));
+    let store = MongoStore::from_client(&client, DATABASE, &name)
+        .await
+        .unwrap();
+
+    // Others' sessions, inserted in bulk in the store's layout.
+    const OTHERS: usize = 10_000;
+    let later = now_ms() + Duration::from_secs(3600);
+    let mut record = sample_record(later);
+    let others: Vec<Document> = (0..OTHERS)
+        .map(|i| {
+            let owner = format!("user-{:05}", i % 2_500);
+            record.owner = Some(owner.clone());
+            doc! {
+                "_id": new_id().as_str(),
+                "data": Binary { subtype: BinarySubtype::Generic, bytes: record.encode_payload() },
+                "v": 0_i64,
+                "expires": DateTime::from_millis(later.unix_timestamp() * 1000),
+                "owner": owner,
+            }
+        })
+        .collect();
+    store.collection().insert_many(others).await.unwrap();
+    // The owner's sessions, a session of theirs that has expired but is still stored, and
+    // unowned ones, through the store.
+    let owner = "ann";
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        let id = new_id();
+        let mut record = sample_record(later);
+        record.owner = Some(owner.into());
+        store.set(&id, &record).await.unwrap();
+        mine.push(id.as_str().to_owned());
+    }
+    let mut expired = sample_record(now_ms() - Duration::from_secs(5));
+    expired.owner = Some(owner.into());
+    store.set(&new_id(), &expired).await.unwrap();
+    for _ in 0..5 {
+        store.set(&new_id(), &sample_record(later)).await.unwrap();
+    }
+
+    sent.lock().unwrap().clear();
+    let mut listed: Vec<String> = store
+        .owned(owner)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, record)| {
+            assert_eq!(record.owner.as_deref(), Some(owner));
+            id.as_str().to_owned()
+        })
+        .collect();
+    listed.sort();
+    mine.sort();
+    assert_eq!(listed, mine);
+
+    let finds = std::mem::take(&mut *sent.lock().unwrap());
+    assert_eq!(finds.len(), 1, "owned must be one find: {finds:?}");
+    let filter = finds[0].get_document("filter").unwrap().clone();
+    let explain = client
+        .database(DATABASE)
+        .run_command(doc! {
+            "explain": { "find": &name, "filter": filter },
+            "verbosity": "executionStats",
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the server cannot explain the listing query: {e}"));
+    let plan = explain
+        .get_document("queryPlanner")
+        .and_then(|p| p.get_document("winningPlan"))
+        .unwrap_or_else(|_| panic!("no winning plan in {explain}"))
+        .clone();
+    let stages = stages_of(&plan);
+    assert!(
+        stages
+            .iter()
+            .any(|(stage, index)| stage == "IXSCAN" && index.as_deref() == Some(OWNER_INDEX)),
+        "no index scan of {OWNER_INDEX}: {plan}"
+    );
+    assert!(
+        !stages.iter().any(|(stage, _)| stage == "COLLSCAN"),
+        "a collection scan: {plan}"
+    );
+    let stats = explain
+        .get_document("executionStats")
+        .unwrap_or_else(|_| panic!("no execution stats in {explain}"));
+    let number = |field: &str| match stats.get(field) {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        other => panic!("executionStats.{field} is {other:?}"),
+    };
+    assert_eq!(number("nReturned"), 3, "{stats}");
+    assert!(
+        number("totalDocsExamined") <= 4,
+        "examined more than the owner's documents: {stats}"
+    );
+    store.collection().drop().await.unwrap();
+}
+
+/// Every `(stage, indexName)` of a plan tree (`inputStage`, `inputStages`).
+fn stages_of(plan: &Document) -> Vec<(String, Option<String>)> {
+    let mut stages = vec![(
+        plan.get_str("stage").unwrap_or_default().to_owned(),
+        plan.get_str("indexName").ok().map(str::to_owned),
+    )];
+    if let Ok(input) = plan.get_document("inputStage") {
+        stages.extend(stages_of(input));
+    }
+    if let Ok(inputs) = plan.get_array("inputStages") {
+        for input in inputs {
+            if let Bson::Document(input) = input {
+                stages.extend(stages_of(input));
+            }
+        }
+    }
+    stages
 }

@@ -16,10 +16,16 @@
 //
 // Routes (mirrored by the Rust app of the interop test):
 //   GET  /count   views += 1, answers {"views": n}
-//   GET  /read    answers {"exists": bool, "data": {...session data without cookie}}
+//   GET  /read    answers {"exists": bool, "data": {...session data}} (without `cookie`
+//                 and the Rust side's `__created`)
 //   GET  /peek    like /read, but never extends the session (its store has touch disabled)
 //   GET  /touch   loads the session without changing it: express-session touches it
-//   POST /set     sets the key `?key=` to the JSON value `?value=`
+//   POST /set     sets the key `?key=` to the JSON value `?value=` (not a reserved key)
+//   POST /remember?ms=N  the session's own lifetime, "remember me"
+//                 (`req.session.cookie.maxAge = N`); `ms=null` or no `ms`: a browser-session
+//                 cookie. Also sets `remember` to N (or null), so that the session is saved
+//                 (express-session does not save a change of the cookie alone). Answers
+//                 like /read, plus {"maxAge": cookie.originalMaxAge}.
 //   POST /logout  destroys the session
 //   GET  /health  "ok"
 
@@ -98,11 +104,18 @@ function middleware(store) {
   });
 }
 
-/** The session's data without express-session's `cookie` object. */
+/**
+ * Keys of the stored session that are not session data: express-session's `cookie` object,
+ * and the creation time the Rust side keeps in the same JSON (session-store's
+ * `express::CREATED_KEY`), which this app keeps like any property but never shows or sets.
+ */
+const RESERVED = new Set(["cookie", "__created"]);
+
+/** The session's data without the reserved keys. */
 function snapshot(req) {
   const data = {};
   for (const [key, value] of Object.entries(req.session ?? {})) {
-    if (key !== "cookie") {
+    if (!RESERVED.has(key)) {
       data[key] = value;
     }
   }
@@ -127,7 +140,7 @@ app.get("/read", sessions, (req, res) => res.json(snapshot(req)));
 app.get("/touch", sessions, (req, res) => res.json(snapshot(req)));
 app.post("/set", sessions, (req, res) => {
   const key = String(req.query.key ?? "");
-  if (!key || key === "cookie") {
+  if (!key || RESERVED.has(key)) {
     return res.status(400).type("text").send("bad key");
   }
   try {
@@ -136,6 +149,17 @@ app.post("/set", sessions, (req, res) => {
     return res.status(400).type("text").send("value is not JSON");
   }
   res.json(snapshot(req));
+});
+app.post("/remember", sessions, (req, res) => {
+  const text = String(req.query.ms ?? "null");
+  const ms = text === "null" ? null : Number(text);
+  if (ms !== null && !(Number.isSafeInteger(ms) && ms > 0)) {
+    return res.status(400).type("text").send("ms must be a positive integer or null");
+  }
+  // Sets `expires` (null: a browser-session cookie) and with it `originalMaxAge`.
+  req.session.cookie.maxAge = ms;
+  req.session.remember = ms;
+  res.json({ ...snapshot(req), maxAge: req.session.cookie.originalMaxAge });
 });
 app.post("/logout", sessions, (req, res, next) => {
   req.session.destroy((err) => (err ? next(err) : res.json({ destroyed: true })));

@@ -5,7 +5,7 @@
 //! The Rust side of the end-to-end test, and the Node side's launcher:
 //!
 //! - [`rust_app`]: an axum app with the same routes as the Node app in `interop/node`
-//!   (`/count`, `/read`, `/peek`, `/touch`, `/set`, `/logout`), over any
+//!   (`/count`, `/read`, `/peek`, `/touch`, `/set`, `/remember`, `/logout`), over any
 //!   [`SessionManager`].
 //! - [`express_manager`]: a manager configured like express-session (cookie `connect.sid`,
 //!   signed with the app's secrets, 32-character ids, JSON values).
@@ -28,6 +28,7 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use session_store::express::{COOKIE_KEY, CREATED_KEY};
 use session_store::{
     Codec, CookieOptions, IdGenerator, Result, SessionManager, SessionStore, SignedCodec,
 };
@@ -56,14 +57,20 @@ pub fn express_manager(
 }
 
 /// The session's data as JSON: `{"exists": loaded from the store, "data": {key: value}}`.
+/// The layout's reserved keys (`cookie`, the creation time `__created`) are not data: they
+/// never appear among the session's keys.
 fn snapshot(session: &Session) -> Json<Value> {
+    Json(snapshot_value(session))
+}
+
+fn snapshot_value(session: &Session) -> Value {
     let mut data = BTreeMap::new();
     for key in session.keys() {
         if let Ok(Some(value)) = session.get::<Value>(&key) {
             data.insert(key, value);
         }
     }
-    Json(json!({ "exists": !session.is_new(), "data": data }))
+    json!({ "exists": !session.is_new(), "data": data })
 }
 
 async fn count(session: Session) -> std::result::Result<Json<Value>, StatusCode> {
@@ -89,7 +96,9 @@ async fn set(
     session: Session,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> std::result::Result<Json<Value>, (StatusCode, &'static str)> {
-    let key = query.get("key").filter(|k| !k.is_empty() && *k != "cookie");
+    let key = query
+        .get("key")
+        .filter(|k| !k.is_empty() && *k != COOKIE_KEY && *k != CREATED_KEY);
     let Some(key) = key else {
         return Err((StatusCode::BAD_REQUEST, "bad key"));
     };
@@ -104,6 +113,34 @@ async fn set(
     Ok(snapshot(&session))
 }
 
+/// `POST /remember?ms=N`: the session's own lifetime (`Session::set_max_age`), `ms=null` or
+/// no `ms` for a browser-session cookie; also sets `remember` to N (or null), as the Node
+/// app does.
+async fn remember(
+    session: Session,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> std::result::Result<Json<Value>, (StatusCode, &'static str)> {
+    let ms = match query.get("ms").map(String::as_str) {
+        None | Some("null") => None,
+        Some(text) => Some(
+            text.parse::<u64>()
+                .map_err(|_| (StatusCode::BAD_REQUEST, "ms must be an integer or null"))?,
+        ),
+    };
+    session
+        .set_max_age(ms.map(Duration::from_millis))
+        .map_err(|_| (StatusCode::BAD_REQUEST, "max age out of range"))?;
+    session.insert("remember", ms).map_err(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not store the value",
+        )
+    })?;
+    let mut answer = snapshot_value(&session);
+    answer["maxAge"] = json!(session.max_age().map(|d| d.as_millis() as u64));
+    Ok(Json(answer))
+}
+
 async fn logout(session: Session) -> Json<Value> {
     session.destroy();
     Json(json!({ "destroyed": true }))
@@ -116,7 +153,8 @@ async fn logout(session: Session) -> Json<Value> {
 /// | `GET /count` | `views += 1`, answers `{"views": n}` |
 /// | `GET /read`, `GET /peek` | answers `{"exists": bool, "data": {...}}`, changes nothing |
 /// | `GET /touch` | extends the session's expiry now (payload-free store touch) |
-/// | `POST /set?key=K&value=JSON` | sets one key |
+/// | `POST /set?key=K&value=JSON` | sets one key (not `cookie` or `__created`) |
+/// | `POST /remember?ms=N` | the session's own lifetime (`ms=null` or none: browser session), and `remember = N` |
 /// | `POST /logout` | destroys the session |
 pub fn rust_app(manager: SessionManager) -> Router {
     Router::new()
@@ -126,6 +164,7 @@ pub fn rust_app(manager: SessionManager) -> Router {
         .route("/peek", get(read))
         .route("/touch", get(touch))
         .route("/set", post(set))
+        .route("/remember", post(remember))
         .route("/logout", post(logout))
         .layer(SessionLayer::new(manager))
 }

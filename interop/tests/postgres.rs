@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LONG, Pair, SHORT};
+use common::{LONG, Pair, REMEMBER, RawStore, SHORT};
 use session_interop::{NodeApp, NodeStore, RustApp, express_manager};
 use session_store::CookieOptions;
 use session_store_sqlx::sqlx;
@@ -72,10 +72,14 @@ async fn start(max_age: Duration) -> (Pair, Table) {
     let guard = Table {
         store: store.clone(),
     };
+    let raw = RawStore::Postgres {
+        pool: store.pool().clone(),
+        table: table.clone(),
+    };
     let manager = express_manager(store, cookie, &[&secret]).expect("valid manager");
     let rust = RustApp::start(manager).await.expect("serve the Rust app");
     let node = NodeApp::start(&NodeStore::Postgres { url, table }, &secret, max_age);
-    (Pair { node, rust }, guard)
+    (Pair { node, rust, raw }, guard)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,4 +110,34 @@ async fn expiry_in_one_is_respected_by_the_other() {
 async fn touch_in_one_is_respected_by_the_other() {
     let (pair, _table) = start(SHORT).await;
     common::touch_in_one_is_respected_by_the_other(&pair).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_remember_me_is_kept_by_rust() {
+    let (pair, _table) = start(LONG).await;
+    common::node_lifetime_is_kept_by_rust(&pair, Some(REMEMBER)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_browser_session_is_kept_by_rust() {
+    let (pair, _table) = start(LONG).await;
+    common::node_lifetime_is_kept_by_rust(&pair, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_remember_me_is_kept_by_node() {
+    let (pair, _table) = start(LONG).await;
+    common::rust_lifetime_is_kept_by_node(&pair, Some(REMEMBER)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_browser_session_is_kept_by_node() {
+    let (pair, _table) = start(LONG).await;
+    common::rust_lifetime_is_kept_by_node(&pair, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetime_changes_are_kept_by_the_other() {
+    let (pair, _table) = start(LONG).await;
+    common::lifetime_changes_are_kept_by_the_other(&pair).await;
 }

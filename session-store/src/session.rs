@@ -344,8 +344,11 @@ impl Session {
         now: OffsetDateTime,
     ) -> Self {
         let c = &manager.config;
-        // A record from before creation times were kept starts its absolute clock now.
+        // A record from before creation times were kept (or written by Node, which keeps
+        // none) starts its absolute clock now; with an absolute lifetime that start is
+        // written at this request's commit, so the clock cannot restart on every load.
         let created = Some(record.created.unwrap_or_else(|| millis(now)));
+        let unrecorded = record.created.is_none() && c.absolute_lifetime.is_some();
         let mut expires = record.expires;
         let mut due = false;
         if let Some(after) = c.touch_after {
@@ -374,7 +377,7 @@ impl Session {
             lifetime: record.lifetime,
             owner: record.owner,
             label: record.label,
-            meta_dirty: false,
+            meta_dirty: unrecorded,
             old_ids: Vec::new(),
             moved_ids: Vec::new(),
             superseded: false,

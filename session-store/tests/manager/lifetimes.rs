@@ -313,4 +313,16 @@ async fn a_record_without_a_creation_time_gets_one_at_its_next_write() {
     );
     assert_eq!(h.stored(&id).await.unwrap().created, Some(at(100)));
     assert_eq!(visits(&r.session), 2);
+    // With an absolute lifetime, even a request that only reads such a session writes its
+    // creation time, so the clock does not restart on every load.
+    let other = IdGenerator::nanoid().generate();
+    h.store
+        .inner
+        .set(&h.manager.store_key(&other), &record)
+        .await
+        .unwrap();
+    h.clock.advance(secs(100));
+    let cookie = format!("sid={}", other.as_str());
+    h.request(Some(&cookie), |_| {}).await;
+    assert_eq!(h.stored(&other).await.unwrap().created, Some(at(200)));
 }

@@ -98,6 +98,12 @@ impl Connector {
         self.pools.kind()
     }
 
+    /// Whether the store talks to a Redis Cluster, where a script can reach the keys of one
+    /// slot only.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.pools, Pools::Cluster(_))
+    }
+
     fn current(&self) -> MutexGuard<'_, Option<(u64, Live)>> {
         // The guarded value is replaced in one assignment: a poisoned lock is still consistent.
         self.current.lock().unwrap_or_else(|e| e.into_inner())

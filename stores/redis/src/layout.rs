@@ -5,6 +5,7 @@ use session_store::express::{COOKIE_KEY, ExpressLayout};
 use session_store::time::OffsetDateTime;
 use session_store::time::format_description::well_known::Rfc3339;
 use session_store::{CookieOptions, Error, Record, Result};
+use sha2::{Digest, Sha256};
 
 use crate::error::NAME;
 
@@ -13,6 +14,12 @@ use crate::error::NAME;
 pub(crate) const HEADER_LEN: usize = 16;
 /// Where the expiry starts in a [`Layout::Native`] value.
 pub(crate) const EXPIRY_AT: usize = 8;
+/// First byte of the owner section that follows the header in the [`Layout::Native`] value
+/// of a session with an owner (`o`); a payload envelope never starts with it (its first
+/// byte is `0xA5`).
+pub(crate) const OWNER_MARK: u8 = b'o';
+/// The owner section: [`OWNER_MARK`], then the owner's digest ([`OwnerDigest`]).
+pub(crate) const OWNER_SECTION_LEN: usize = 1 + OwnerDigest::LEN;
 /// Latest expiry Redis is asked for (9999-12-31T23:59:59.999Z), in Unix milliseconds.
 pub(crate) const MAX_EXPIRY_MS: i128 = 253_402_300_799_999;
 
@@ -26,6 +33,12 @@ pub enum Layout {
     /// ([`Record::encode_payload`]). The key's TTL is set to the same expiry, so Redis still
     /// removes expired sessions itself, and a read is one `GET`. Every value codec, every
     /// capability including compare-and-set. Default key prefix `session:`.
+    ///
+    /// A session with an owner ([`Record::owner`]) has an owner section between the header
+    /// and the payload: the byte `o` and the owner's SHA-256 in 64 lower-case hex digits,
+    /// which name its owner index (`<prefix>owner:<digits>`), so that the store's scripts
+    /// find the index of a session without decoding the payload. Values without it (every
+    /// session without owner, and values written before owners existed) read as before.
     #[default]
     Native,
     /// connect-redis's layout, shared with Node services running express-session: the value
@@ -61,14 +74,23 @@ impl Layout {
         }
     }
 
-    /// The value to store for `record`.
-    pub(crate) fn encode(&self, record: &Record) -> Result<Vec<u8>> {
+    /// The value to store for `record`. In [`Layout::Native`], `owner` is the digest of
+    /// `record.owner` ([`OwnerDigest::of`]), written as the owner section after the header.
+    pub(crate) fn encode(&self, record: &Record, owner: Option<&OwnerDigest>) -> Result<Vec<u8>> {
         match self {
             Self::Native => {
                 let payload = record.encode_payload();
-                let mut value = Vec::with_capacity(HEADER_LEN + payload.len());
+                let section = if owner.is_some() {
+                    OWNER_SECTION_LEN
+                } else {
+                    0
+                };
+                let mut value = Vec::with_capacity(HEADER_LEN + section + payload.len());
                 value.extend_from_slice(&record.version.to_be_bytes());
                 value.extend_from_slice(&expiry_ms(record.expires).to_be_bytes());
+                if let Some(owner) = owner {
+                    value.extend_from_slice(&owner.section());
+                }
                 value.extend_from_slice(&payload);
                 Ok(value)
             }
@@ -91,6 +113,13 @@ impl Layout {
         if expires <= now {
             return Ok(None);
         }
+        // The owner section of an owned session: the owner itself is in the payload.
+        let payload = match payload.first() {
+            Some(&OWNER_MARK) => payload
+                .get(OWNER_SECTION_LEN..)
+                .ok_or_else(|| Error::corrupt(NAME, "owner section cut short"))?,
+            _ => payload,
+        };
         Record::decode_payload(payload, expires, version)
             .map(Some)
             .map_err(|e| Error::corrupt(NAME, e))
@@ -123,6 +152,59 @@ impl Layout {
                 Ok(Some(record))
             }
         }
+    }
+}
+
+/// The SHA-256 of an owner ([`Record::owner`]) in lower-case hex: names the owner's index
+/// key (`<prefix>owner:<digest>`) and marks the owner's sessions in [`Layout::Native`], so
+/// owners of any length and content give short keys of one shape.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct OwnerDigest([u8; OwnerDigest::LEN]);
+
+impl OwnerDigest {
+    /// 64 hex digits.
+    pub(crate) const LEN: usize = 64;
+
+    pub(crate) fn of(owner: &str) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = Sha256::digest(owner.as_bytes());
+        let mut hex = [0u8; Self::LEN];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest.iter()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0x0f)];
+        }
+        Self(hex)
+    }
+
+    /// The digits.
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The owner section of a value: [`OWNER_MARK`] and the digits.
+    pub(crate) fn section(&self) -> [u8; OWNER_SECTION_LEN] {
+        let mut section = [OWNER_MARK; OWNER_SECTION_LEN];
+        section[1..].copy_from_slice(&self.0);
+        section
+    }
+
+    /// The digest in an owner section read back from Redis; `None` if it is none.
+    pub(crate) fn from_section(section: &[u8]) -> Option<Self> {
+        match section.split_first() {
+            Some((&OWNER_MARK, digits))
+                if digits.len() == Self::LEN && digits.iter().all(u8::is_ascii_hexdigit) =>
+            {
+                digits.try_into().ok().map(Self)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for OwnerDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnerDigest(..)")
     }
 }
 
@@ -246,12 +328,58 @@ mod tests {
     }
 
     #[test]
+    fn owner_digest_is_the_hex_sha256() {
+        let digest = OwnerDigest::of("abc");
+        assert_eq!(
+            digest.as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let section = digest.section();
+        assert_eq!(section[0], b'o');
+        assert_eq!(OwnerDigest::from_section(&section), Some(digest.clone()));
+        assert_eq!(OwnerDigest::from_section(&section[..64]), None);
+        assert_eq!(OwnerDigest::from_section(b""), None);
+        let mut upper = section;
+        upper[1] = b'Z';
+        assert_eq!(OwnerDigest::from_section(&upper), None);
+        assert_ne!(OwnerDigest::of("abd"), digest);
+        assert_eq!(format!("{digest:?}"), "OwnerDigest(..)");
+    }
+
+    #[test]
+    fn an_owned_value_carries_the_owner_section() {
+        let mut record = Record::new(now() + Duration::from_secs(600), Codec::Json);
+        record.version = 4;
+        record.owner = Some("user 42 / ü".into());
+        record.label = Some("Firefox".into());
+        record.data.insert("k".into(), b"1".to_vec());
+        let digest = OwnerDigest::of("user 42 / ü");
+        let value = Layout::Native.encode(&record, Some(&digest)).unwrap();
+        assert_eq!(value[16..16 + OWNER_SECTION_LEN], digest.section());
+        assert_eq!(value[16 + OWNER_SECTION_LEN..], record.encode_payload()[..]);
+        let back = Layout::decode_native(&value, now()).unwrap().unwrap();
+        assert_eq!(back.owner, record.owner);
+        assert_eq!(back.label, record.label);
+        assert_eq!(back.data, record.data);
+        assert_eq!(back.version, 4);
+        // Cut inside the section: corrupt, not a panic.
+        assert!(matches!(
+            Layout::decode_native(&value[..40], now()),
+            Err(Error::Corrupt { .. })
+        ));
+        // Without owner, the value is the header and the payload, as before owners.
+        record.owner = None;
+        let plain = Layout::Native.encode(&record, None).unwrap();
+        assert_eq!(plain[16..], record.encode_payload()[..]);
+    }
+
+    #[test]
     fn native_value_round_trips() {
         let mut record = Record::new(now() + Duration::from_secs(600), Codec::Json);
         record.version = u64::MAX - 1;
         record.data.insert("k".into(), b"1".to_vec());
         let ms = expiry_ms(record.expires);
-        let value = Layout::Native.encode(&record).unwrap();
+        let value = Layout::Native.encode(&record, None).unwrap();
         assert_eq!(value[..8], record.version.to_be_bytes());
         assert_eq!(value[8..16], ms.to_be_bytes());
         let back = Layout::decode_native(&value, now()).unwrap().unwrap();
@@ -274,7 +402,7 @@ mod tests {
 
         // Written back: same shape, `cookie.expires` from the record, fields kept.
         let written: serde_json::Value =
-            serde_json::from_slice(&express().encode(&record).unwrap()).unwrap();
+            serde_json::from_slice(&express().encode(&record, None).unwrap()).unwrap();
         let mut expected: serde_json::Value = serde_json::from_str(NODE).unwrap();
         expected["cookie"]["expires"] = written["cookie"]["expires"].clone();
         assert_eq!(written, expected);
@@ -317,11 +445,11 @@ mod tests {
             .data
             .insert("n".into(), Codec::MessagePack.encode(&1u8).unwrap());
         assert!(matches!(
-            express().encode(&record),
+            express().encode(&record, None),
             Err(Error::Serialization { .. })
         ));
         let later = expiry_ms(now() + Duration::from_secs(60));
-        let native = Layout::Native.encode(&record).unwrap();
+        let native = Layout::Native.encode(&record, None).unwrap();
         for garbage in [&native[..], b"", b"[1]", b"\"text\"", b"{broken"] {
             assert!(matches!(
                 decode(garbage, later, now()),
@@ -339,7 +467,7 @@ mod tests {
         let expires = OffsetDateTime::parse("2026-11-26T19:58:41.066Z", &Rfc3339).unwrap();
         let mut record = Record::new(expires, Codec::Json);
         record.data.insert("views".into(), b"2".to_vec());
-        let written = String::from_utf8(layout.encode(&record).unwrap()).unwrap();
+        let written = String::from_utf8(layout.encode(&record, None).unwrap()).unwrap();
         let ours: serde_json::Value = serde_json::from_str(&written).unwrap();
         let node: serde_json::Value = serde_json::from_str(NODE).unwrap();
         assert_eq!(ours, node);

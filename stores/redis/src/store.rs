@@ -12,7 +12,7 @@ use session_store::{
 
 use crate::connection::{Connector, Pools};
 use crate::error::{self, NAME};
-use crate::layout::{Layout, expiry_ms};
+use crate::layout::{Layout, OwnerDigest, expiry_ms};
 
 /// Pool and connection timeouts of the `from_url` style constructors.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -34,32 +34,149 @@ fn pool_config() -> deadpool_redis::PoolConfig {
     }
 }
 
-/// Compare-and-set in one `EVALSHA`: 0 = missing, 1 = conflict, 2 = written. Only the
-/// 8-byte version header is read into the script (`GETRANGE`; a missing key reads as empty),
-/// never the payload.
-const CAS_SCRIPT: &str = r"
-local current = redis.call('GETRANGE', KEYS[1], 0, 7)
-if current == '' then
+/// The Lua function that adds a session to an owner index, shared by the scripts below.
+///
+/// `index(key, id, ms, now)`: member `id` gets score `ms` (the session's expiry) unless its
+/// score is higher already (`ZADD GT`): a member's score never falls below the expiry of the
+/// session while the owner has it, so listing the members scored after now misses no live
+/// session. Members whose score has passed (`now`, in Unix milliseconds) are dropped, and
+/// the index key lives at least as long as its latest member.
+macro_rules! index_lua {
+    () => {
+        r"
+local function index(key, id, ms, now)
+  if tonumber(ms) > tonumber(now) then
+    redis.call('ZADD', key, 'GT', ms, id)
+    if redis.call('PEXPIRETIME', key) < tonumber(ms) then
+      redis.call('PEXPIREAT', key, ms)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+end
+"
+    };
+}
+
+/// A write in one `EVALSHA`: compare-and-set, and every write of a session with an owner
+/// on one node (the session and its owner index in one atomic step).
+///
+/// `KEYS[1]` the session, `KEYS[2]` (optional) its owner index; `ARGV`: mode (`cas`, `set`,
+/// `NX` or `XX`), value, expiry ms, expected version (8 bytes, `cas` only), then with an
+/// index the id and now (ms). Returns 2 = written; 0 = not written (`NX`/`XX`) or missing
+/// (`cas`); 1 = conflict (`cas`). Compare-and-set reads only the 8-byte version header
+/// (`GETRANGE`; a missing key reads as empty), never the payload.
+const WRITE_SCRIPT: &str = concat!(
+    index_lua!(),
+    r"
+local key, mode, value, ms = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+if mode == 'cas' then
+  local current = redis.call('GETRANGE', key, 0, 7)
+  if current == '' then
+    return 0
+  end
+  if current ~= ARGV[4] then
+    return 1
+  end
+  redis.call('SET', key, value, 'PXAT', ms)
+elseif mode == 'set' then
+  redis.call('SET', key, value, 'PXAT', ms)
+elseif not redis.call('SET', key, value, 'PXAT', ms, mode) then
   return 0
 end
-if current ~= ARGV[1] then
-  return 1
+if KEYS[2] then
+  index(KEYS[2], ARGV[5], ms, ARGV[6])
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 2
-";
+"
+);
 
 /// Touch in one `EVALSHA`: 0 = missing, 1 = touched. Rewrites the 8-byte expiry inside the
 /// value (`SETRANGE`, which keeps the key's TTL) and the key's TTL (`PEXPIREAT`, which
-/// removes the key if the time has passed), never the payload.
-const TOUCH_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then
+/// removes the key if the time has passed), never the payload. The `GETRANGE` that finds
+/// the key also reads the owner section, if any.
+///
+/// `KEYS[1]` the session; `ARGV`: expiry (8 bytes), expiry ms, mode, id, now (ms). Mode
+/// `i<index key prefix>` (one node): an owned session's index is updated in the same
+/// script, under the key named by the section (not in `KEYS`: one node only). Mode
+/// `c<section>` (Cluster, where the index is on another node): an owned session whose
+/// section differs is not touched and its section is returned, for the caller to update the
+/// index first and touch again with that section.
+const TOUCH_SCRIPT: &str = concat!(
+    index_lua!(),
+    r"
+local section = redis.call('GETRANGE', KEYS[1], 16, 80)
+if section == '' then
   return 0
+end
+local owned = #section == 65 and string.byte(section, 1) == 111
+local mode = string.sub(ARGV[3], 1, 1)
+if owned and mode == 'c' and string.sub(ARGV[3], 2) ~= section then
+  return section
 end
 redis.call('SETRANGE', KEYS[1], 8, ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+if owned and mode == 'i' then
+  index(string.sub(ARGV[3], 2) .. string.sub(section, 2), ARGV[4], ARGV[2], ARGV[5])
+end
 return 1
+"
+);
+
+/// The owner index update alone, for Redis Cluster: `KEYS[1]` the index; `ARGV`: id,
+/// expiry ms, now (ms).
+const INDEX_SCRIPT: &str = concat!(
+    index_lua!(),
+    r"
+index(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+return 1
+"
+);
+
+/// Lists an owner's sessions: drops the members whose score has passed, then returns the
+/// others. `KEYS[1]` the index; `ARGV`: now (ms), mode, session key prefix, owner section.
+///
+/// Mode `ids` (Cluster): returns the ids. Mode `read` (one node): also reads the sessions
+/// (`MGET`, 512 keys at a time; keys not in `KEYS`: one node only), returns id, value, id,
+/// value, ... of those whose value carries the owner's section, and removes the other
+/// members (session gone or given to another owner or to none) from the index. Atomic, so
+/// a member removed here cannot belong to a write that happened in between.
+const LIST_SCRIPT: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+if ARGV[2] ~= 'read' then
+  return ids
+end
+local found, stale = {}, {}
+for first = 1, #ids, 512 do
+  local keys = {}
+  for i = first, math.min(first + 511, #ids) do
+    keys[#keys + 1] = ARGV[3] .. ids[i]
+  end
+  local values = redis.call('MGET', unpack(keys))
+  for j = 1, #keys do
+    local id, value = ids[first + j - 1], values[j]
+    if value and string.sub(value, 17, 81) == ARGV[4] then
+      found[#found + 1] = id
+      found[#found + 1] = value
+    else
+      stale[#stale + 1] = id
+    end
+  end
+end
+for first = 1, #stale, 512 do
+  redis.call('ZREM', KEYS[1], unpack(stale, first, math.min(first + 511, #stale)))
+end
+return found
 ";
+
+/// The segment after the prefix that names owner index keys: `<prefix>owner:<digest>`.
+/// Session ids of the built-in generators never contain `:`, so no session key looks like
+/// an index key.
+const OWNER_SEGMENT: &str = "owner:";
+
+/// How many times a touch on Redis Cluster updates the owner index and tries again when
+/// the session changed owner in between.
+const TOUCH_ATTEMPTS: usize = 4;
 
 /// Sessions in Redis: a single server, a Redis Cluster or the master named by Redis
 /// Sentinel, over a [`deadpool_redis`] pool.
@@ -82,12 +199,51 @@ return 1
 /// | operation | commands |
 /// |---|---|
 /// | `get` | `GET` (connect-redis layout: `GET`, `PEXPIRETIME` pipelined) |
-/// | `set` | `SET key value PXAT ms` |
+/// | `set` | `SET key value PXAT ms` (with an owner: `EVALSHA`, see below) |
 /// | `touch` | `EVALSHA` of a script that rewrites the 8-byte expiry and the TTL, no payload (connect-redis layout: `PEXPIREAT key ms`) |
 /// | `destroy` | `DEL` |
-/// | `create` | `SET … NX PXAT ms` |
-/// | `update` | `SET … XX PXAT ms` (never recreates a destroyed key) |
-/// | `compare_and_set` | `EVALSHA` of a script loaded by [`RedisStore::connect`] (reloaded on `NOSCRIPT`) |
+/// | `create` | `SET … NX PXAT ms` (with an owner: `EVALSHA`) |
+/// | `update` | `SET … XX PXAT ms`, never recreates a destroyed key (with an owner: `EVALSHA`) |
+/// | `compare_and_set` | `EVALSHA` |
+/// | `owned` | `EVALSHA` (Cluster: `EVALSHA`, then `MGET` split by slot) |
+///
+/// Scripts are loaded by [`RedisStore::connect`] and reloaded on `NOSCRIPT`.
+///
+/// # Owners
+///
+/// In the native layout the store indexes [`Record::owner`]
+/// ([`Capabilities::owners`]): each owner has a sorted set `<prefix>owner:<hex SHA-256 of
+/// the owner>` whose members are the ids of its sessions, scored by their expiry in Unix
+/// milliseconds. A score never drops (`ZADD GT`), so it is at least the expiry of a session
+/// the owner still has; members scored before now are dropped on every index update and
+/// listing, and the key's own TTL is its latest member's score, so an index never outlives
+/// its sessions. The value of an owned session carries the owner's digest after its header
+/// (see [`Layout::Native`]), so that a touch finds the index without decoding the payload.
+/// Sessions without owner are written, touched and destroyed exactly as before, and cost
+/// nothing extra.
+///
+/// - **One node, Sentinel**: a write of an owned session (`set`, `create`, `update`,
+///   `compare_and_set`) is one `EVALSHA` that writes the session and updates its index
+///   atomically; `touch` updates the index in its own script. [`owned`](SessionStore::owned)
+///   is one `EVALSHA` that drops passed members, reads the owner's sessions (`MGET`), returns
+///   those that still carry the owner's digest and removes the other members (sessions
+///   destroyed or given to another owner or to none). These scripts reach keys they compute
+///   (the index named in a session's value, the sessions named in an index) besides their
+///   `KEYS`, as a single node allows.
+/// - **Cluster**: an index and its sessions sit in different slots, so no script can
+///   update both. A write of an owned session first updates the index (`EVALSHA` on the
+///   index's node), then writes the session: two round trips, so a session stored with an
+///   owner is always in the index (a write that fails after its index update leaves a
+///   member that listing skips). A `touch` of an owned session takes three: the first
+///   attempt finds the owner without touching, the index is updated, then the session is
+///   touched if its owner is still the same. Listing is an `EVALSHA` for the ids, then an
+///   `MGET` that the cluster connection splits by slot and sends to the nodes concurrently.
+///   Members of destroyed or moved sessions are not removed at listing (a removal there
+///   could race with a write whose index update came first); they leave when their score
+///   passes, at the latest expiry their session had while it was this owner's.
+///
+/// `destroy` stays a `DEL` everywhere: it does not know the owner. On one node the next
+/// listing drops the member; on a cluster, its score.
 ///
 /// # Connections
 ///
@@ -106,8 +262,15 @@ pub struct RedisStore {
     /// `None`: the layout's default prefix.
     prefix: Option<Arc<str>>,
     layout: Arc<Layout>,
-    cas: Arc<Script>,
-    touch: Arc<Script>,
+    scripts: Arc<Scripts>,
+}
+
+/// The store's Lua scripts, loaded by [`RedisStore::connect`] (and on `NOSCRIPT`).
+struct Scripts {
+    write: Script,
+    touch: Script,
+    index: Script,
+    list: Script,
 }
 
 impl fmt::Debug for RedisStore {
@@ -143,8 +306,12 @@ impl RedisStore {
             connector: Arc::new(Connector::new(pools)),
             prefix: None,
             layout: Arc::new(Layout::Native),
-            cas: Arc::new(Script::new(CAS_SCRIPT)),
-            touch: Arc::new(Script::new(TOUCH_SCRIPT)),
+            scripts: Arc::new(Scripts {
+                write: Script::new(WRITE_SCRIPT),
+                touch: Script::new(TOUCH_SCRIPT),
+                index: Script::new(INDEX_SCRIPT),
+                list: Script::new(LIST_SCRIPT),
+            }),
         }
     }
 
@@ -316,12 +483,18 @@ impl RedisStore {
         }
     }
 
-    /// Connects now and loads the compare-and-set script, so that an unreachable server or a
-    /// wrong URL shows at start-up rather than on the first request. Optional: every
-    /// operation connects on demand.
+    /// Connects now and loads the store's scripts, so that an unreachable server or a wrong
+    /// URL shows at start-up rather than on the first request. Optional: every operation
+    /// connects on demand.
     pub async fn connect(&self) -> Result<()> {
         let (generation, mut conn) = self.connector.get().await?;
-        for script in [&self.cas, &self.touch] {
+        let scripts = &self.scripts;
+        for script in [
+            &scripts.write,
+            &scripts.touch,
+            &scripts.index,
+            &scripts.list,
+        ] {
             if let Err(e) = script.load_async(&mut conn).await {
                 if error::replace_connection(&e) {
                     self.connector.discard(generation);
@@ -333,11 +506,56 @@ impl RedisStore {
     }
 
     fn key(&self, id: &SessionId) -> String {
+        self.key_of(id.as_str())
+    }
+
+    fn key_of(&self, id: &str) -> String {
         let prefix = self.prefix();
-        let mut key = String::with_capacity(prefix.len() + id.as_str().len());
+        let mut key = String::with_capacity(prefix.len() + id.len());
         key.push_str(prefix);
-        key.push_str(id.as_str());
+        key.push_str(id);
         key
+    }
+
+    /// The key of an owner's index: `<prefix>owner:<digest>`.
+    fn index_key(&self, owner: &OwnerDigest) -> String {
+        let mut key = self.index_prefix();
+        key.push_str(owner.as_str());
+        key
+    }
+
+    /// `<prefix>owner:`.
+    fn index_prefix(&self) -> String {
+        let prefix = self.prefix();
+        let mut key = String::with_capacity(prefix.len() + OWNER_SEGMENT.len() + OwnerDigest::LEN);
+        key.push_str(prefix);
+        key.push_str(OWNER_SEGMENT);
+        key
+    }
+
+    /// The digest of `record`'s owner when the layout indexes owners.
+    fn owner_of(&self, record: &Record) -> Option<OwnerDigest> {
+        match (&*self.layout, &record.owner) {
+            (Layout::Native, Some(owner)) => Some(OwnerDigest::of(owner)),
+            _ => None,
+        }
+    }
+
+    /// On Redis Cluster, where the owner index lives in another slot than the session: adds
+    /// the session to its owner's index (one `EVALSHA` of [`INDEX_SCRIPT`] on the index's
+    /// node) before the session is written or its expiry moved, so a session stored with
+    /// an owner is always in the index; a write that then fails leaves a member that listing
+    /// skips and that leaves the index when its score passes.
+    async fn index_on_cluster(&self, id: &SessionId, owner: &OwnerDigest, ms: i64) -> Result<()> {
+        let now = expiry_ms(OffsetDateTime::now_utc());
+        let mut invocation = self.scripts.index.prepare_invoke();
+        invocation
+            .key(self.index_key(owner))
+            .arg(id.as_str())
+            .arg(ms)
+            .arg(now);
+        let _: i64 = self.send(Request::Script(&invocation)).await?;
+        Ok(())
     }
 
     /// Sends one request on the shared connection; replaces the connection when it broke
@@ -378,24 +596,48 @@ impl RedisStore {
         }
     }
 
-    /// `SET key value PXAT ms [NX|XX]`: whether the key was written.
+    /// `SET key value PXAT ms [NX|XX]`: whether the key was written. A session with an owner
+    /// is written with its index: in one [`WRITE_SCRIPT`] on one node, after
+    /// [`RedisStore::index_on_cluster`] on a cluster.
     async fn write(
         &self,
         id: &SessionId,
         record: &Record,
         condition: Option<&str>,
     ) -> Result<bool> {
-        let value = self.layout.encode(record)?;
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(id))
-            .arg(&value)
-            .arg("PXAT")
-            .arg(expiry_ms(record.expires));
-        if let Some(condition) = condition {
-            cmd.arg(condition);
-        }
-        let (reply, retried): (Value, bool) = self.send_noting_retry(Request::Cmd(&cmd)).await?;
-        let written = !matches!(reply, Value::Nil);
+        let owner = self.owner_of(record);
+        let value = self.layout.encode(record, owner.as_ref())?;
+        let ms = expiry_ms(record.expires);
+        let (written, retried) = match owner {
+            Some(owner) if !self.connector.is_cluster() => {
+                let mut invocation = self.scripts.write.prepare_invoke();
+                invocation
+                    .key(self.key(id))
+                    .key(self.index_key(&owner))
+                    .arg(condition.unwrap_or("set"))
+                    .arg(&value)
+                    .arg(ms)
+                    .arg("")
+                    .arg(id.as_str())
+                    .arg(expiry_ms(OffsetDateTime::now_utc()));
+                let (outcome, retried): (i64, bool) =
+                    self.send_noting_retry(Request::Script(&invocation)).await?;
+                (outcome == 2, retried)
+            }
+            owner => {
+                if let Some(owner) = owner {
+                    self.index_on_cluster(id, &owner, ms).await?;
+                }
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(self.key(id)).arg(&value).arg("PXAT").arg(ms);
+                if let Some(condition) = condition {
+                    cmd.arg(condition);
+                }
+                let (reply, retried): (Value, bool) =
+                    self.send_noting_retry(Request::Cmd(&cmd)).await?;
+                (!matches!(reply, Value::Nil), retried)
+            }
+        };
         if !written && retried && condition == Some("NX") {
             // The lost first `SET NX` may have been carried out: then the key holds exactly
             // this value (a fresh random id, so no one else wrote it).
@@ -423,8 +665,15 @@ impl SessionStore for RedisStore {
     fn capabilities(&self) -> Capabilities {
         match *self.layout {
             Layout::Native => Capabilities::ALL,
-            Layout::ConnectRedis(_) => Capabilities::ALL.with_compare_and_set(false),
+            Layout::ConnectRedis(_) => Capabilities::ALL
+                .with_compare_and_set(false)
+                .with_owners(false),
         }
+    }
+
+    /// connect-redis's layout: Node finds sessions by the cookie's id.
+    fn needs_raw_ids(&self) -> bool {
+        matches!(*self.layout, Layout::ConnectRedis(_))
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
@@ -466,19 +715,53 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
         let ms = expiry_ms(expires);
-        let found: i64 = if let Layout::Native = *self.layout {
-            let mut invocation = self.touch.prepare_invoke();
-            invocation
-                .key(self.key(id))
-                .arg(&ms.to_be_bytes()[..])
-                .arg(ms);
-            self.send(Request::Script(&invocation)).await?
-        } else {
+        if !matches!(*self.layout, Layout::Native) {
             let mut cmd = redis::cmd("PEXPIREAT");
             cmd.arg(self.key(id)).arg(ms);
-            self.send(Request::Cmd(&cmd)).await?
-        };
-        Ok(found == 1)
+            let found: i64 = self.send(Request::Cmd(&cmd)).await?;
+            return Ok(found == 1);
+        }
+        let key = self.key(id);
+        if !self.connector.is_cluster() {
+            let mut mode = self.index_prefix();
+            mode.insert(0, 'i');
+            let mut invocation = self.scripts.touch.prepare_invoke();
+            invocation
+                .key(&key)
+                .arg(&ms.to_be_bytes()[..])
+                .arg(ms)
+                .arg(mode)
+                .arg(id.as_str())
+                .arg(expiry_ms(OffsetDateTime::now_utc()));
+            let found: i64 = self.send(Request::Script(&invocation)).await?;
+            return Ok(found == 1);
+        }
+        // Cluster: an owned session's index is updated before its expiry moves, with the
+        // owner read by a first attempt that touches only sessions without owner.
+        let mut expected = vec![b'c'];
+        for _ in 0..TOUCH_ATTEMPTS {
+            let mut invocation = self.scripts.touch.prepare_invoke();
+            invocation
+                .key(&key)
+                .arg(&ms.to_be_bytes()[..])
+                .arg(ms)
+                .arg(&expected);
+            let reply: Value = self.send(Request::Script(&invocation)).await?;
+            let section = match reply {
+                Value::Int(found) => return Ok(found == 1),
+                Value::BulkString(section) => section,
+                _ => return Err(Error::backend(NAME, "touch script gave an unknown reply")),
+            };
+            let owner = OwnerDigest::from_section(&section)
+                .ok_or_else(|| Error::corrupt(NAME, "owner section of a session is malformed"))?;
+            self.index_on_cluster(id, &owner, ms).await?;
+            expected.truncate(1);
+            expected.extend_from_slice(&section);
+        }
+        Err(Error::backend(
+            NAME,
+            "the session changed owner during every touch attempt",
+        ))
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
@@ -501,13 +784,31 @@ impl SessionStore for RedisStore {
                 operation: "compare_and_set",
             });
         }
-        let value = self.layout.encode(record)?;
-        let mut invocation = self.cas.prepare_invoke();
+        let owner = self.owner_of(record);
+        let value = self.layout.encode(record, owner.as_ref())?;
+        let ms = expiry_ms(record.expires);
+        let mut invocation = self.scripts.write.prepare_invoke();
+        invocation.key(self.key(id));
+        let owner = match owner {
+            Some(owner) if self.connector.is_cluster() => {
+                self.index_on_cluster(id, &owner, ms).await?;
+                None
+            }
+            owner => owner,
+        };
+        if let Some(owner) = &owner {
+            invocation.key(self.index_key(owner));
+        }
         invocation
-            .key(self.key(id))
-            .arg(&expected.to_be_bytes()[..])
+            .arg("cas")
             .arg(&value)
-            .arg(expiry_ms(record.expires));
+            .arg(ms)
+            .arg(&expected.to_be_bytes()[..]);
+        if owner.is_some() {
+            invocation
+                .arg(id.as_str())
+                .arg(expiry_ms(OffsetDateTime::now_utc()));
+        }
         let (outcome, retried): (i64, bool) =
             self.send_noting_retry(Request::Script(&invocation)).await?;
         match outcome {
@@ -522,5 +823,65 @@ impl SessionStore for RedisStore {
                 "compare-and-set script returned an unknown outcome",
             )),
         }
+    }
+
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        if !matches!(*self.layout, Layout::Native) {
+            return Err(Error::Unsupported {
+                store: NAME,
+                operation: "owned",
+            });
+        }
+        let digest = OwnerDigest::of(owner);
+        let now = OffsetDateTime::now_utc();
+        let cluster = self.connector.is_cluster();
+        let mut invocation = self.scripts.list.prepare_invoke();
+        invocation
+            .key(self.index_key(&digest))
+            .arg(expiry_ms(now))
+            .arg(if cluster { "ids" } else { "read" })
+            .arg(self.prefix())
+            .arg(&digest.section()[..]);
+        let found: Vec<(String, Vec<u8>)> = if cluster {
+            let ids: Vec<String> = self.send(Request::Script(&invocation)).await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            // The sessions sit in many slots: the cluster connection splits the `MGET` by
+            // slot and sends the parts to their nodes concurrently.
+            let mut mget = redis::cmd("MGET");
+            for id in &ids {
+                mget.arg(self.key_of(id));
+            }
+            let values: Vec<Option<Vec<u8>>> = self.send(Request::Cmd(&mget)).await?;
+            ids.into_iter()
+                .zip(values)
+                .filter_map(|(id, value)| Some((id, value?)))
+                .collect()
+        } else {
+            let flat: Vec<Vec<u8>> = self.send(Request::Script(&invocation)).await?;
+            let mut flat = flat.into_iter();
+            let mut found = Vec::with_capacity(flat.len() / 2);
+            while let (Some(id), Some(value)) = (flat.next(), flat.next()) {
+                let id = String::from_utf8(id)
+                    .map_err(|_| Error::corrupt(NAME, "owner index member is not UTF-8"))?;
+                found.push((id, value));
+            }
+            found
+        };
+        let mut owned = Vec::with_capacity(found.len());
+        for (id, value) in found {
+            match Layout::decode_native(&value, now) {
+                Ok(Some(record)) if record.owner.as_deref() == Some(owner) => {
+                    owned.push((SessionId::new(id), record));
+                }
+                // Expired, or given to another owner or to none.
+                Ok(_) => {}
+                // A session that cannot be read cannot be loaded either; listing the others
+                // matters more (e.g. to sign them out).
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable session of an owner"),
+            }
+        }
+        Ok(owned)
     }
 }

@@ -23,7 +23,9 @@ use session_store::{
 use session_store_redis::redis::AsyncCommands;
 use session_store_redis::{Layout, RedisStore, redis};
 
-const CAPS: Capabilities = Capabilities::ALL.with_compare_and_set(false);
+const CAPS: Capabilities = Capabilities::ALL
+    .with_compare_and_set(false)
+    .with_owners(false);
 
 fn layout() -> Layout {
     Layout::connect_redis(CookieOptions {

@@ -209,6 +209,15 @@ fn parse_monitor_line(line: &str) -> (String, Vec<String>) {
     (source, args)
 }
 
+/// The SHA-256 of `text` in lower-case hex.
+fn hex_sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Command names (upper case) of a command list, `lua:` ones included.
 fn names(commands: &[Vec<String>]) -> Vec<String> {
     commands.iter().map(|c| c[0].to_uppercase()).collect()
@@ -281,17 +290,22 @@ async fn each_operation_is_one_round_trip_with_exact_commands() {
     let (touched, cmds) = op!("touch", store.touch(&id, later).await.unwrap());
     assert!(touched);
     // No payload: one EVALSHA with the key and the new expiry (8 bytes for the value's
-    // header, and as a number for the TTL); inside, an EXISTS, the 8-byte SETRANGE
-    // and the PEXPIREAT.
+    // header, and as a number for the TTL), the owner index prefix, the id and now; inside,
+    // a GETRANGE of the bytes after the header (finds the key and an owner section), the
+    // 8-byte SETRANGE and the PEXPIREAT. No owner: nothing else.
     assert_eq!(
         names(&cmds),
-        ["EVALSHA", "LUA:EXISTS", "LUA:SETRANGE", "LUA:PEXPIREAT"],
+        ["EVALSHA", "LUA:GETRANGE", "LUA:SETRANGE", "LUA:PEXPIREAT"],
         "{cmds:?}"
     );
     assert_eq!(cmds[0][2..4], ["1".to_owned(), key.clone()], "{cmds:?}");
-    assert_eq!(cmds[0].len(), 6, "{cmds:?}");
+    assert_eq!(cmds[0].len(), 9, "{cmds:?}");
     assert_eq!(cmds[0][5], later_ms, "{cmds:?}");
-    assert_eq!(cmds[1][1], format!("lua:{key}"), "{cmds:?}");
+    assert_eq!(cmds[0][6], "irt:owner:", "{cmds:?}");
+    assert_eq!(
+        cmds[1][1..],
+        [format!("lua:{key}"), "lua:16".into(), "lua:80".into()]
+    );
     assert_eq!(cmds[2][2], "lua:8", "{cmds:?}");
     assert_eq!(cmds[3][2], format!("lua:{later_ms}"), "{cmds:?}");
 
@@ -335,6 +349,130 @@ async fn each_operation_is_one_round_trip_with_exact_commands() {
         store.compare_and_set(&id, &third, 3).await.unwrap()
     );
     assert_eq!(outcome, CasOutcome::Missing);
+
+    // A session with an owner: every write is still one EVALSHA, which writes the session
+    // and adds it to the owner's index (`rt:owner:<sha256 hex>`, a sorted set scored by
+    // expiry) in the same script.
+    let owned_id = new_id();
+    let owned_key = format!("rt:{}", owned_id.as_str());
+    let index = format!("rt:owner:{}", hex_sha256("ann"));
+    let mut owned = record.clone();
+    owned.owner = Some("ann".into());
+    let write_cmds = |cmds: &[Vec<String>], first: &[&str], stretched: bool| {
+        let mut expected: Vec<&str> = vec!["EVALSHA"];
+        expected.extend(first.iter().copied());
+        expected.extend(["LUA:ZADD", "LUA:PEXPIRETIME"]);
+        if stretched {
+            expected.push("LUA:PEXPIREAT");
+        }
+        expected.push("LUA:ZREMRANGEBYSCORE");
+        assert_eq!(names(cmds), expected, "{cmds:?}");
+        assert_eq!(
+            cmds[0][2..5],
+            ["2".to_owned(), owned_key.clone(), index.clone()],
+            "{cmds:?}"
+        );
+        let zadd = cmds.iter().find(|c| c[0] == "lua:ZADD").unwrap();
+        assert_eq!(
+            zadd[1..3],
+            [format!("lua:{index}"), "lua:GT".into()],
+            "{cmds:?}"
+        );
+        assert_eq!(zadd[4], format!("lua:{}", owned_id.as_str()), "{cmds:?}");
+    };
+    let (created, cmds) = op!(
+        "create owned",
+        store.create(&owned_id, &owned).await.unwrap()
+    );
+    assert!(created);
+    // A new index key gets the session's expiry as its own.
+    write_cmds(&cmds, &["LUA:SET"], true);
+    assert_eq!(cmds[0][5], "NX", "{cmds:?}");
+    let ((), cmds) = op!("set owned", store.set(&owned_id, &owned).await.unwrap());
+    write_cmds(&cmds, &["LUA:SET"], false);
+    let mut owned_next = owned.clone();
+    owned_next.version = 2;
+    let (updated, cmds) = op!(
+        "update owned",
+        store.update(&owned_id, &owned_next).await.unwrap()
+    );
+    assert!(updated);
+    write_cmds(&cmds, &["LUA:SET"], false);
+    let mut owned_third = owned_next.clone();
+    owned_third.version = 3;
+    let (outcome, cmds) = op!(
+        "cas owned",
+        store
+            .compare_and_set(&owned_id, &owned_third, 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(outcome, CasOutcome::Written);
+    write_cmds(&cmds, &["LUA:GETRANGE", "LUA:SET"], false);
+
+    // A touch of an owned session moves its score in the index in the same script.
+    let (touched, cmds) = op!("touch owned", store.touch(&owned_id, later).await.unwrap());
+    assert!(touched);
+    assert_eq!(
+        names(&cmds),
+        [
+            "EVALSHA",
+            "LUA:GETRANGE",
+            "LUA:SETRANGE",
+            "LUA:PEXPIREAT",
+            "LUA:ZADD",
+            "LUA:PEXPIRETIME",
+            "LUA:PEXPIREAT",
+            "LUA:ZREMRANGEBYSCORE"
+        ],
+        "{cmds:?}"
+    );
+    assert_eq!(
+        cmds[4][1..4],
+        [
+            format!("lua:{index}"),
+            "lua:GT".into(),
+            format!("lua:{later_ms}")
+        ]
+    );
+
+    // Listing: one EVALSHA that reads the index and the owner's sessions.
+    let (listed, cmds) = op!("owned", store.owned("ann").await.unwrap());
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, owned_id);
+    assert_eq!(listed[0].1.version, 3);
+    assert_eq!(listed[0].1.expires, later);
+    assert_eq!(
+        names(&cmds),
+        ["EVALSHA", "LUA:ZREMRANGEBYSCORE", "LUA:ZRANGE", "LUA:MGET"],
+        "{cmds:?}"
+    );
+    assert_eq!(cmds[3][1..], [format!("lua:{owned_key}")], "{cmds:?}");
+
+    // Destroy is a DEL; the next listing drops the member of the gone session.
+    let ((), cmds) = op!("destroy owned", store.destroy(&owned_id).await.unwrap());
+    assert_eq!(cmds, [vec!["DEL".to_owned(), owned_key.clone()]]);
+    let (listed, cmds) = op!("owned after destroy", store.owned("ann").await.unwrap());
+    assert!(listed.is_empty());
+    assert_eq!(
+        names(&cmds),
+        [
+            "EVALSHA",
+            "LUA:ZREMRANGEBYSCORE",
+            "LUA:ZRANGE",
+            "LUA:MGET",
+            "LUA:ZREM"
+        ],
+        "{cmds:?}"
+    );
+    // The index was emptied, so Redis removed its key.
+    let (listed, cmds) = op!("owned, no index", store.owned("ann").await.unwrap());
+    assert!(listed.is_empty());
+    assert_eq!(
+        names(&cmds),
+        ["EVALSHA", "LUA:ZREMRANGEBYSCORE", "LUA:ZRANGE"],
+        "{cmds:?}"
+    );
 
     // After SCRIPT FLUSH (or a failover to a node without the script) the store reloads it.
     common::raw_command(server.port, "SCRIPT FLUSH").unwrap();

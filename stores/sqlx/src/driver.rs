@@ -19,6 +19,8 @@ pub struct Values<'q, T> {
     pub(crate) version: i64,
     pub(crate) expected: i64,
     pub(crate) now: Option<T>,
+    /// `None` binds `NULL` (a record without owner).
+    pub(crate) owner: Option<&'q str>,
 }
 
 impl<'q, T> Values<'q, T> {
@@ -36,12 +38,16 @@ impl<'q, T> Values<'q, T> {
             version: 0,
             expected: 0,
             now: None,
+            owner: None,
         }
     }
 }
 
 /// A record row: `data, expires, version`.
 pub type RecordRow<T> = (Vec<u8>, T, i64);
+
+/// A row of a listing: the id's bytes, then the record row.
+pub type IdRecordRow<T> = (Vec<u8>, RecordRow<T>);
 
 /// The driver operations of the store, for a database whose expiry column maps to `T`.
 pub trait Driver<T>: Database {
@@ -59,6 +65,14 @@ pub trait Driver<T>: Database {
         values: Values<'c, T>,
     ) -> impl Future<Output = Result<Option<RecordRow<T>>, sqlx::Error>> + Send + 'c;
 
+    /// Runs `statement` and reads every row it selects: `id` (bytes), `data, expires,
+    /// version`.
+    fn fetch_records<'c>(
+        conn: &'c mut Self::Connection,
+        statement: &'c Statement,
+        values: Values<'c, T>,
+    ) -> impl Future<Output = Result<Vec<IdRecordRow<T>>, sqlx::Error>> + Send + 'c;
+
     /// Runs `statement`; whether it selected a row.
     fn fetch_exists<'c>(
         conn: &'c mut Self::Connection,
@@ -73,6 +87,7 @@ where
     T: Copy + Send + Sync + 'static + for<'q> Encode<'q, DB> + Type<DB> + for<'r> Decode<'r, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     Vec<u8>: for<'r> Decode<'r, DB> + Type<DB>,
     i64: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -98,6 +113,20 @@ where
         Ok(Some((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
     }
 
+    async fn fetch_records<'c>(
+        conn: &'c mut DB::Connection,
+        statement: &'c Statement,
+        values: Values<'c, T>,
+    ) -> Result<Vec<IdRecordRow<T>>, sqlx::Error> {
+        let rows = bind(statement, values).fetch_all(conn).await?;
+        rows.iter()
+            .map(|row| {
+                let record = (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+                Ok((row.try_get(0)?, record))
+            })
+            .collect()
+    }
+
     async fn fetch_exists<'c>(
         conn: &'c mut DB::Connection,
         statement: &'c Statement,
@@ -118,6 +147,7 @@ where
     T: Copy + Send + 'q + Encode<'q, DB> + Type<DB>,
     &'q str: Encode<'q, DB> + Type<DB>,
     &'q [u8]: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
 {
     // The statements are fixed in the dialect files; each names only values its operation
@@ -132,6 +162,7 @@ where
             Arg::Version => query.bind(values.version),
             Arg::Expected => query.bind(values.expected),
             Arg::Now => query.bind(values.now.expect(MISSING)),
+            Arg::Owner => query.bind(values.owner),
         };
     }
     query

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::common::{
     CleanupTask, map_sqlx_error, spawn_cleanup, validate_identifier, version_from_db, version_to_db,
 };
-use crate::dialect::{Dialect, Statement, Statements};
+use crate::dialect::{Dialect, Statement, Statements, Step};
 use crate::driver::{Driver, RecordRow, Values};
 
 /// Sessions in a SQL table, on the database of dialect `D`. Use it through its aliases,
@@ -26,6 +26,10 @@ use crate::driver::{Driver, RecordRow, Values};
 /// - Every optional operation of [`SessionStore`] (compare-and-set except in a layout
 ///   without a version column), each as one statement; `compare_and_set` adds a `SELECT`
 ///   only when it wrote nothing, to tell a conflict from a missing record.
+/// - An `owner` column (except in a layout shared with Node), written from
+///   [`Record::owner`] by every write and indexed, so [`SessionStore::owned`] is one
+///   `SELECT` through the owner index ([`SqlStore::owned_sql`]) that reads only that
+///   owner's rows. Rows without an owner keep `NULL` there.
 /// - Expiry filters bind the application's clock ([`SqlStore::with_clock`]), never the
 ///   server's, and an expired row is never returned; [`SqlStore::delete_expired`] or the
 ///   task from [`SqlStore::spawn_cleanup`] reclaim expired rows.
@@ -75,17 +79,22 @@ fn err<D: Dialect>(e: sqlx::Error) -> Error {
     map_sqlx_error(D::NAME, e, D::is_unavailable)
 }
 
-/// An id the dialect cannot store (Postgres: NUL), rejected by `set` and `create`.
+/// An id (rejected by `set` and `create`) or owner (rejected by every write) that the
+/// dialect cannot store (Postgres: NUL); names which.
 #[derive(Debug)]
-struct UnstorableId;
+struct Unstorable(&'static str);
 
-impl fmt::Display for UnstorableId {
+impl fmt::Display for Unstorable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("session id contains a character this database cannot store (NUL)")
+        write!(
+            f,
+            "{} contains a character this database cannot store (NUL)",
+            self.0
+        )
     }
 }
 
-impl std::error::Error for UnstorableId {}
+impl std::error::Error for Unstorable {}
 
 impl<D: Dialect> SqlStore<D> {
     /// A store on `pool`, table `sessions` (or the layout's default), on the system clock.
@@ -203,16 +212,24 @@ impl<D: Dialect> SqlStore<D> {
         &self.inner.sql.delete_expired.sql
     }
 
-    /// Creates the table (Postgres: and its schema, if set) and its expiry index when
-    /// missing, in one transaction. Safe to call on every start, also from several
-    /// processes at once (Postgres serializes it with an advisory lock).
+    /// The one statement [`SessionStore::owned`] runs, with its parameters the owner (text)
+    /// and the current time as the dialect stores it, in the order of their placeholders
+    /// (for `EXPLAIN`); `None` in a layout without an owner column.
+    pub fn owned_sql(&self) -> Option<&str> {
+        self.inner.sql.owned.as_ref().map(|s| s.sql.as_str())
+    }
+
+    /// Creates the table (Postgres: and its schema, if set) and its indexes when missing,
+    /// and brings a table of an earlier release up to date (adds the `owner` column and
+    /// its index, keeping every row), in one transaction where the dialect's DDL is
+    /// transactional. Safe to call on every start, also from several processes at once
+    /// (Postgres serializes it with an advisory lock); a table that is already up to date
+    /// is only read, never altered.
     pub async fn migrate(&self) -> Result<()> {
         let _write = self.inner.write_lock().await;
         let mut tx = self.inner.pool.begin().await.map_err(err::<D>)?;
-        for statement in &self.inner.sql.migrate {
-            D::Db::execute(&mut tx, statement, Values::none())
-                .await
-                .map_err(err::<D>)?;
+        for step in &self.inner.sql.migrate {
+            run_step::<D>(&mut tx, step).await.map_err(err::<D>)?;
         }
         tx.commit().await.map_err(err::<D>)
     }
@@ -255,7 +272,18 @@ impl<D: Dialect> SqlStore<D> {
         if D::storable(id.as_str()) {
             Ok(())
         } else {
-            Err(Error::backend(D::NAME, UnstorableId))
+            Err(Error::backend(D::NAME, Unstorable("session id")))
+        }
+    }
+
+    /// Every write in a layout with an owner column rejects an owner the dialect cannot
+    /// store, rather than storing it changed or failing inside the driver.
+    fn check_owner(&self, record: &Record) -> Result<()> {
+        match &record.owner {
+            Some(owner) if self.inner.sql.owned.is_some() && !D::storable(owner) => {
+                Err(Error::backend(D::NAME, Unstorable("owner")))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -263,7 +291,7 @@ impl<D: Dialect> SqlStore<D> {
     fn write_values<'q>(
         &self,
         id: &'q SessionId,
-        record: &Record,
+        record: &'q Record,
         data: &'q [u8],
     ) -> Values<'q, D::Time> {
         Values {
@@ -273,6 +301,7 @@ impl<D: Dialect> SqlStore<D> {
             version: version_to_db(record.version),
             expected: 0,
             now: Some(self.now()),
+            owner: record.owner.as_deref(),
         }
     }
 
@@ -332,7 +361,14 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL.with_compare_and_set(self.inner.sql.cas.is_some())
+        Capabilities::ALL
+            .with_compare_and_set(self.inner.sql.cas.is_some())
+            .with_owners(self.inner.sql.owned.is_some())
+    }
+
+    /// connect-pg-simple's layout: Node finds sessions by the cookie's id.
+    fn needs_raw_ids(&self) -> bool {
+        D::express(&self.inner.layout).is_some()
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Record>> {
@@ -353,6 +389,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
 
     async fn set(&self, id: &SessionId, record: &Record) -> Result<()> {
         Self::check_storable(id)?;
+        self.check_owner(record)?;
         let data = self.payload(record)?;
         let values = self.write_values(id, record, &data);
         self.write(&self.inner.sql.set, values).await?;
@@ -383,6 +420,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
         Self::check_storable(id)?;
+        self.check_owner(record)?;
         let sql = &self.inner.sql;
         let data = self.payload(record)?;
         let values = self.write_values(id, record, &data);
@@ -410,12 +448,62 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
     }
 
     async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
+        self.check_owner(record)?;
         if !D::storable(id.as_str()) {
             return Ok(false);
         }
         let data = self.payload(record)?;
         let values = self.write_values(id, record, &data);
         Ok(self.write(&self.inner.sql.update, values).await? > 0)
+    }
+
+    /// One `SELECT` through the owner index. The owner is checked once more against each
+    /// row's payload; a row that cannot be decoded (which `get` reports as
+    /// [`Error::Corrupt`], and the manager then treats as no session) is left out with a
+    /// warning, so one damaged row does not block listing or revoking the others.
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        let Some(statement) = &self.inner.sql.owned else {
+            return Err(Error::Unsupported {
+                store: D::NAME,
+                operation: "owned",
+            });
+        };
+        if !D::storable(owner) {
+            return Ok(Vec::new());
+        }
+        let values = Values {
+            now: Some(self.now()),
+            owner: Some(owner),
+            ..Values::none()
+        };
+        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let rows = D::Db::fetch_records(&mut conn, statement, values)
+            .await
+            .map_err(err::<D>)?;
+        drop(conn);
+        let mut owned = Vec::with_capacity(rows.len());
+        for (id, row) in rows {
+            let decoded = String::from_utf8(id)
+                .map_err(|_| Error::corrupt(D::NAME, "stored session id is not UTF-8"))
+                .and_then(|id| Ok((id, self.decode(row)?)));
+            match decoded {
+                Ok((id, record)) if record.owner.as_deref() == Some(owner) => {
+                    owned.push((SessionId::new(id), record));
+                }
+                // The column and the payload are written by one statement; they differ only
+                // if something else rewrote one of them.
+                Ok(_) => tracing::warn!(
+                    store = D::NAME,
+                    "a session's owner column disagrees with its payload; not listed"
+                ),
+                Err(error) => tracing::warn!(
+                    store = D::NAME,
+                    error = &error as &(dyn std::error::Error + 'static),
+                    "an owner's session could not be decoded; not listed"
+                ),
+            }
+        }
+        Ok(owned)
     }
 
     async fn compare_and_set(
@@ -430,6 +518,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
                 operation: "compare_and_set",
             });
         };
+        self.check_owner(record)?;
         if !D::storable(id.as_str()) {
             return Ok(CasOutcome::Missing);
         }
@@ -454,6 +543,29 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         } else {
             CasOutcome::Missing
         })
+    }
+}
+
+/// Runs one step of `migrate` on `conn`, unless its guard finds it done. A step that fails
+/// while its guard now finds it done (another process made the same change in between,
+/// where DDL is not transactional) has succeeded.
+async fn run_step<D: Dialect>(
+    conn: &mut <D::Db as sqlx::Database>::Connection,
+    step: &Step,
+) -> std::result::Result<(), sqlx::Error> {
+    let Some(done) = &step.unless else {
+        D::Db::execute(conn, &step.run, Values::none()).await?;
+        return Ok(());
+    };
+    if D::Db::fetch_exists(conn, done, Values::none()).await? {
+        return Ok(());
+    }
+    match D::Db::execute(conn, &step.run, Values::none()).await {
+        Ok(_) => Ok(()),
+        Err(e) => match D::Db::fetch_exists(conn, done, Values::none()).await {
+            Ok(true) => Ok(()),
+            _ => Err(e),
+        },
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
-use session_store::{Capabilities, Error, SessionStore};
+use session_store::time::{PrimitiveDateTime, UtcOffset};
+use session_store::{Capabilities, Error, Record, SessionId, SessionStore};
 use session_store_sqlx::MySqlStore;
 use session_store_sqlx::sqlx::mysql::MySqlPoolOptions;
 use session_store_sqlx::sqlx::{self, Row};
@@ -77,8 +78,10 @@ async fn schema_has_the_required_columns_and_index() {
         "`id` varbinary(256) not null",
         "`data` longblob not null",
         "`expires` datetime(6) not null",
+        "`owner` varbinary(256) default null",
         "primary key (`id`)",
         "_expires_idx` (`expires`)",
+        "_owner_idx` (`owner`)",
     ] {
         assert!(ddl.contains(part), "missing {part:?} in\n{ddl}");
     }
@@ -96,7 +99,131 @@ async fn hostile_ids() {
     let store = store().await;
     hostile_ids_are_bound(&store).await;
     nul_id(&store, true).await;
+    nul_owner(&store, true).await;
     assert_eq!(count(&store).await, 0);
+    drop_table(&store).await;
+}
+
+/// `t` as a `DATETIME(6)` value in UTC.
+fn utc(t: session_store::time::OffsetDateTime) -> PrimitiveDateTime {
+    let t = t.to_offset(UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+/// The table as the previous release created it, without `owner`, and one session written
+/// as that release wrote it.
+async fn previous_release_table(store: &MySqlStore) -> (SessionId, Record) {
+    let table = store.table_name();
+    execute(
+        store.pool(),
+        &format!(
+            "CREATE TABLE IF NOT EXISTS `{table}` (id VARBINARY(256) NOT NULL PRIMARY KEY, \
+             data LONGBLOB NOT NULL, expires DATETIME(6) NOT NULL, \
+             version BIGINT NOT NULL DEFAULT 0, INDEX `{table}_expires_idx` (expires))"
+        ),
+    )
+    .await;
+    let id = new_id();
+    let mut record = sample_record(now_ms() + Duration::from_secs(600));
+    record.version = 3;
+    let sql = format!("INSERT INTO `{table}` (id, data, expires, version) VALUES (?, ?, ?, ?)");
+    sqlx::query(&sql)
+        .bind(id.as_str())
+        .bind(record.encode_payload())
+        .bind(utc(record.expires))
+        .bind(3i64)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    (id, record)
+}
+
+#[tokio::test]
+async fn migrate_adds_owners_to_a_table_of_the_previous_release() {
+    let store = MySqlStore::connect(&url())
+        .await
+        .unwrap()
+        .with_table_name(&random_table())
+        .unwrap();
+    let (old, record) = previous_release_table(&store).await;
+    // Several processes starting at once (DDL is not transactional here: the loser of
+    // each race finds the change made), then a restart.
+    for result in futures::future::join_all((0..4).map(|_| store.migrate())).await {
+        result.unwrap();
+    }
+    store.migrate().await.unwrap();
+    let sql = format!("SHOW CREATE TABLE `{}`", store.table_name());
+    let ddl: String = sqlx::query(&sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(1);
+    let ddl = ddl.to_lowercase();
+    for part in [
+        "`owner` varbinary(256) default null",
+        "_owner_idx` (`owner`)",
+    ] {
+        assert!(ddl.contains(part), "missing {part:?} in\n{ddl}");
+    }
+    assert_eq!(count(&store).await, 1, "the old session was kept");
+    old_session_gets_an_owner(&store, &old, &record).await;
+    drop_table(&store).await;
+}
+
+#[tokio::test]
+async fn listing_an_owner_is_one_index_lookup() {
+    let store = store().await;
+    let table = store.table_name().to_owned();
+    StatementCounter::prepare();
+    // Sessions of 2,000 other owners, five each, written in one statement (numbers from a
+    // cross join of digits: MySQL 8 caps recursive CTEs at 1,000 rows by default).
+    let digits = "(SELECT 0 AS d UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 \
+                  UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL SELECT 7 \
+                  UNION ALL SELECT 8 UNION ALL SELECT 9)";
+    let fill = format!(
+        "INSERT INTO `{table}` (id, data, expires, version, owner) \
+         SELECT CONCAT('other-', n), ?, ?, 0, CONCAT('other-owner-', n % 2000) FROM \
+         (SELECT a.d + 10 * b.d + 100 * c.d + 1000 * e.d AS n \
+         FROM {digits} a, {digits} b, {digits} c, {digits} e) g"
+    );
+    sqlx::query(&fill)
+        .bind(sample_record(now_ms()).encode_payload())
+        .bind(utc(now_ms() + Duration::from_secs(600)))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(count(&store).await, OTHER_OWNERS_SESSIONS as i64);
+    let owner = test_owner();
+    owned_is_exact_and_one_statement(&store, &table, &owner).await;
+
+    // The plan, with statistics as InnoDB gathers them in the background.
+    sqlx::query(&format!("ANALYZE TABLE `{table}`"))
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let sql = store.owned_sql().expect("MySQL lists owners");
+    let rows = sqlx::query(&format!("EXPLAIN {sql}"))
+        .bind(&owner)
+        .bind(utc(now_ms()))
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let index = format!("{table}_owner_idx");
+    let plan: Vec<(String, Option<String>)> = rows
+        .iter()
+        .map(|row| {
+            let access: String = row.try_get_unchecked("type").unwrap();
+            let key: Option<String> = row.try_get_unchecked("key").unwrap();
+            (access, key)
+        })
+        .collect();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    let (access, key) = &plan[0];
+    assert_eq!(key.as_deref(), Some(index.as_str()), "{plan:?}");
+    assert!(
+        matches!(access.as_str(), "ref" | "range"),
+        "the listing is no index lookup: {plan:?}"
+    );
     drop_table(&store).await;
 }
 

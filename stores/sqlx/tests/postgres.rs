@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
 use session_store::time::OffsetDateTime;
-use session_store::{Capabilities, Error, SessionStore};
+use session_store::{Capabilities, Error, Record, SessionId, SessionStore};
 use session_store_sqlx::PostgresStore;
 use session_store_sqlx::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use session_store_sqlx::sqlx::{self, Row};
@@ -143,7 +143,186 @@ async fn hostile_ids() {
     let store = store().await;
     hostile_ids_are_bound(&store).await;
     nul_id(&store, false).await;
+    nul_owner(&store, false).await;
     assert_eq!(count(store.pool(), &store).await, 0);
+    drop_table(&store).await;
+}
+
+/// The table as the previous release created it, without `owner`.
+async fn create_previous_release_table(pool: &PgPool, table: &str) {
+    execute(
+        pool,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS \"{table}\" (id TEXT PRIMARY KEY, data BYTEA NOT NULL, \
+             expires TIMESTAMPTZ NOT NULL, version BIGINT NOT NULL DEFAULT 0)"
+        ),
+    )
+    .await;
+    execute(
+        pool,
+        &format!("CREATE INDEX IF NOT EXISTS \"{table}_expires_idx\" ON \"{table}\" (expires)"),
+    )
+    .await;
+}
+
+/// A session written as the previous release wrote it (its four columns).
+async fn insert_previous_release_session(pool: &PgPool, table: &str) -> (SessionId, Record) {
+    let id = new_id();
+    let mut record = sample_record(now_ms() + Duration::from_secs(600));
+    record.version = 3;
+    let sql =
+        format!("INSERT INTO \"{table}\" (id, data, expires, version) VALUES ($1, $2, $3, $4)");
+    sqlx::query(&sql)
+        .bind(id.as_str())
+        .bind(record.encode_payload())
+        .bind(record.expires)
+        .bind(3i64)
+        .execute(pool)
+        .await
+        .unwrap();
+    (id, record)
+}
+
+#[tokio::test]
+async fn migrate_adds_owners_to_a_table_of_the_previous_release() {
+    let admin = admin().await;
+    let table = random_table();
+    create_previous_release_table(&admin, &table).await;
+    let (old, record) = insert_previous_release_session(&admin, &table).await;
+    let store = PostgresStore::new(admin.clone())
+        .with_table_name(&table)
+        .unwrap();
+    // Several processes starting at once, then a restart: each finds the table as the
+    // one before left it.
+    for result in futures::future::join_all((0..4).map(|_| store.migrate())).await {
+        result.unwrap();
+    }
+    store.migrate().await.unwrap();
+    let column = format!(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = '{table}' \
+         AND column_name = 'owner' AND is_nullable = 'YES' AND data_type = 'text'"
+    );
+    assert_eq!(scalar(&admin, &column).await, 1, "owner column added");
+    let index = format!(
+        "SELECT count(*) FROM pg_indexes WHERE tablename = '{table}' \
+         AND indexname = '{table}_owner_idx' AND indexdef LIKE '%(owner, expires)%' \
+         AND indexdef LIKE '%WHERE (owner IS NOT NULL)%'"
+    );
+    assert_eq!(scalar(&admin, &index).await, 1, "owner index built");
+    assert_eq!(count(&admin, &store).await, 1, "the old session was kept");
+    old_session_gets_an_owner(&store, &old, &record).await;
+
+    // On an up-to-date table, `migrate` alters nothing: a reader's lock, which any
+    // `ALTER TABLE` would wait for, does not hold it up.
+    let mut reader = admin.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE \"{table}\" IN ACCESS SHARE MODE"))
+        .execute(&mut *reader)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), store.migrate())
+        .await
+        .expect("migrate waited for a reader: it tried to alter the table")
+        .unwrap();
+    reader.rollback().await.unwrap();
+    drop_table(&store).await;
+}
+
+/// Every plan node of an `EXPLAIN (FORMAT JSON)` result: (node type, index name).
+fn plan_nodes(plan: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) {
+    match plan {
+        serde_json::Value::Array(items) => items.iter().for_each(|p| plan_nodes(p, out)),
+        serde_json::Value::Object(fields) => {
+            if let Some(node) = fields.get("Node Type").and_then(|n| n.as_str()) {
+                let index = fields.get("Index Name").and_then(|n| n.as_str());
+                out.push((node.to_owned(), index.map(str::to_owned)));
+            }
+            fields.values().for_each(|v| plan_nodes(v, out));
+        }
+        _ => {}
+    }
+}
+
+/// The nodes of the plan `explain` (an `EXPLAIN (FORMAT JSON) …`, with `owner` and now to
+/// bind when `bind` is set) gets on `conn`.
+async fn explain_json(
+    conn: &mut sqlx::PgConnection,
+    explain: &str,
+    bind: Option<&str>,
+) -> Vec<(String, Option<String>)> {
+    let mut query = sqlx::query(explain);
+    if let Some(owner) = bind {
+        query = query.bind(owner).bind(OffsetDateTime::now_utc());
+    }
+    let row = query.fetch_one(conn).await.unwrap();
+    // `json`, which sqlx (without its `json` feature) reads as the text it is.
+    let text: String = row.try_get_unchecked(0).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut nodes = Vec::new();
+    plan_nodes(&plan, &mut nodes);
+    nodes
+}
+
+fn assert_owner_index(nodes: &[(String, Option<String>)], index: &str, what: &str) {
+    assert!(
+        nodes.iter().all(|(node, _)| node != "Seq Scan"),
+        "{what}: the listing scans the table: {nodes:?}"
+    );
+    assert!(
+        nodes.iter().any(|(node, name)| {
+            matches!(node.as_str(), "Index Scan" | "Bitmap Index Scan")
+                && name.as_deref() == Some(index)
+        }),
+        "{what}: the listing does not use {index}: {nodes:?}"
+    );
+}
+
+#[tokio::test]
+async fn listing_an_owner_is_one_index_lookup() {
+    let store = store().await;
+    let table = store.table_name().to_owned();
+    StatementCounter::prepare();
+    // Sessions of 2,000 other owners, five each, written in one statement.
+    let fill = format!(
+        "INSERT INTO \"{table}\" (id, data, expires, version, owner) \
+         SELECT 'other-' || g, $1, $2, 0, 'other-owner-' || (g % 2000) \
+         FROM generate_series(1, {OTHER_OWNERS_SESSIONS}) AS g"
+    );
+    let payload = sample_record(now_ms()).encode_payload();
+    sqlx::query(&fill)
+        .bind(payload)
+        .bind(now_ms() + Duration::from_secs(600))
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let owner = test_owner();
+    owned_is_exact_and_one_statement(&store, &table, &owner).await;
+
+    // The plans, with statistics as autovacuum would have gathered them.
+    execute(store.pool(), &format!("ANALYZE \"{table}\"")).await;
+    let index = format!("{table}_owner_idx");
+    let sql = store.owned_sql().expect("the native layout lists owners");
+    let mut conn = store.pool().acquire().await.unwrap();
+    // As run: the parameters bound.
+    let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
+    let nodes = explain_json(&mut conn, &explain, Some(&owner)).await;
+    assert_owner_index(&nodes, &index, "bound parameters");
+    // The generic plan, which a prepared statement may switch to after five runs.
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let name = format!("owned_{}", &table[5..]);
+    sqlx::query(&format!("PREPARE {name} AS {sql}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let explain = format!("EXPLAIN (FORMAT JSON) EXECUTE {name}('{owner}', now())");
+    let nodes = explain_json(&mut conn, &explain, None).await;
+    assert_owner_index(&nodes, &index, "generic plan");
+    for cleanup in [format!("DEALLOCATE {name}"), "RESET plan_cache_mode".into()] {
+        sqlx::query(&cleanup).execute(&mut *conn).await.unwrap();
+    }
+    drop(conn);
     drop_table(&store).await;
 }
 

@@ -24,7 +24,9 @@ use session_store_sqlx::sqlx::postgres::{PgPool, PgPoolOptions};
 use session_store_sqlx::sqlx::{self, Row};
 use session_store_sqlx::{PostgresLayout, PostgresStore};
 
-const CAPS: Capabilities = Capabilities::ALL.with_compare_and_set(false);
+const CAPS: Capabilities = Capabilities::ALL
+    .with_compare_and_set(false)
+    .with_owners(false);
 
 fn url() -> String {
     env_url("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")

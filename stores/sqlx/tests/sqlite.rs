@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
-use session_store::{Capabilities, Error, SessionStore};
+use session_store::{Capabilities, Error, Record, SessionId, SessionStore};
 use session_store_sqlx::SqliteStore;
 use session_store_sqlx::sqlx::{self, Row};
 
@@ -133,7 +133,118 @@ async fn hostile_ids() {
     hostile_ids_are_bound(&store).await;
     // SQLite binds text with its length: a NUL id is stored and matched exactly.
     nul_id(&store, true).await;
+    nul_owner(&store, true).await;
     assert_eq!(count(&store).await, 0);
+}
+
+/// The table as the previous release created it, without `owner`, and one session written
+/// as that release wrote it.
+async fn previous_release_table(url: &str, table: &str) -> (SessionId, Record) {
+    let old = SqliteStore::connect(url).await.unwrap();
+    execute(
+        old.pool(),
+        &format!(
+            "CREATE TABLE IF NOT EXISTS \"{table}\" (id TEXT PRIMARY KEY NOT NULL, \
+             data BLOB NOT NULL, expires INTEGER NOT NULL, version BIGINT NOT NULL DEFAULT 0)"
+        ),
+    )
+    .await;
+    execute(
+        old.pool(),
+        &format!("CREATE INDEX IF NOT EXISTS \"{table}_expires_idx\" ON \"{table}\" (expires)"),
+    )
+    .await;
+    let id = new_id();
+    let mut record = sample_record(now_ms() + Duration::from_secs(600));
+    record.version = 3;
+    let millis = (record.expires.unix_timestamp_nanos() / 1_000_000) as i64;
+    let sql =
+        format!("INSERT INTO \"{table}\" (id, data, expires, version) VALUES (?1, ?2, ?3, ?4)");
+    sqlx::query(&sql)
+        .bind(id.as_str())
+        .bind(record.encode_payload())
+        .bind(millis)
+        .bind(3i64)
+        .execute(old.pool())
+        .await
+        .unwrap();
+    old.pool().close().await;
+    (id, record)
+}
+
+#[tokio::test]
+async fn migrate_adds_owners_to_a_table_of_the_previous_release() {
+    let db = TempDb::new();
+    let table = random_table();
+    let (old, record) = previous_release_table(&db.url(), &table).await;
+    // The new release starts on the same file.
+    let store = SqliteStore::connect(&db.url())
+        .await
+        .unwrap()
+        .with_table_name(&table)
+        .unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.expect("migrate is idempotent");
+    let column = format!(
+        "SELECT count(*) FROM pragma_table_info('{table}') WHERE name = 'owner' \
+         AND type = 'TEXT' AND \"notnull\" = 0"
+    );
+    assert_eq!(scalar(store.pool(), &column).await, 1, "owner column added");
+    let index = format!(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}' \
+         AND name = '{table}_owner_idx' AND sql LIKE '%(owner, expires) WHERE owner IS NOT NULL'"
+    );
+    assert_eq!(scalar(store.pool(), &index).await, 1, "owner index built");
+    assert_eq!(count(&store).await, 1, "the old session was kept");
+    old_session_gets_an_owner(&store, &old, &record).await;
+    store.pool().close().await;
+}
+
+#[tokio::test]
+async fn listing_an_owner_is_one_index_lookup() {
+    let store = memory_store().await;
+    let table = store.table_name().to_owned();
+    StatementCounter::prepare();
+    // Sessions of 2,000 other owners, five each, written in one statement.
+    let fill = format!(
+        "INSERT INTO \"{table}\" (id, data, expires, version, owner) \
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g \
+         WHERE n < {OTHER_OWNERS_SESSIONS}) \
+         SELECT 'other-' || n, ?1, ?2, 0, 'other-owner-' || (n % 2000) FROM g"
+    );
+    let later = now_ms() + Duration::from_secs(600);
+    sqlx::query(&fill)
+        .bind(sample_record(now_ms()).encode_payload())
+        .bind((later.unix_timestamp_nanos() / 1_000_000) as i64)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(count(&store).await, OTHER_OWNERS_SESSIONS as i64);
+    let owner = test_owner();
+    owned_is_exact_and_one_statement(&store, &table, &owner).await;
+
+    let sql = store.owned_sql().expect("SQLite lists owners");
+    let now = (now_ms().unix_timestamp_nanos() / 1_000_000) as i64;
+    let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .bind(&owner)
+        .bind(now)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("detail"))
+        .collect();
+    let index = format!("{table}_owner_idx");
+    assert!(
+        plan.iter()
+            .any(|step| step.starts_with("SEARCH") && step.contains(&format!("INDEX {index} "))),
+        "the listing does not search {index}: {plan:?}"
+    );
+    assert!(
+        plan.iter().all(|step| !step.starts_with("SCAN")),
+        "the listing scans the table: {plan:?}"
+    );
+    drop_table(&store).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! What differs between the SQL databases: one file each.
 //!
 //! A dialect is its SQL text ([`Statements`]), its type mapping (how an expiry is stored;
-//! ids are text, payloads bytes and versions `BIGINT` everywhere) and its error
+//! ids and owners are text, payloads bytes and versions `BIGINT` everywhere) and its error
 //! classification. Everything else (pooling, binding, decoding, the store's rules) is
 //! [`SqlStore`](crate::SqlStore), written once.
 
@@ -107,6 +107,9 @@ pub enum Arg {
     Expected,
     /// The application clock's now, which every expiry filter compares against.
     Now,
+    /// The record's owner (nullable text): `Record::owner` in a write, the owner asked for
+    /// in a listing.
+    Owner,
 }
 
 /// One statement: its text (only validated, quoted identifiers are formatted into it) and
@@ -123,15 +126,44 @@ impl Statement {
     }
 }
 
+/// One step of `migrate`: a statement, skipped when its guard finds the change already
+/// made (e.g. a column that an older table lacks: `ALTER TABLE … ADD COLUMN` has no
+/// `IF NOT EXISTS` in every dialect, and where it has, it locks the table even when the
+/// column is there).
+#[derive(Debug)]
+pub struct Step {
+    pub(crate) run: Statement,
+    /// Selects a row when `run` is not needed; `None`: always run (the statement is
+    /// idempotent itself, e.g. `CREATE TABLE IF NOT EXISTS`).
+    pub(crate) unless: Option<Statement>,
+}
+
+impl Step {
+    /// A statement that is idempotent itself.
+    pub(crate) fn always(run: Statement) -> Self {
+        Self { run, unless: None }
+    }
+
+    /// `run`, unless `done` selects a row.
+    pub(crate) fn unless(done: Statement, run: Statement) -> Self {
+        Self {
+            run,
+            unless: Some(done),
+        }
+    }
+}
+
 /// Every statement of a store, built once per table.
 ///
-/// Reads select `data, expires, version`, in that order. Writes report the rows they
-/// changed: 0 means "not written" (`create`: a live row holds the id; `update`, `touch`,
-/// `cas`: no live row, or another version).
+/// Reads select `data, expires, version`, in that order (`owned`: `id` as bytes first).
+/// Writes report the rows they changed: 0 means "not written" (`create`: a live row holds
+/// the id; `update`, `touch`, `cas`: no live row, or another version). In a layout with an
+/// owner column, every statement that writes `data` also writes `owner` ([`Arg::Owner`]).
 #[derive(Debug)]
 pub struct Statements {
-    /// Run in order, in one transaction, by `migrate`.
-    pub(crate) migrate: Vec<Statement>,
+    /// Run in order, in one transaction (as far as the dialect's DDL is transactional), by
+    /// `migrate`.
+    pub(crate) migrate: Vec<Step>,
     pub(crate) get: Statement,
     pub(crate) set: Statement,
     /// Inserts, or replaces an expired row. A dialect without a conditional upsert makes
@@ -148,4 +180,8 @@ pub struct Statements {
     pub(crate) touch: Statement,
     pub(crate) destroy: Statement,
     pub(crate) delete_expired: Statement,
+    /// Selects `id` (as bytes), `data, expires, version` of the live rows of one owner
+    /// ([`Arg::Owner`]), through the owner index. `None`: the layout has no owner column,
+    /// so `owned` is unsupported.
+    pub(crate) owned: Option<Statement>,
 }

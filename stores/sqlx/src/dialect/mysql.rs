@@ -4,8 +4,8 @@
 use session_store::Result;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
-use super::Arg::{Data, Expected, Expires, Id, Now, Version};
-use super::{Statement, Statements, sealed};
+use super::Arg::{Data, Expected, Expires, Id, Now, Owner, Version};
+use super::{Statement, Statements, Step, sealed};
 use crate::SqlStore;
 
 /// The MySQL/MariaDB dialect (feature `mysql`): see [`MySqlStore`].
@@ -22,12 +22,24 @@ pub struct MySql;
 ///     data    LONGBLOB       NOT NULL,              -- Record::encode_payload
 ///     expires DATETIME(6)    NOT NULL,              -- UTC, microseconds
 ///     version BIGINT         NOT NULL DEFAULT 0,
-///     INDEX `sessions_expires_idx` (expires)
+///     owner   VARBINARY(256)     NULL,              -- Record::owner, exact match
+///     INDEX `sessions_expires_idx` (expires),
+///     INDEX `sessions_owner_idx` (owner)
 /// );
 /// ```
 ///
 /// - Everything [`SqlStore`] promises. The expiry is stored in UTC with microsecond
 ///   precision (rounded down), whatever the session time zone.
+/// - `owned` is `SELECT … WHERE owner = ? AND expires > ?`, a lookup of that owner in the
+///   owner index. MySQL has no partial indexes, so a row without an owner has a `NULL`
+///   entry there; the index leaves `expires` out so that a `touch` never rewrites it. It
+///   reads the owner's rows that have expired but not yet been deleted too (and skips
+///   them): run the cleanup task.
+/// - `migrate` on a table of an earlier release (without `owner`) adds the column (at the
+///   end and without a default: an instant change on MySQL 8 and MariaDB 10.5+) and then
+///   builds the owner index online (writes go on meanwhile). Both are looked up in
+///   `information_schema` first, so a table that has them is never altered; DDL commits
+///   on its own in MySQL, so a step that another process completed first is accepted.
 /// - `create` is a plain `INSERT`, one statement when the id is free; on a duplicate key it
 ///   deletes the row if it has expired and inserts once more (a duplicate key then means a
 ///   live row). No `INSERT IGNORE`, which would also hide truncation errors.
@@ -57,32 +69,69 @@ impl sealed::Dialect for MySql {
 
     fn statements(_schema: Option<&str>, table: &str, _layout: &()) -> Statements {
         let t = format!("`{table}`");
+        let owner_idx = format!("{table}_owner_idx");
         Statements {
-            // DDL commits implicitly in MySQL; the index is part of the table definition,
-            // which keeps the one statement idempotent.
-            migrate: vec![Statement::new(
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {t} (id VARBINARY(256) NOT NULL PRIMARY KEY, \
-                     data LONGBLOB NOT NULL, expires DATETIME(6) NOT NULL, \
-                     version BIGINT NOT NULL DEFAULT 0, INDEX `{table}_expires_idx` (expires))"
+            // DDL commits implicitly in MySQL; the indexes are part of the table
+            // definition, which keeps the first statement idempotent. A table of an earlier
+            // release lacks `owner` and its index: MySQL 8 has no `IF NOT EXISTS` for
+            // either, so each is looked up first. `table` is a validated identifier, so it
+            // is a safe literal.
+            migrate: vec![
+                Step::always(Statement::new(
+                    format!(
+                        "CREATE TABLE IF NOT EXISTS {t} (id VARBINARY(256) NOT NULL PRIMARY KEY, \
+                         data LONGBLOB NOT NULL, expires DATETIME(6) NOT NULL, \
+                         version BIGINT NOT NULL DEFAULT 0, owner VARBINARY(256) NULL, \
+                         INDEX `{table}_expires_idx` (expires), INDEX `{owner_idx}` (owner))"
+                    ),
+                    &[],
+                )),
+                Step::unless(
+                    Statement::new(
+                        format!(
+                            "SELECT 1 FROM information_schema.columns \
+                             WHERE table_schema = DATABASE() AND table_name = '{table}' \
+                             AND column_name = 'owner'"
+                        ),
+                        &[],
+                    ),
+                    Statement::new(
+                        format!("ALTER TABLE {t} ADD COLUMN owner VARBINARY(256) NULL"),
+                        &[],
+                    ),
                 ),
-                &[],
-            )],
+                Step::unless(
+                    Statement::new(
+                        format!(
+                            "SELECT 1 FROM information_schema.statistics \
+                             WHERE table_schema = DATABASE() AND table_name = '{table}' \
+                             AND index_name = '{owner_idx}'"
+                        ),
+                        &[],
+                    ),
+                    Statement::new(
+                        format!("ALTER TABLE {t} ADD INDEX `{owner_idx}` (owner)"),
+                        &[],
+                    ),
+                ),
+            ],
             get: Statement::new(
                 format!("SELECT data, expires, version FROM {t} WHERE id = ? AND expires > ?"),
                 &[Id, Now],
             ),
             set: Statement::new(
                 format!(
-                    "INSERT INTO {t} (id, data, expires, version) VALUES (?, ?, ?, ?) \
+                    "INSERT INTO {t} (id, data, expires, version, owner) VALUES (?, ?, ?, ?, ?) \
                      ON DUPLICATE KEY UPDATE data = VALUES(data), \
-                     expires = VALUES(expires), version = VALUES(version)"
+                     expires = VALUES(expires), version = VALUES(version), owner = VALUES(owner)"
                 ),
-                &[Id, Data, Expires, Version],
+                &[Id, Data, Expires, Version, Owner],
             ),
             create: Statement::new(
-                format!("INSERT INTO {t} (id, data, expires, version) VALUES (?, ?, ?, ?)"),
-                &[Id, Data, Expires, Version],
+                format!(
+                    "INSERT INTO {t} (id, data, expires, version, owner) VALUES (?, ?, ?, ?, ?)"
+                ),
+                &[Id, Data, Expires, Version, Owner],
             ),
             reclaim: Some(Statement::new(
                 format!("DELETE FROM {t} WHERE id = ? AND expires <= ?"),
@@ -90,17 +139,17 @@ impl sealed::Dialect for MySql {
             )),
             update: Statement::new(
                 format!(
-                    "UPDATE {t} SET data = ?, expires = ?, version = ? \
+                    "UPDATE {t} SET data = ?, expires = ?, version = ?, owner = ? \
                      WHERE id = ? AND expires > ?"
                 ),
-                &[Data, Expires, Version, Id, Now],
+                &[Data, Expires, Version, Owner, Id, Now],
             ),
             cas: Some(Statement::new(
                 format!(
-                    "UPDATE {t} SET data = ?, expires = ?, version = ? \
+                    "UPDATE {t} SET data = ?, expires = ?, version = ?, owner = ? \
                      WHERE id = ? AND version = ? AND expires > ?"
                 ),
-                &[Data, Expires, Version, Id, Expected, Now],
+                &[Data, Expires, Version, Owner, Id, Expected, Now],
             )),
             exists: Statement::new(
                 format!("SELECT 1 FROM {t} WHERE id = ? AND expires > ?"),
@@ -112,6 +161,12 @@ impl sealed::Dialect for MySql {
             ),
             destroy: Statement::new(format!("DELETE FROM {t} WHERE id = ?"), &[Id]),
             delete_expired: Statement::new(format!("DELETE FROM {t} WHERE expires <= ?"), &[Now]),
+            owned: Some(Statement::new(
+                format!(
+                    "SELECT id, data, expires, version FROM {t} WHERE owner = ? AND expires > ?"
+                ),
+                &[Owner, Now],
+            )),
         }
     }
 

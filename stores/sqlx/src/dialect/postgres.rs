@@ -4,8 +4,8 @@ use session_store::express::ExpressLayout;
 use session_store::{CookieOptions, Result};
 use time::OffsetDateTime;
 
-use super::Arg::{Data, Expected, Expires, Id, Now, Version};
-use super::{Statement, Statements, sealed};
+use super::Arg::{Data, Expected, Expires, Id, Now, Owner, Version};
+use super::{Statement, Statements, Step, sealed};
 use crate::SqlStore;
 use crate::common::{DEFAULT_TABLE_NAME, validate_identifier};
 
@@ -25,16 +25,31 @@ pub struct Postgres;
 ///     id      TEXT        PRIMARY KEY,
 ///     data    BYTEA       NOT NULL,      -- Record::encode_payload
 ///     expires TIMESTAMPTZ NOT NULL,
-///     version BIGINT      NOT NULL DEFAULT 0
+///     version BIGINT      NOT NULL DEFAULT 0,
+///     owner   TEXT                       -- Record::owner, NULL without one
 /// );
 /// CREATE INDEX IF NOT EXISTS "sessions_expires_idx" ON "sessions" (expires);
+/// CREATE INDEX IF NOT EXISTS "sessions_owner_idx" ON "sessions" (owner, expires)
+///     WHERE owner IS NOT NULL;
 /// ```
 ///
 /// - Everything [`SqlStore`] promises; [`PostgresStore::with_schema_name`] puts the table
 ///   in a schema of its own, and [`PostgresStore::with_layout`] shares connect-pg-simple's
 ///   table with Node.
+/// - The owner index is partial: rows without an owner have no entry in it, so they cost
+///   nothing there. `owned` is `SELECT … WHERE owner = $1 AND expires > $2`, an index
+///   range scan over that owner's live sessions.
+/// - `migrate` on a table of an earlier release (without `owner`) adds the column (no
+///   default, so PostgreSQL changes only the catalog, not the rows) and builds the owner
+///   index, which holds no entries until sessions get owners. Column and index are looked
+///   up first: a table that has them is never altered, and so never locked exclusively.
+///   Building the index reads the whole table once while blocking its writes (not its
+///   reads); for a large table, run `ALTER TABLE "sessions" ADD COLUMN owner TEXT` and
+///   `CREATE INDEX CONCURRENTLY "sessions_owner_idx" ON "sessions" (owner, expires)
+///   WHERE owner IS NOT NULL` by hand before upgrading, and `migrate` finds both.
 /// - Postgres text cannot hold NUL: an id containing NUL is never found by reads, and
-///   `set`/`create` reject it with [`Error::Backend`](session_store::Error::Backend).
+///   `set`/`create` reject it with [`Error::Backend`](session_store::Error::Backend); an
+///   owner containing NUL is rejected by every write, and owns nothing.
 ///
 /// ```no_run
 /// # async fn demo() -> session_store::Result<()> {
@@ -59,8 +74,8 @@ pub type PostgresStore = SqlStore<Postgres>;
 #[non_exhaustive]
 pub enum PostgresLayout {
     /// This library's table (the default): `id`, `data BYTEA` (the payload envelope),
-    /// `expires TIMESTAMPTZ`, `version BIGINT`. Every codec, every capability. Default table
-    /// `sessions`.
+    /// `expires TIMESTAMPTZ`, `version BIGINT`, `owner TEXT` (indexed). Every codec, every
+    /// capability. Default table `sessions`.
     #[default]
     Native,
     /// connect-pg-simple's table, shared with Node services running express-session:
@@ -89,6 +104,9 @@ pub enum PostgresLayout {
     /// - There is no version column: `get` returns version 0 and `compare_and_set` is
     ///   [`Error::Unsupported`](session_store::Error::Unsupported) (`create`, `update` and
     ///   native `touch` remain).
+    /// - There is no owner column either (the table is connect-pg-simple's): `owned` is
+    ///   [`Error::Unsupported`](session_store::Error::Unsupported), and an owner set on a
+    ///   session is not stored.
     ConnectPgSimple(ExpressLayout),
 }
 
@@ -119,18 +137,18 @@ impl sealed::Dialect for Postgres {
             Some(s) => format!("\"{s}\".\"{table}\""),
             None => format!("\"{table}\""),
         };
-        let mut migrate = vec![Statement::new(
+        let mut migrate = vec![Step::always(Statement::new(
             // Concurrent `CREATE … IF NOT EXISTS` can still collide in the catalog: a
             // transaction-scoped lock keyed by the table's name comes first. `t` holds
             // validated identifiers and double quotes only, so it is a safe literal.
             format!("SELECT pg_advisory_xact_lock(hashtext('{t}'))"),
             &[],
-        )];
+        ))];
         if let Some(s) = schema {
-            migrate.push(Statement::new(
+            migrate.push(Step::always(Statement::new(
                 format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""),
                 &[],
-            ));
+            )));
         }
         match layout {
             PostgresLayout::Native => native(t, table, migrate),
@@ -182,19 +200,51 @@ impl sealed::Dialect for Postgres {
 }
 
 /// This library's table.
-fn native(t: String, table: &str, mut migrate: Vec<Statement>) -> Statements {
-    migrate.push(Statement::new(
+fn native(t: String, table: &str, mut migrate: Vec<Step>) -> Statements {
+    migrate.push(Step::always(Statement::new(
         format!(
             "CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY, data BYTEA NOT NULL, \
-             expires TIMESTAMPTZ NOT NULL, version BIGINT NOT NULL DEFAULT 0)"
+             expires TIMESTAMPTZ NOT NULL, version BIGINT NOT NULL DEFAULT 0, owner TEXT)"
         ),
         &[],
-    ));
-    migrate.push(Statement::new(
+    )));
+    migrate.push(Step::always(Statement::new(
         format!("CREATE INDEX IF NOT EXISTS \"{table}_expires_idx\" ON {t} (expires)"),
         &[],
+    )));
+    // A table of an earlier release has no `owner`. `ADD COLUMN IF NOT EXISTS` would take
+    // the table's exclusive lock on every start, so the catalog is asked first (`t` is a
+    // safe literal, as above). Without a default, adding the column rewrites no row.
+    migrate.push(Step::unless(
+        Statement::new(
+            format!(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{t}') \
+                 AND attname = 'owner' AND NOT attisdropped"
+            ),
+            &[],
+        ),
+        Statement::new(format!("ALTER TABLE {t} ADD COLUMN owner TEXT"), &[]),
     ));
-    let write = &[Id, Data, Expires, Version, Now];
+    // Partial: only rows with an owner have an entry. `owner = $1` implies
+    // `owner IS NOT NULL`, so the planner uses it for `owned`.
+    let owner_idx = format!("{table}_owner_idx");
+    migrate.push(Step::unless(
+        Statement::new(
+            format!(
+                "SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = to_regclass('{t}') AND c.relname = '{owner_idx}'"
+            ),
+            &[],
+        ),
+        Statement::new(
+            format!(
+                "CREATE INDEX IF NOT EXISTS \"{owner_idx}\" ON {t} (owner, expires) \
+                 WHERE owner IS NOT NULL"
+            ),
+            &[],
+        ),
+    ));
+    let write = &[Id, Data, Expires, Version, Owner, Now];
     Statements {
         migrate,
         get: Statement::new(
@@ -203,35 +253,38 @@ fn native(t: String, table: &str, mut migrate: Vec<Statement>) -> Statements {
         ),
         set: Statement::new(
             format!(
-                "INSERT INTO {t} (id, data, expires, version) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO {t} (id, data, expires, version, owner) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, \
-                 expires = EXCLUDED.expires, version = EXCLUDED.version"
+                 expires = EXCLUDED.expires, version = EXCLUDED.version, owner = EXCLUDED.owner"
             ),
-            &[Id, Data, Expires, Version],
+            &[Id, Data, Expires, Version, Owner],
         ),
         // Inserts, or replaces a row that has expired; a live row is left alone.
         create: Statement::new(
             format!(
-                "INSERT INTO {t} AS s (id, data, expires, version) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO {t} AS s (id, data, expires, version, owner) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, \
-                 expires = EXCLUDED.expires, version = EXCLUDED.version WHERE s.expires <= $5"
+                 expires = EXCLUDED.expires, version = EXCLUDED.version, owner = EXCLUDED.owner \
+                 WHERE s.expires <= $6"
             ),
             write,
         ),
         reclaim: None,
         update: Statement::new(
             format!(
-                "UPDATE {t} SET data = $2, expires = $3, version = $4 \
-                 WHERE id = $1 AND expires > $5"
+                "UPDATE {t} SET data = $2, expires = $3, version = $4, owner = $5 \
+                 WHERE id = $1 AND expires > $6"
             ),
             write,
         ),
         cas: Some(Statement::new(
             format!(
-                "UPDATE {t} SET data = $2, expires = $3, version = $4 \
-                 WHERE id = $1 AND version = $5 AND expires > $6"
+                "UPDATE {t} SET data = $2, expires = $3, version = $4, owner = $5 \
+                 WHERE id = $1 AND version = $6 AND expires > $7"
             ),
-            &[Id, Data, Expires, Version, Expected, Now],
+            &[Id, Data, Expires, Version, Owner, Expected, Now],
         )),
         exists: Statement::new(
             format!("SELECT 1 FROM {t} WHERE id = $1 AND expires > $2"),
@@ -243,23 +296,32 @@ fn native(t: String, table: &str, mut migrate: Vec<Statement>) -> Statements {
         ),
         destroy: Statement::new(format!("DELETE FROM {t} WHERE id = $1"), &[Id]),
         delete_expired: Statement::new(format!("DELETE FROM {t} WHERE expires <= $1"), &[Now]),
+        owned: Some(Statement::new(
+            format!(
+                "SELECT convert_to(id, 'UTF8'), data, expires, version FROM {t} \
+                 WHERE owner = $1 AND expires > $2"
+            ),
+            &[Owner, Now],
+        )),
     }
 }
 
 /// connect-pg-simple's table. The store binds and reads the same types as in the native
 /// table, converted in SQL: `sess` as UTF-8 bytes of its JSON, `expire` as UTC.
-fn connect_pg_simple(t: String, table: &str, mut migrate: Vec<Statement>) -> Statements {
-    migrate.push(Statement::new(
+///
+/// The table is connect-pg-simple's own, so it gets no owner column: `owned` is unsupported.
+fn connect_pg_simple(t: String, table: &str, mut migrate: Vec<Step>) -> Statements {
+    migrate.push(Step::always(Statement::new(
         format!(
             "CREATE TABLE IF NOT EXISTS {t} (sid varchar NOT NULL COLLATE \"default\" \
              PRIMARY KEY, sess json NOT NULL, expire timestamp(6) NOT NULL)"
         ),
         &[],
-    ));
-    migrate.push(Statement::new(
+    )));
+    migrate.push(Step::always(Statement::new(
         format!("CREATE INDEX IF NOT EXISTS \"IDX_{table}_expire\" ON {t} (expire)"),
         &[],
-    ));
+    )));
     let sess = "convert_from($2, 'UTF8')::json";
     let utc = |n: u8| format!("(${n} AT TIME ZONE 'UTC')");
     let (expires, now3, now4) = (utc(3), utc(3), utc(4));
@@ -306,6 +368,7 @@ fn connect_pg_simple(t: String, table: &str, mut migrate: Vec<Statement>) -> Sta
             format!("DELETE FROM {t} WHERE expire <= {}", utc(1)),
             &[Now],
         ),
+        owned: None,
     }
 }
 

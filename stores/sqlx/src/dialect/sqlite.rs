@@ -6,9 +6,9 @@ use session_store::Result;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use time::OffsetDateTime;
 
-use super::Arg::{Data, Expected, Expires, Id, Now, Version};
+use super::Arg::{Data, Expected, Expires, Id, Now, Owner, Version};
 use super::sealed::{self, Dialect as _};
-use super::{Statement, Statements};
+use super::{Statement, Statements, Step};
 use crate::SqlStore;
 use crate::common::{ACQUIRE_TIMEOUT, map_sqlx_error};
 
@@ -25,13 +25,22 @@ pub struct Sqlite;
 ///     id      TEXT    PRIMARY KEY NOT NULL,
 ///     data    BLOB    NOT NULL,            -- Record::encode_payload
 ///     expires INTEGER NOT NULL,            -- Unix time in milliseconds
-///     version BIGINT  NOT NULL DEFAULT 0
+///     version BIGINT  NOT NULL DEFAULT 0,
+///     owner   TEXT                         -- Record::owner, NULL without one
 /// );
 /// CREATE INDEX IF NOT EXISTS "sessions_expires_idx" ON "sessions" (expires);
+/// CREATE INDEX IF NOT EXISTS "sessions_owner_idx" ON "sessions" (owner, expires)
+///     WHERE owner IS NOT NULL;
 /// ```
 ///
 /// - Everything [`SqlStore`] promises. The expiry is kept as whole Unix milliseconds
 ///   (rounded down).
+/// - The owner index is partial: rows without an owner have no entry in it. `owned` is
+///   `SELECT … WHERE owner = ?1 AND expires > ?2`, a search of that index.
+/// - `migrate` on a table of an earlier release (without `owner`) adds the column
+///   (`ALTER TABLE … ADD COLUMN`: a change of the schema only, no row is rewritten) and
+///   the owner index; `pragma_table_info` is read first, so a table that has the column
+///   is never altered.
 /// - [`SqliteStore::connect`] creates a missing database file and opens it in WAL mode with
 ///   `synchronous = NORMAL` (readers never block the writer; a power loss may lose the last
 ///   commits but never corrupts the file); build your own pool and use
@@ -66,21 +75,39 @@ impl sealed::Dialect for Sqlite {
 
     fn statements(_schema: Option<&str>, table: &str, _layout: &()) -> Statements {
         let t = format!("\"{table}\"");
-        let write = &[Id, Data, Expires, Version, Now];
+        let write = &[Id, Data, Expires, Version, Owner, Now];
         Statements {
             migrate: vec![
-                Statement::new(
+                Step::always(Statement::new(
                     format!(
                         "CREATE TABLE IF NOT EXISTS {t} (id TEXT PRIMARY KEY NOT NULL, \
                          data BLOB NOT NULL, expires INTEGER NOT NULL, \
-                         version BIGINT NOT NULL DEFAULT 0)"
+                         version BIGINT NOT NULL DEFAULT 0, owner TEXT)"
                     ),
                     &[],
-                ),
-                Statement::new(
+                )),
+                Step::always(Statement::new(
                     format!("CREATE INDEX IF NOT EXISTS \"{table}_expires_idx\" ON {t} (expires)"),
                     &[],
+                )),
+                // A table of an earlier release has no `owner`; SQLite has no
+                // `ADD COLUMN IF NOT EXISTS`. `table` is a validated identifier, so it is a
+                // safe literal.
+                Step::unless(
+                    Statement::new(
+                        format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'owner'"),
+                        &[],
+                    ),
+                    Statement::new(format!("ALTER TABLE {t} ADD COLUMN owner TEXT"), &[]),
                 ),
+                // Partial: `owner = ?1` implies `owner IS NOT NULL`, so `owned` uses it.
+                Step::always(Statement::new(
+                    format!(
+                        "CREATE INDEX IF NOT EXISTS \"{table}_owner_idx\" ON {t} \
+                         (owner, expires) WHERE owner IS NOT NULL"
+                    ),
+                    &[],
+                )),
             ],
             get: Statement::new(
                 format!("SELECT data, expires, version FROM {t} WHERE id = ?1 AND expires > ?2"),
@@ -88,36 +115,39 @@ impl sealed::Dialect for Sqlite {
             ),
             set: Statement::new(
                 format!(
-                    "INSERT INTO {t} (id, data, expires, version) VALUES (?1, ?2, ?3, ?4) \
+                    "INSERT INTO {t} (id, data, expires, version, owner) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
                      ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-                     expires = excluded.expires, version = excluded.version"
+                     expires = excluded.expires, version = excluded.version, \
+                     owner = excluded.owner"
                 ),
-                &[Id, Data, Expires, Version],
+                &[Id, Data, Expires, Version, Owner],
             ),
             // Inserts, or replaces a row that has expired; a live row is left alone.
             create: Statement::new(
                 format!(
-                    "INSERT INTO {t} (id, data, expires, version) VALUES (?1, ?2, ?3, ?4) \
+                    "INSERT INTO {t} (id, data, expires, version, owner) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
                      ON CONFLICT (id) DO UPDATE SET data = excluded.data, \
-                     expires = excluded.expires, version = excluded.version \
-                     WHERE {t}.expires <= ?5"
+                     expires = excluded.expires, version = excluded.version, \
+                     owner = excluded.owner WHERE {t}.expires <= ?6"
                 ),
                 write,
             ),
             reclaim: None,
             update: Statement::new(
                 format!(
-                    "UPDATE {t} SET data = ?2, expires = ?3, version = ?4 \
-                     WHERE id = ?1 AND expires > ?5"
+                    "UPDATE {t} SET data = ?2, expires = ?3, version = ?4, owner = ?5 \
+                     WHERE id = ?1 AND expires > ?6"
                 ),
                 write,
             ),
             cas: Some(Statement::new(
                 format!(
-                    "UPDATE {t} SET data = ?2, expires = ?3, version = ?4 \
-                     WHERE id = ?1 AND version = ?5 AND expires > ?6"
+                    "UPDATE {t} SET data = ?2, expires = ?3, version = ?4, owner = ?5 \
+                     WHERE id = ?1 AND version = ?6 AND expires > ?7"
                 ),
-                &[Id, Data, Expires, Version, Expected, Now],
+                &[Id, Data, Expires, Version, Owner, Expected, Now],
             )),
             exists: Statement::new(
                 format!("SELECT 1 FROM {t} WHERE id = ?1 AND expires > ?2"),
@@ -129,6 +159,13 @@ impl sealed::Dialect for Sqlite {
             ),
             destroy: Statement::new(format!("DELETE FROM {t} WHERE id = ?1"), &[Id]),
             delete_expired: Statement::new(format!("DELETE FROM {t} WHERE expires <= ?1"), &[Now]),
+            owned: Some(Statement::new(
+                format!(
+                    "SELECT CAST(id AS BLOB), data, expires, version FROM {t} \
+                     WHERE owner = ?1 AND expires > ?2"
+                ),
+                &[Owner, Now],
+            )),
         }
     }
 

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use session_reliability::unique;
-use session_store::{SessionId, SessionManager, SessionStore, stored_key};
+use session_store::{SessionId, SessionManager, SessionStore};
 use session_store_mongodb::MongoStore;
 use session_store_mongodb::mongodb::bson::{Bson, Document, doc};
 use session_store_redis::{RedisStore, redis};

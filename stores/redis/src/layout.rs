@@ -56,6 +56,10 @@ pub enum Layout {
     ///   `compare_and_set` is [`Error::Unsupported`] (`create`, `update` and native `touch`
     ///   remain). Two concurrent requests of one session may overwrite each other's changes,
     ///   exactly as with express-session itself.
+    /// - Keys hold the raw session id (`sess:<id>`), because Node looks sessions up by the
+    ///   cookie's id: the store answers `true` to `needs_raw_ids`, so the manager does not
+    ///   hash ids for it, and a dump of these keys holds usable ids (protect it like the
+    ///   cookie secret). There is no owner index (`owned` is unsupported).
     ConnectRedis(ExpressLayout),
 }
 

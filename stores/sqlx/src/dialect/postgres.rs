@@ -107,6 +107,9 @@ pub enum PostgresLayout {
     /// - There is no owner column either (the table is connect-pg-simple's): `owned` is
     ///   [`Error::Unsupported`](session_store::Error::Unsupported), and an owner set on a
     ///   session is not stored.
+    /// - `sid` holds the raw session id, because Node looks sessions up by the cookie's id:
+    ///   the store answers `true` to `needs_raw_ids`, so the manager does not hash ids for
+    ///   it, and a dump of the table holds usable ids (protect it like the cookie secret).
     ConnectPgSimple(ExpressLayout),
 }
 

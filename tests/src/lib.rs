@@ -446,10 +446,11 @@ impl TestStore {
         self.counting.reset();
     }
 
-    /// The live record under `id`, read without counting.
+    /// The live record of the session whose cookie carries `id` (stored under the digest of
+    /// the id, as the manager keeps it), read without counting.
     pub async fn record(&self, id: &str) -> Option<Record> {
         self.memory
-            .get(&SessionId::new(id))
+            .get(&session_store::stored_key(&SessionId::new(id)))
             .await
             .expect("memory store get")
     }

@@ -31,8 +31,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::cookie::{CookieOptions, SameSite};
 use crate::error::{Error, Result};
-use crate::manager::{CookieOptions, SameSite};
 use crate::record::{Codec, Lifetime, MAX_LIFETIME, Record};
 
 /// The key express-session keeps its cookie under; not usable as a data key in this layout.

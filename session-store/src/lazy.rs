@@ -4,8 +4,8 @@ use std::fmt;
 
 use http::{HeaderMap, StatusCode};
 
+use crate::config::SessionManager;
 use crate::error::Result;
-use crate::manager::SessionManager;
 use crate::session::Session;
 
 /// The session of one request, loaded from the store only when first asked for.

@@ -6,11 +6,14 @@
 pub mod at_rest;
 mod clock;
 pub mod codec;
+mod config;
+mod cookie;
 mod cookie_only;
 pub mod data;
 mod error;
 pub mod express;
 mod id;
+mod keys;
 mod lazy;
 mod manager;
 mod memory;
@@ -28,15 +31,15 @@ pub use async_trait::async_trait;
 pub use at_rest::DataKeys;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CookieCodec, FnCodec, PlainCodec, PrivateCodec, SignedCodec};
+pub use config::SessionManager;
+pub use cookie::{CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite};
 pub use cookie_only::MAX_COOKIE_LEN;
 pub use data::Data;
 pub use error::{BoxError, Error, Result};
 pub use id::{IdGenerator, MAX_ID_LEN, SessionId};
+pub use keys::stored_key;
 pub use lazy::LazySession;
-pub use manager::{
-    CookieOptions, MAX_COOKIE_VALUE_LEN, SameSite, SessionManager, SessionManagerBuilder,
-    stored_key,
-};
+pub use manager::SessionManagerBuilder;
 pub use memory::MemoryStore;
 pub use observe::SessionEvent;
 pub use owners::SessionInfo;

@@ -6,14 +6,12 @@
 //! [handle](Session::handle), a one-way digest of the id: a list of sessions can be shown
 //! to the user, or sent to a browser, without handing out the ids, which are credentials.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::config::SessionManager;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::manager::SessionManager;
+use crate::keys::handle;
 use crate::observe::SessionEvent;
 use crate::record::Record;
 use crate::session::Session;
@@ -34,18 +32,6 @@ pub struct SessionInfo {
     pub expires: OffsetDateTime,
     /// The session's label ([`Session::set_label`]), e.g. the user agent.
     pub label: Option<String>,
-}
-
-/// The handle of the session stored under `id` (its key: the digest of its id, or the id
-/// where ids are kept raw): the first 128 bits of a SHA-256 of it under a name of its own (so
-/// it is no other digest), in URL-safe base64. Ids carry at least 120 random bits, so a
-/// handle can neither be guessed nor turned back into an id or a key.
-pub(crate) fn handle(id: &SessionId) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"session-store handle v1\0")
-        .chain_update(id.as_str().as_bytes())
-        .finalize();
-    URL_SAFE_NO_PAD.encode(&digest[..16])
 }
 
 impl SessionManager {
@@ -148,19 +134,5 @@ impl SessionManager {
             owner: owner.to_owned(),
         });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn handles_are_fixed_digests_of_the_id() {
-        let id = SessionId::new("abc123");
-        assert_eq!(handle(&id), handle(&SessionId::new("abc123")));
-        assert_ne!(handle(&id), handle(&SessionId::new("abc124")));
-        assert_eq!(handle(&id).len(), 22);
-        assert!(!handle(&id).contains("abc123"));
     }
 }

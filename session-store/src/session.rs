@@ -10,12 +10,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
+use crate::config::{Config, SessionManager};
 use crate::data::Data;
 use crate::error::{Error, Result};
 use crate::id::SessionId;
-use crate::manager::{Config, SessionManager};
+use crate::keys::handle;
 use crate::observe::SessionEvent;
-use crate::owners::handle;
 use crate::record::{Codec, Lifetime, MAX_LIFETIME, Record};
 use crate::store::CasOutcome;
 
@@ -764,7 +764,7 @@ impl Session {
             st.destroy_requested = false;
             st.baseline = st.data.clone();
             if ended && st.client_cookie {
-                st.pending_cookie = Some(c.removal_cookie());
+                st.pending_cookie = Some(c.cookie.removal_cookie());
                 st.client_cookie = false;
             }
             return Ok(());
@@ -787,8 +787,8 @@ impl Session {
         };
         let mut record = st.record(version);
         record.expires = expires;
-        let sealed = crate::cookie_only::seal(keys, &c.name, &st.id, &record);
-        let size = c.name.len() + 1 + c.wire_value(&sealed).len();
+        let sealed = crate::cookie_only::seal(keys, &c.cookie.name, &st.id, &record);
+        let size = c.cookie.name.len() + 1 + c.cookie.wire_value(&sealed).len();
         if size > crate::cookie_only::MAX_COOKIE_LEN {
             return Err(Error::TooLarge {
                 size,
@@ -796,7 +796,7 @@ impl Session {
             });
         }
         let cookie_expiry = c.max_age(st.lifetime).map(|_| expires);
-        st.pending_cookie = Some(c.set_cookie_value(&sealed, cookie_expiry, now));
+        st.pending_cookie = Some(c.cookie.set_cookie_value(&sealed, cookie_expiry, now));
         st.expires = expires;
         st.version = version;
         st.stored = true;
@@ -870,7 +870,7 @@ impl Session {
                     || st.owner != record.owner
                     || st.label != record.label;
                 st.settle(&record, &record.data, false);
-                st.pending_cookie = Some(c.set_cookie(&st.id, cookie_expiry, now));
+                st.pending_cookie = Some(c.cookie.set_cookie(&st.id, cookie_expiry, now));
                 st.client_cookie = true;
                 c.emit(|| match &moved_from {
                     Some(from) => SessionEvent::Regenerated {
@@ -945,7 +945,7 @@ impl Session {
         let ended = st.destroy_requested || !old_ids.is_empty();
         st.destroy_requested = false;
         if ended && !st.stored && st.client_cookie {
-            st.pending_cookie = Some(c.removal_cookie());
+            st.pending_cookie = Some(c.cookie.removal_cookie());
             st.client_cookie = false;
         }
         Ok(())
@@ -1026,7 +1026,7 @@ impl Session {
             }
             if cookie && st.id == id {
                 let expiry = c.max_age(st.lifetime).map(|_| st.expires);
-                st.pending_cookie = Some(c.set_cookie(&id, expiry, now));
+                st.pending_cookie = Some(c.cookie.set_cookie(&id, expiry, now));
             }
         }
         self.destroy_old_ids().await

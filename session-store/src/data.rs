@@ -7,8 +7,6 @@ use std::iter::Peekable;
 use std::ops::Index;
 use std::sync::Arc;
 
-use crate::record::{bin_len, str_len};
-
 /// A session's data: key → encoded value, iterated in key order (byte order of the keys).
 ///
 /// It behaves like a `BTreeMap<String, Vec<u8>>`, with one difference in cost: data decoded
@@ -195,6 +193,25 @@ pub(crate) fn entry_offsets(entries: &[u8]) -> impl Iterator<Item = usize> + '_ 
         let offset = entries.len() - input.len();
         read_raw_entry(&mut input).map(|_| offset)
     })
+}
+
+/// Encoded size of a MessagePack str of `n` bytes.
+pub(crate) fn str_len(n: usize) -> usize {
+    n + match n {
+        0..32 => 1,
+        32..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    }
+}
+
+/// Encoded size of a MessagePack bin of `n` bytes.
+pub(crate) fn bin_len(n: usize) -> usize {
+    n + match n {
+        0..256 => 2,
+        256..65536 => 3,
+        _ => 5,
+    }
 }
 
 /// Reads one `str → bin` entry, checking every length against the input left.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 
-use crate::data::{Data, INDEX_FROM, Piece, read_entry};
+use crate::data::{Data, INDEX_FROM, Piece, bin_len, read_entry, str_len};
 use crate::error::{Error, Result};
 
 /// How session values are turned into bytes.
@@ -463,26 +463,8 @@ impl Record {
         expires: OffsetDateTime,
         version: u64,
     ) -> Result<Self> {
-        Self::decode_shared_payload_at(bytes, 0, expires, version, false)
-    }
-
-    /// [`Record::decode_shared_payload`] of the envelope that starts at `bytes[start]`;
-    /// `trusted`: written by [`Record::encode_payload`] in this process (see
-    /// `Data::read_shared`).
-    pub(crate) fn decode_shared_payload_at(
-        bytes: Arc<[u8]>,
-        start: usize,
-        expires: OffsetDateTime,
-        version: u64,
-        trusted: bool,
-    ) -> Result<Self> {
         let end = bytes.len();
-        let read = if trusted {
-            DataRead::Trusted
-        } else {
-            DataRead::Checked
-        };
-        Self::decode_envelope(bytes, start, end, read, expires, version)
+        Self::decode_envelope(bytes, 0, end, DataRead::Checked, expires, version)
     }
 
     /// Reads back what [`Record::encode_shaped`] wrote after a prefix of `start` bytes.
@@ -729,25 +711,6 @@ fn map_header_len(n: usize) -> usize {
     match n {
         0..16 => 1,
         16..65536 => 3,
-        _ => 5,
-    }
-}
-
-/// Encoded size of a MessagePack str of `n` bytes.
-pub(crate) fn str_len(n: usize) -> usize {
-    n + match n {
-        0..32 => 1,
-        32..256 => 2,
-        256..65536 => 3,
-        _ => 5,
-    }
-}
-
-/// Encoded size of a MessagePack bin of `n` bytes.
-pub(crate) fn bin_len(n: usize) -> usize {
-    n + match n {
-        0..256 => 2,
-        256..65536 => 3,
         _ => 5,
     }
 }

@@ -66,3 +66,55 @@ fn library_crates_depend_only_downward() {
     assert_eq!(checked.len(), ALLOWED.len(), "{checked:?}");
     assert_eq!(checked["session-store-tower"], ["session-store"]);
 }
+
+/// The modules of the core that `source` (a file of `session-store/src`, its unit tests cut
+/// off) names as `crate::<module>`.
+fn core_imports(source: &str) -> std::collections::BTreeSet<String> {
+    let code = source
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or(source);
+    let mut found = std::collections::BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        let name: String = code[at + "crate::".len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            found.insert(name);
+        }
+    }
+    found
+}
+
+#[test]
+fn no_two_modules_of_the_core_import_each_other() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../session-store/src");
+    let mut imports = BTreeMap::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read session-store/src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let module = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let source = std::fs::read_to_string(&path).expect("read a source file");
+            imports.insert(module, core_imports(&source));
+        }
+    }
+    assert!(imports.len() > 15, "read only {} modules", imports.len());
+    let mut cycles = Vec::new();
+    for (module, names) in &imports {
+        for other in names.iter().filter(|n| *n != module) {
+            if imports.get(other).is_some_and(|back| back.contains(module)) && module < other {
+                cycles.push(format!("{module} <-> {other}"));
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "modules importing each other: {cycles:?}"
+    );
+}

@@ -182,9 +182,10 @@ impl CookieFormat {
                 || out.len() == len,
             "Set-Cookie length estimate is off"
         );
-        // Every part was validated by the builder or percent-encoded, so this cannot fail;
-        // an empty header would be harmless anyway.
-        HeaderValue::try_from(out).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::try_from(out).expect(
+            "Set-Cookie holds a token name, attributes without controls (checked by the \
+             builder) and a percent-encoded value",
+        )
     }
 
     /// The removal cookie: empty value, `Max-Age=0`, `Expires` in 1970.
@@ -262,9 +263,10 @@ fn write_http_date(out: &mut String, at: OffsetDateTime) {
 }
 
 fn header_value(cookie: &cookie::Cookie<'_>) -> HeaderValue {
-    // Every part was validated by the builder or percent-encoded, so this cannot fail; an
-    // empty header would be harmless anyway.
-    HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&cookie.to_string()).expect(
+        "Set-Cookie holds a token name, attributes without controls (checked by the builder) \
+         and a percent-encoded value",
+    )
 }
 
 pub(crate) fn decode_cookie_value(raw: &[u8]) -> Option<String> {

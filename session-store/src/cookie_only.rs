@@ -49,18 +49,31 @@ impl SessionStore for NoStore {
 
 /// Seals `record` under `id` into a cookie value: the binary form (format, expiry in ms,
 /// version, id, payload envelope), URL-safe base64, then encrypted for the cookie `name`.
-pub(crate) fn seal(codec: &PrivateCodec, name: &str, id: &SessionId, record: &Record) -> String {
-    let payload = record.encode_payload();
+/// The id's length is one byte: an id over 255 bytes (possible only from a custom
+/// generator) is an error.
+pub(crate) fn seal(
+    codec: &PrivateCodec,
+    name: &str,
+    id: &SessionId,
+    record: &Record,
+) -> Result<String> {
     let id = id.as_str().as_bytes();
+    let Ok(id_len) = u8::try_from(id.len()) else {
+        return Err(Error::Config(format!(
+            "cookie-only sessions need ids of at most 255 bytes, not {}",
+            id.len()
+        )));
+    };
+    let payload = record.encode_payload();
     let mut plain = Vec::with_capacity(payload.len() + id.len() + 20);
     plain.extend_from_slice(&FORMAT);
     let millis = (record.expires.unix_timestamp_nanos() / 1_000_000) as i64;
     plain.extend_from_slice(&millis.to_be_bytes());
     plain.extend_from_slice(&record.version.to_be_bytes());
-    plain.push(id.len().min(255) as u8);
-    plain.extend_from_slice(&id[..id.len().min(255)]);
+    plain.push(id_len);
+    plain.extend_from_slice(id);
     plain.extend_from_slice(&payload);
-    codec.seal(name, &URL_SAFE_NO_PAD.encode(plain))
+    Ok(codec.seal(name, &URL_SAFE_NO_PAD.encode(plain)))
 }
 
 /// Opens a cookie value sealed by [`seal`]; `None` if it does not authenticate or parse.

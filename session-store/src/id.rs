@@ -90,13 +90,10 @@ fn random_id(len: usize) -> String {
     let mut bytes = [0u8; 32];
     let bytes = &mut bytes[..len.min(32)];
     rand::rng().fill_bytes(bytes);
-    for b in bytes.iter_mut() {
-        *b = ALPHABET[usize::from(*b & 63)];
-    }
-    // The alphabet is ASCII: the check passes, and the bytes are copied once.
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .unwrap_or_default()
+    bytes
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(b & 63)]))
+        .collect()
 }
 
 impl IdGenerator {

@@ -787,7 +787,7 @@ impl Session {
         };
         let mut record = st.record(version);
         record.expires = expires;
-        let sealed = crate::cookie_only::seal(keys, &c.cookie.name, &st.id, &record);
+        let sealed = crate::cookie_only::seal(keys, &c.cookie.name, &st.id, &record)?;
         let size = c.cookie.name.len() + 1 + c.cookie.wire_value(&sealed).len();
         if size > crate::cookie_only::MAX_COOKIE_LEN {
             return Err(Error::TooLarge {

@@ -197,3 +197,18 @@ async fn lifetimes_live_in_the_cookie_too() {
     let r = request(&m, Some(&pair(&cookie)), |_| {}).await;
     assert!(r.session.is_new() && r.session.is_empty());
 }
+
+#[tokio::test]
+async fn an_id_too_long_for_the_sealed_form_is_a_clear_error() {
+    let clock = ManualClock::new(datetime!(2026-01-01 00:00:00 UTC));
+    let ids = session_store::IdGenerator::custom(|| "a".repeat(256), |_| true);
+    let m = SessionManager::cookie_only(keys(5))
+        .clock(Arc::new(clock))
+        .id_generator(ids)
+        .build()
+        .unwrap();
+    let session = m.load(&HeaderMap::new()).await.unwrap();
+    bump(&session);
+    assert!(matches!(session.commit().await, Err(Error::Config(_))));
+    assert!(session.take_set_cookie().is_none());
+}

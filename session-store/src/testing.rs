@@ -573,7 +573,8 @@ pub async fn owners_are_indexed(store: &dyn SessionStore, o: &SuiteOptions) {
     let mut brief = owned_by(Some(&ann));
     brief.expires = now_ms() + Duration::from_secs(2);
     store.set(&a1, &brief).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // Ends: once a listing asked for after the expiry comes back, it is empty or the check
+    // fails (no wall-clock deadline: one slow call on a loaded server must not fail it).
     loop {
         let asked = OffsetDateTime::now_utc();
         let owned = store.owned(&ann).await.unwrap();
@@ -583,10 +584,6 @@ pub async fn owners_are_indexed(store: &dyn SessionStore, o: &SuiteOptions) {
         assert!(
             asked < brief.expires + o.expiry_tolerance + o.expiry_grace,
             "[{name}] owned() listed an expired session"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "[{name}] never expired"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

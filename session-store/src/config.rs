@@ -23,6 +23,8 @@ use crate::observe::{self, Hook, SessionEvent};
 use crate::record::{Codec, Lifetime, Record};
 use crate::store::{Capabilities, CasOutcome, SessionStore};
 
+/// Set once by [`SessionManagerBuilder::build`](crate::SessionManagerBuilder::build); the
+/// session and the owner functions read it through the methods below.
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn SessionStore>,
     pub(crate) caps: Capabilities,
@@ -52,6 +54,67 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The time now, by the manager's clock.
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// A fresh session id.
+    pub(crate) fn new_id(&self) -> SessionId {
+        self.ids.generate()
+    }
+
+    /// The codec new values are encoded with.
+    pub(crate) fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// The cookie's name, value codec and attributes.
+    pub(crate) fn cookie(&self) -> &CookieFormat {
+        &self.cookie
+    }
+
+    /// What the store implements natively.
+    pub(crate) fn caps(&self) -> Capabilities {
+        self.caps
+    }
+
+    /// The store's name, for errors, logs and metrics.
+    pub(crate) fn store_name(&self) -> &'static str {
+        self.store.name()
+    }
+
+    /// Whether commits use compare-and-set (the manager allows it; the store's support is
+    /// [`Config::caps`]).
+    pub(crate) fn compare_and_set(&self) -> bool {
+        self.compare_and_set
+    }
+
+    /// How many compare-and-set attempts a commit makes before it reports a conflict.
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// `touchAfter`: the least time between two automatic expiry extensions.
+    pub(crate) fn touch_after(&self) -> Option<Duration> {
+        self.touch_after
+    }
+
+    /// The longest a session lives from its creation, whatever its activity.
+    pub(crate) fn absolute_lifetime(&self) -> Option<Duration> {
+        self.absolute_lifetime
+    }
+
+    /// The largest data (keys and values, in bytes) a session may hold.
+    pub(crate) fn max_size(&self) -> Option<usize> {
+        self.max_size
+    }
+
+    /// The keys of cookie-only sessions (the whole record in the cookie), if enabled.
+    pub(crate) fn cookie_only(&self) -> Option<&PrivateCodec> {
+        self.cookie_only.as_ref()
+    }
+
     /// How long a record lives from its last extension: the session's own lifetime if it
     /// has one, else `maxAge`, or the idle lifetime for browser-session cookies.
     pub(crate) fn lifetime(&self, own: Option<Lifetime>) -> Duration {

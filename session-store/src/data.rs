@@ -7,6 +7,8 @@ use std::iter::Peekable;
 use std::ops::Index;
 use std::sync::Arc;
 
+use crate::msgpack::{bin_len, key_str, read_key, read_raw_entry, str_len};
+
 /// A session's data: key → encoded value, iterated in key order (byte order of the keys).
 ///
 /// It behaves like a `BTreeMap<String, Vec<u8>>`, with one difference in cost: data decoded
@@ -195,61 +197,6 @@ pub(crate) fn entry_offsets(entries: &[u8]) -> impl Iterator<Item = usize> + '_ 
     })
 }
 
-/// Encoded size of a MessagePack str of `n` bytes.
-pub(crate) fn str_len(n: usize) -> usize {
-    n + match n {
-        0..32 => 1,
-        32..256 => 2,
-        256..65536 => 3,
-        _ => 5,
-    }
-}
-
-/// Encoded size of a MessagePack bin of `n` bytes.
-pub(crate) fn bin_len(n: usize) -> usize {
-    n + match n {
-        0..256 => 2,
-        256..65536 => 3,
-        _ => 5,
-    }
-}
-
-/// Reads one `str → bin` entry, checking every length against the input left.
-pub(crate) fn read_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a str, &'a [u8])> {
-    let (key, value) = read_raw_entry(input)?;
-    Some((key_str(key)?, value))
-}
-
-/// [`read_entry`] without checking that the key is UTF-8. MessagePack headers are read by
-/// hand: this runs for every entry of every loaded session.
-fn read_raw_entry<'a>(input: &mut &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
-    let key = read_key(input)?;
-    let (&marker, rest) = input.split_first()?;
-    *input = rest;
-    let value_len = match marker {
-        0xc4 => read_len::<1>(input)?,
-        0xc5 => read_len::<2>(input)?,
-        0xc6 => read_len::<4>(input)?,
-        _ => return None,
-    };
-    let value = take(input, value_len)?;
-    Some((key, value))
-}
-
-/// The key of an entry: a MessagePack str, not checked for UTF-8.
-fn read_key<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (&marker, rest) = input.split_first()?;
-    *input = rest;
-    let key_len = match marker {
-        0xa0..=0xbf => usize::from(marker & 0x1f),
-        0xd9 => read_len::<1>(input)?,
-        0xda => read_len::<2>(input)?,
-        0xdb => read_len::<4>(input)?,
-        _ => return None,
-    };
-    take(input, key_len)
-}
-
 /// `a < b` in byte order, without a `memcmp` call for the short keys sessions use.
 #[inline]
 fn key_below(a: &[u8], b: &[u8]) -> bool {
@@ -262,31 +209,6 @@ fn key_below(a: &[u8], b: &[u8]) -> bool {
         }
     }
     a.len() < b.len()
-}
-
-/// A big-endian length of `N` bytes.
-fn read_len<const N: usize>(input: &mut &[u8]) -> Option<usize> {
-    let (bytes, rest) = input.split_first_chunk::<N>()?;
-    *input = rest;
-    let mut len = 0usize;
-    for b in bytes {
-        len = (len << 8) | usize::from(*b);
-    }
-    Some(len)
-}
-
-/// The key as `str`.
-fn key_str(key: &[u8]) -> Option<&str> {
-    std::str::from_utf8(key).ok()
-}
-
-fn take<'a>(input: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
-    if input.len() < len {
-        return None;
-    }
-    let (head, tail) = input.split_at(len);
-    *input = tail;
-    Some(head)
 }
 
 /// Changed keys: `Some` value set, `None` removed.
@@ -330,12 +252,10 @@ impl Data {
     /// Reads a MessagePack map of `str → bin` from `bytes[*at..]`, advancing `*at` past it.
     /// Keys in strictly ascending order (what [`Record::encode_payload`] writes) are kept
     /// in place; any other order is copied into a map, a repeated key keeping its last
-    /// value. `None` if the map is malformed or runs past the input. `trusted` bytes (written
-    /// by this crate's encoder, in this process) skip the key order and UTF-8 checks; their
-    /// lengths are still checked.
+    /// value. `None` if the map is malformed or runs past the input.
     ///
     /// [`Record::encode_payload`]: crate::Record::encode_payload
-    pub(crate) fn read_shared(bytes: &Arc<[u8]>, at: &mut usize, trusted: bool) -> Option<Self> {
+    pub(crate) fn read_shared(bytes: &Arc<[u8]>, at: &mut usize) -> Option<Self> {
         let mut input = bytes.get(*at..)?;
         let total = input.len();
         let len = rmp::decode::read_map_len(&mut input).ok()? as usize;
@@ -354,9 +274,6 @@ impl Data {
             }
             let (key, value) = read_raw_entry(&mut input)?;
             size += key.len() + value.len();
-            if trusted {
-                continue;
-            }
             if !key.is_ascii() {
                 std::str::from_utf8(key).ok()?;
             }
@@ -959,7 +876,7 @@ pub(crate) mod tests {
     fn shared(entries: &[(&str, &[u8])]) -> Data {
         let bytes = payload(entries);
         let mut at = 0;
-        let data = Data::read_shared(&bytes, &mut at, false).unwrap();
+        let data = Data::read_shared(&bytes, &mut at).unwrap();
         assert_eq!(at, bytes.len());
         data
     }
@@ -1123,15 +1040,12 @@ pub(crate) mod tests {
         let good = payload(&[("a", b"1"), ("b", b"2")]);
         for cut in 0..good.len() {
             let bytes: Arc<[u8]> = good[..cut].into();
-            assert!(
-                Data::read_shared(&bytes, &mut 0, false).is_none(),
-                "cut at {cut}"
-            );
+            assert!(Data::read_shared(&bytes, &mut 0).is_none(), "cut at {cut}");
         }
         let bad_utf8: Arc<[u8]> = vec![0x81, 0xa1, 0xff, 0xc4, 0x00].into();
-        assert!(Data::read_shared(&bad_utf8, &mut 0, false).is_none());
+        assert!(Data::read_shared(&bad_utf8, &mut 0).is_none());
         let huge: Arc<[u8]> = vec![0xdf, 0xff, 0xff, 0xff, 0xff].into();
-        assert!(Data::read_shared(&huge, &mut 0, false).is_none());
+        assert!(Data::read_shared(&huge, &mut 0).is_none());
     }
 
     #[test]

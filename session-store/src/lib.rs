@@ -17,8 +17,10 @@ mod keys;
 mod lazy;
 mod manager;
 mod memory;
+mod msgpack;
 mod observe;
 mod owners;
+mod payload;
 mod record;
 mod session;
 pub mod store;
@@ -43,9 +45,7 @@ pub use manager::SessionManagerBuilder;
 pub use memory::MemoryStore;
 pub use observe::SessionEvent;
 pub use owners::SessionInfo;
-pub use record::{
-    Codec, Lifetime, MAX_LABEL_LEN, MAX_LIFETIME, MAX_OWNER_LEN, PAYLOAD_FORMAT, Record,
-};
+pub use record::{Codec, Lifetime, MAX_LABEL_LEN, MAX_LIFETIME, MAX_OWNER_LEN, Record};
 pub use session::Session;
 pub use store::{Capabilities, CasOutcome, SessionStore};
 

@@ -43,7 +43,7 @@ impl SessionManager {
     /// stores) answers [`Error::Unsupported`], never an empty list.
     pub async fn sessions_of(&self, owner: &str) -> Result<Vec<SessionInfo>> {
         let c = &self.config;
-        let now = c.clock.now();
+        let now = c.now();
         let mut sessions: Vec<SessionInfo> = self
             .owned(owner)
             .await?
@@ -113,9 +113,9 @@ impl SessionManager {
     /// reaches a caller.
     async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
         let c = &self.config;
-        if !c.caps.owners {
+        if !c.caps().owners {
             return Err(Error::Unsupported {
-                store: c.store.name(),
+                store: c.store_name(),
                 operation: "owned",
             });
         }

@@ -284,13 +284,13 @@ impl Session {
     pub(crate) fn fresh(manager: SessionManager, client_cookie: bool) -> Self {
         let c = &manager.config;
         let state = State {
-            id: c.ids.generate(),
+            id: c.new_id(),
             stored: false,
             new: true,
             data: Data::new(),
             size: 0,
             baseline: Data::new(),
-            codec: c.codec,
+            codec: c.codec(),
             extra: BTreeMap::new(),
             version: 0,
             // Set when committed; a clock read and date arithmetic saved per new request.
@@ -348,10 +348,10 @@ impl Session {
         // none) starts its absolute clock now; with an absolute lifetime that start is
         // written at this request's commit, so the clock cannot restart on every load.
         let created = Some(record.created.unwrap_or_else(|| millis(now)));
-        let unrecorded = record.created.is_none() && c.absolute_lifetime.is_some();
+        let unrecorded = record.created.is_none() && c.absolute_lifetime().is_some();
         let mut expires = record.expires;
         let mut due = false;
-        if let Some(after) = c.touch_after {
+        if let Some(after) = c.touch_after() {
             let last_extension = record.expires - c.lifetime(record.lifetime);
             // A record already at its absolute deadline cannot be extended.
             let capped = c.deadline(created).is_some_and(|d| record.expires >= d);
@@ -426,7 +426,7 @@ impl Session {
             return st.expires;
         }
         let c = self.config();
-        c.extended(c.clock.now(), st.lifetime, st.created)
+        c.extended(c.now(), st.lifetime, st.created)
     }
 
     /// The session's cookie lifetime: its own if [`set_max_age`](Self::set_max_age) chose
@@ -455,7 +455,7 @@ impl Session {
             Some(d) => Lifetime::MaxAge(d),
         };
         let c = self.config();
-        let now = c.clock.now();
+        let now = c.now();
         let mut st = self.lock();
         if st.lifetime == Some(lifetime) {
             return Ok(());
@@ -596,7 +596,7 @@ impl Session {
         let found = st.data.find(&key);
         let old_len = found.len;
         let size = st.size - old_len.map_or(0, |len| key.len() + len) + key.len() + bytes.len();
-        if let Some(limit) = self.config().max_size.filter(|limit| size > *limit) {
+        if let Some(limit) = self.config().max_size().filter(|limit| size > *limit) {
             return Err(Error::TooLarge { size, limit });
         }
         st.size = size;
@@ -658,7 +658,7 @@ impl Session {
     /// `touchAfter` says. Written at commit.
     pub fn touch(&self) {
         let c = self.config();
-        let now = c.clock.now();
+        let now = c.now();
         let mut st = self.lock();
         st.expires = c.extended(now, st.lifetime, st.created);
         st.expiry_dirty = st.stored;
@@ -668,7 +668,7 @@ impl Session {
     /// Ends the session: at commit its record is destroyed and the response clears the
     /// cookie. Data inserted afterwards starts a new session under a new id.
     pub fn destroy(&self) {
-        let new_id = self.config().ids.generate();
+        let new_id = self.config().new_id();
         let mut st = self.lock();
         let old = std::mem::replace(&mut st.id, new_id);
         if st.stored {
@@ -695,7 +695,7 @@ impl Session {
     /// data is saved under the new id, the old record is destroyed and the cookie carries
     /// the new id. Call it at login (prevents session fixation).
     pub fn regenerate(&self) {
-        let new_id = self.config().ids.generate();
+        let new_id = self.config().new_id();
         let mut st = self.lock();
         let old = std::mem::replace(&mut st.id, new_id);
         if st.stored {
@@ -730,7 +730,7 @@ impl Session {
         if self.lock().settled() {
             return Ok(());
         }
-        if let Some(keys) = &self.config().cookie_only {
+        if let Some(keys) = self.config().cookie_only() {
             return self.commit_cookie_only(keys);
         }
         let (stored, updates) = {
@@ -756,7 +756,7 @@ impl Session {
     /// Cookie-only sessions: every write is a new sealed cookie.
     fn commit_cookie_only(&self, keys: &crate::codec::PrivateCodec) -> Result<()> {
         let c = self.config();
-        let now = c.clock.now();
+        let now = c.now();
         let mut st = self.lock();
         if st.data.is_empty() && !st.stored {
             let ended = st.destroy_requested || !st.old_ids.is_empty();
@@ -764,7 +764,7 @@ impl Session {
             st.destroy_requested = false;
             st.baseline = st.data.clone();
             if ended && st.client_cookie {
-                st.pending_cookie = Some(c.cookie.removal_cookie());
+                st.pending_cookie = Some(c.cookie().removal_cookie());
                 st.client_cookie = false;
             }
             return Ok(());
@@ -787,8 +787,8 @@ impl Session {
         };
         let mut record = st.record(version);
         record.expires = expires;
-        let sealed = crate::cookie_only::seal(keys, &c.cookie.name, &st.id, &record)?;
-        let size = c.cookie.name.len() + 1 + c.cookie.wire_value(&sealed).len();
+        let sealed = crate::cookie_only::seal(keys, &c.cookie().name, &st.id, &record)?;
+        let size = c.cookie().name.len() + 1 + c.cookie().wire_value(&sealed).len();
         if size > crate::cookie_only::MAX_COOKIE_LEN {
             return Err(Error::TooLarge {
                 size,
@@ -796,7 +796,7 @@ impl Session {
             });
         }
         let cookie_expiry = c.max_age(st.lifetime).map(|_| expires);
-        st.pending_cookie = Some(c.cookie.set_cookie_value(&sealed, cookie_expiry, now));
+        st.pending_cookie = Some(c.cookie().set_cookie_value(&sealed, cookie_expiry, now));
         st.expires = expires;
         st.version = version;
         st.stored = true;
@@ -812,14 +812,14 @@ impl Session {
 
     async fn commit_new(&self) -> Result<()> {
         let c = self.config();
-        let now = c.clock.now();
+        let now = c.now();
         let snapshot = {
             let mut st = self.lock();
             if st.superseded {
                 // This request lost a race with a login that moved its session: storing its
                 // data under a new id would answer with a cookie that logs the browser out.
                 tracing::debug!(
-                    store = c.store.name(),
+                    store = c.store_name(),
                     "session was moved by a regeneration; this request's changes were dropped"
                 );
                 st.data.clear();
@@ -853,7 +853,7 @@ impl Session {
                 return Err(Error::Conflict { attempts });
             }
             // Another session has this id: a fresh one.
-            id = c.ids.generate();
+            id = c.new_id();
         }
         {
             let mut st = self.lock();
@@ -870,7 +870,7 @@ impl Session {
                     || st.owner != record.owner
                     || st.label != record.label;
                 st.settle(&record, &record.data, false);
-                st.pending_cookie = Some(c.cookie.set_cookie(&st.id, cookie_expiry, now));
+                st.pending_cookie = Some(c.cookie().set_cookie(&st.id, cookie_expiry, now));
                 st.client_cookie = true;
                 c.emit(|| match &moved_from {
                     Some(from) => SessionEvent::Regenerated {
@@ -897,7 +897,7 @@ impl Session {
         if !moved.is_empty() {
             let tombstone = Record {
                 data: Data::new(),
-                expires: c.clock.now() + TOMBSTONE_LIFETIME,
+                expires: c.now() + TOMBSTONE_LIFETIME,
                 version: 0,
                 codec: self.lock().codec,
                 extra: BTreeMap::new(),
@@ -945,7 +945,7 @@ impl Session {
         let ended = st.destroy_requested || !old_ids.is_empty();
         st.destroy_requested = false;
         if ended && !st.stored && st.client_cookie {
-            st.pending_cookie = Some(c.cookie.removal_cookie());
+            st.pending_cookie = Some(c.cookie().removal_cookie());
             st.client_cookie = false;
         }
         Ok(())
@@ -953,7 +953,7 @@ impl Session {
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
         let c = self.config();
-        if c.caps.create {
+        if c.caps().create {
             return c.timed("create", c.store().create(id, record)).await;
         }
         if c.timed("get", c.store().get(id)).await?.is_some() {
@@ -966,7 +966,7 @@ impl Session {
 
     async fn commit_existing(&self) -> Result<()> {
         let c = self.config();
-        let now = c.clock.now();
+        let now = c.now();
         let snapshot = {
             let mut st = self.lock();
             let changed = st.has_changes();
@@ -1026,7 +1026,7 @@ impl Session {
             }
             if cookie && st.id == id {
                 let expiry = c.max_age(st.lifetime).map(|_| st.expires);
-                st.pending_cookie = Some(c.cookie.set_cookie(&id, expiry, now));
+                st.pending_cookie = Some(c.cookie().set_cookie(&id, expiry, now));
             }
         }
         self.destroy_old_ids().await
@@ -1046,8 +1046,8 @@ impl Session {
         meta_changed: bool,
     ) -> Result<Option<(Record, bool)>> {
         let c = self.config();
-        if !(c.compare_and_set && c.caps.compare_and_set) {
-            if c.caps.update {
+        if !(c.compare_and_set() && c.caps().compare_and_set) {
+            if c.caps().update {
                 let found = c.timed("update", c.store().update(id, &record)).await?;
                 return Ok(found.then_some((record, false)));
             }
@@ -1058,7 +1058,7 @@ impl Session {
         // the updates to apply again.
         let mut changes: Option<Vec<(String, Option<Vec<u8>>)>> = None;
         let mut updates: Option<Vec<(String, Updater)>> = None;
-        for attempt in 0..c.max_attempts {
+        for attempt in 0..c.max_attempts() {
             match c
                 .timed(
                     "compare_and_set",
@@ -1068,11 +1068,11 @@ impl Session {
             {
                 CasOutcome::Written => return Ok(Some((record, attempt > 0))),
                 CasOutcome::Missing => return Ok(None),
-                CasOutcome::Conflict if attempt + 1 == c.max_attempts => {
-                    crate::observe::conflict(c.store.name());
+                CasOutcome::Conflict if attempt + 1 == c.max_attempts() => {
+                    crate::observe::conflict(c.store_name());
                     break;
                 }
-                CasOutcome::Conflict => crate::observe::conflict(c.store.name()),
+                CasOutcome::Conflict => crate::observe::conflict(c.store_name()),
             }
             backoff(attempt).await;
             let Some(theirs) = c.timed("get", c.store().get(id)).await? else {
@@ -1150,7 +1150,7 @@ impl Session {
             };
         }
         Err(Error::Conflict {
-            attempts: c.max_attempts,
+            attempts: c.max_attempts(),
         })
     }
 
@@ -1159,10 +1159,10 @@ impl Session {
     fn gone(&self) {
         let c = self.config();
         tracing::debug!(
-            store = c.store.name(),
+            store = c.store_name(),
             "session was destroyed elsewhere; its changes were dropped"
         );
-        let new_id = c.ids.generate();
+        let new_id = c.new_id();
         let mut st = self.lock();
         st.id = new_id;
         st.stored = false;

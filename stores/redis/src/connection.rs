@@ -9,7 +9,8 @@
 //! connections (its create and wait timeouts apply) and of health-checking idle ones.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
@@ -17,6 +18,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use session_store::Result;
 
 use crate::error;
+use crate::near_cache::{NearCache, PushSink};
 
 /// The pool a store takes its connection from.
 pub(crate) enum Pools {
@@ -26,6 +28,57 @@ pub(crate) enum Pools {
     Cluster(deadpool_redis::cluster::Pool),
     /// The master named by Redis Sentinel.
     Sentinel(deadpool_redis::sentinel::Pool),
+    /// One Redis server, on connections opened by the store itself in RESP3 with client
+    /// tracking on, feeding the near-cache.
+    Tracked(Box<Tracked>),
+}
+
+/// How the near-cache's connections are opened.
+pub(crate) struct Tracked {
+    /// Set to RESP3.
+    pub(crate) client: redis::Client,
+    /// The store's key prefix: the server reports changes of keys under it.
+    pub(crate) prefix: String,
+    pub(crate) cache: Arc<NearCache>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+}
+
+impl Tracked {
+    /// Opens a connection whose push messages reach the cache as those of `generation`,
+    /// turns tracking on, and arms the cache with it.
+    async fn open(&self, generation: u64) -> Result<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_push_sender(PushSink {
+                cache: self.cache.clone(),
+                generation,
+            });
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(error::from_redis)?;
+        let () = redis::pipe()
+            .cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(self.cache.client_name())
+            .ignore()
+            .cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(&self.prefix)
+            .arg("NOLOOP")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(error::from_redis)?;
+        self.cache.arm(generation);
+        Ok(conn)
+    }
 }
 
 impl Pools {
@@ -34,6 +87,7 @@ impl Pools {
             Pools::Single(_) => "single",
             Pools::Cluster(_) => "cluster",
             Pools::Sentinel(_) => "sentinel",
+            Pools::Tracked(_) => "single, near-cached",
         }
     }
 }
@@ -127,6 +181,7 @@ impl Connector {
         if let Some(live) = self.current().clone() {
             return Ok(live);
         }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let live = match &self.pools {
             Pools::Single(pool) => Live::Plain(deadpool_redis::Connection::take(
                 pool.get().await.map_err(error::from_pool)?,
@@ -137,8 +192,8 @@ impl Connector {
             Pools::Sentinel(pool) => Live::Plain(deadpool_redis::sentinel::Connection::take(
                 pool.get().await.map_err(error::from_pool)?,
             )),
+            Pools::Tracked(tracked) => Live::Plain(tracked.open(generation).await?),
         };
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         *self.current() = Some((generation, live.clone()));
         Ok((generation, live))
     }
@@ -149,6 +204,9 @@ impl Connector {
         let mut current = self.current();
         if current.as_ref().is_some_and(|(g, _)| *g == generation) {
             *current = None;
+        }
+        if let Pools::Tracked(tracked) = &self.pools {
+            tracked.cache.disarm(generation);
         }
     }
 }

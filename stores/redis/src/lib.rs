@@ -6,9 +6,11 @@
 mod connection;
 mod error;
 mod layout;
+mod near_cache;
 mod store;
 
 pub use layout::Layout;
+pub use near_cache::{NearCacheConfig, NearCacheStats};
 pub use store::RedisStore;
 
 /// The `deadpool-redis` crate, for pool configuration (`Config`, `PoolConfig`, cluster and

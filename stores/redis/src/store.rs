@@ -10,9 +10,10 @@ use session_store::{
     Capabilities, CasOutcome, Error, Record, Result, SessionId, SessionStore, async_trait,
 };
 
-use crate::connection::{Connector, Pools};
+use crate::connection::{Connector, Pools, Tracked};
 use crate::error::{self, NAME};
 use crate::layout::{Layout, OwnerDigest, expiry_ms};
+use crate::near_cache::{NearCache, NearCacheConfig, NearCacheStats};
 
 /// Pool and connection timeouts of the `from_url` style constructors.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -263,6 +264,11 @@ pub struct RedisStore {
     prefix: Option<Arc<str>>,
     layout: Arc<Layout>,
     scripts: Arc<Scripts>,
+    /// The server's URL, where the store was built from one: the near-cache opens its own
+    /// connections.
+    url: Option<Arc<str>>,
+    /// The near-cache and its bounds, once [`RedisStore::with_near_cache`] turned it on.
+    near: Option<(Arc<NearCache>, NearCacheConfig)>,
 }
 
 /// The store's Lua scripts, loaded by [`RedisStore::connect`] (and on `NOSCRIPT`).
@@ -312,6 +318,8 @@ impl RedisStore {
                 index: Script::new(INDEX_SCRIPT),
                 list: Script::new(LIST_SCRIPT),
             }),
+            url: None,
+            near: None,
         }
     }
 
@@ -331,7 +339,9 @@ impl RedisStore {
             .runtime(deadpool_redis::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::backend(NAME, e))?;
-        Ok(Self::from_pool(pool))
+        let mut store = Self::from_pool(pool);
+        store.url = Some(Arc::from(url));
+        Ok(store)
     }
 
     /// A store on a pool built from a deadpool-redis [`Config`](deadpool_redis::Config)
@@ -341,7 +351,9 @@ impl RedisStore {
         let pool = config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|e| Error::backend(NAME, e))?;
-        Ok(Self::from_pool(pool))
+        let mut store = Self::from_pool(pool);
+        store.url = config.url.as_deref().map(Arc::from);
+        Ok(store)
     }
 
     /// A store on an existing deadpool-redis pool. The store takes one connection out of it
@@ -428,7 +440,102 @@ impl RedisStore {
     /// app, use the `prefix` option of its `RedisStore`.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(Arc::from(prefix.into()));
+        if let Some((_, config)) = self.near.take() {
+            // The near-cache tracks the keys under the prefix: track the new one.
+            if let Ok(store) = self.clone().with_near_cache(config) {
+                return store;
+            }
+        }
         self
+    }
+
+    /// Turns on the near-cache: sessions this process read or wrote are kept in its memory
+    /// (within `config`'s bounds) and served from there, with no round trip, until the
+    /// server says another client changed them. A commit of a cached session is then one
+    /// conditional write.
+    ///
+    /// How it stays coherent: the store's connection uses RESP3 and
+    /// `CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP` (Redis 6 or later), so the server
+    /// pushes the key of every session another client writes, touches, deletes or lets
+    /// expire, and the cached copy is dropped when the push arrives. A read started before
+    /// such a push is not cached. When the connection is lost or replaced, the cache is
+    /// emptied and bypassed until a new connection has tracking on. The guarantee: once this
+    /// process has received the server's invalidation of a session, it never serves the
+    /// older data; between another process's write and that push (a loopback round trip,
+    /// see RELIABILITY.md) this process may still serve the data it had, as it would had
+    /// its read come a moment earlier. Compare-and-set still checks every commit against
+    /// the server, so a write based on stale data is refused and merged, never lost.
+    ///
+    /// Available on a single Redis server in the native layout, for a store built with
+    /// [`RedisStore::from_url`] or [`RedisStore::from_config`] with a URL (the cache opens
+    /// its own connection). Refused with [`Error::Config`] on Redis Cluster (invalidations
+    /// come per node and would have to be re-armed on every node after each failover) and on
+    /// Sentinel (tracking is not re-armed on a promoted replica in this release). Call it
+    /// after [`RedisStore::with_layout`].
+    ///
+    /// ```
+    /// use session_store_redis::{NearCacheConfig, RedisStore};
+    ///
+    /// # fn main() -> Result<(), session_store::Error> {
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379")?
+    ///     .with_near_cache(NearCacheConfig::new().max_entries(50_000))?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_near_cache(mut self, config: NearCacheConfig) -> Result<Self> {
+        let refuse = |why: &str| Err(Error::Config(format!("redis near-cache: {why}")));
+        match self.connector.kind() {
+            "cluster" => {
+                return refuse(
+                    "not available on Redis Cluster: invalidations come per node and would \
+                     have to be re-armed on every node after each failover",
+                );
+            }
+            "sentinel" => {
+                return refuse(
+                    "not available with Sentinel: tracking is not re-armed on a promoted \
+                     replica in this release",
+                );
+            }
+            _ => {}
+        }
+        if !matches!(*self.layout, Layout::Native) {
+            return refuse("available in the native layout only");
+        }
+        let Some(url) = self.url.clone() else {
+            return refuse(
+                "the store must be built with from_url or from_config with a url, so the \
+                 cache can open its own connections",
+            );
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(&*url)
+            .map_err(|e| Error::backend(NAME, e))?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| Error::backend(NAME, e))?;
+        let cache = Arc::new(NearCache::new(config.clone()));
+        self.connector = Arc::new(Connector::new(Pools::Tracked(Box::new(Tracked {
+            client,
+            prefix: self.prefix().to_owned(),
+            cache: cache.clone(),
+            connect_timeout: CONNECT_TIMEOUT,
+            response_timeout: RESPONSE_TIMEOUT,
+        }))));
+        self.near = Some((cache, config));
+        Ok(self)
+    }
+
+    /// The near-cache's counters, if [`RedisStore::with_near_cache`] turned it on.
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.near.as_ref().map(|(cache, _)| cache.stats())
+    }
+
+    fn cache(&self) -> Option<&NearCache> {
+        self.near.as_ref().map(|(cache, _)| &**cache)
     }
 
     /// The key prefix.
@@ -605,6 +712,22 @@ impl RedisStore {
         record: &Record,
         condition: Option<&str>,
     ) -> Result<bool> {
+        let Some(cache) = self.cache() else {
+            return self.write_key(id, record, condition).await;
+        };
+        let flight = cache.begin(&self.key(id), true);
+        let written = self.write_key(id, record, condition).await;
+        cache.end(flight, matches!(written, Ok(true)).then_some(record));
+        written
+    }
+
+    /// [`RedisStore::write`] without the near-cache.
+    async fn write_key(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        condition: Option<&str>,
+    ) -> Result<bool> {
         let owner = self.owner_of(record);
         let value = self.layout.encode(record, owner.as_ref())?;
         let ms = expiry_ms(record.expires);
@@ -681,13 +804,16 @@ impl SessionStore for RedisStore {
         let now = OffsetDateTime::now_utc();
         match &*self.layout {
             Layout::Native => {
-                let mut cmd = redis::cmd("GET");
-                cmd.arg(&key);
-                let value: Option<Vec<u8>> = self.send(Request::Cmd(&cmd)).await?;
-                match value {
-                    Some(value) => Layout::decode_native(&value, now),
-                    None => Ok(None),
+                let Some(cache) = self.cache() else {
+                    return self.get_native(&key, now).await;
+                };
+                if let Some(record) = cache.get(&key, now) {
+                    return Ok(Some(record));
                 }
+                let flight = cache.begin(&key, false);
+                let found = self.get_native(&key, now).await;
+                cache.end(flight, found.as_ref().ok().and_then(Option::as_ref));
+                found
             }
             Layout::ConnectRedis(express) => {
                 let mut pipe = redis::pipe();
@@ -707,13 +833,70 @@ impl SessionStore for RedisStore {
     }
 
     async fn destroy(&self, id: &SessionId) -> Result<()> {
+        let key = self.key(id);
+        let flight = self.cache().map(|cache| cache.begin(&key, true));
         let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(id));
-        let _: i64 = self.send(Request::Cmd(&cmd)).await?;
-        Ok(())
+        cmd.arg(&key);
+        let result: Result<i64> = self.send(Request::Cmd(&cmd)).await;
+        if let (Some(cache), Some(flight)) = (self.cache(), flight) {
+            cache.end(flight, None);
+        }
+        result.map(drop)
     }
 
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
+        let Some(cache) = self.cache() else {
+            return self.touch_key(id, expires).await;
+        };
+        let flight = cache.begin(&self.key(id), false);
+        let found = self.touch_key(id, expires).await;
+        cache.touched(flight, matches!(found, Ok(true)).then_some(expires));
+        found
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
+        self.write(id, record, Some("NX")).await
+    }
+
+    async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
+        self.write(id, record, Some("XX")).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        id: &SessionId,
+        record: &Record,
+        expected: u64,
+    ) -> Result<CasOutcome> {
+        let Some(cache) = self.cache() else {
+            return self.compare_and_set_key(id, record, expected).await;
+        };
+        let flight = cache.begin(&self.key(id), true);
+        let outcome = self.compare_and_set_key(id, record, expected).await;
+        let written = matches!(outcome, Ok(CasOutcome::Written));
+        cache.end(flight, written.then_some(record));
+        outcome
+    }
+
+    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+        self.owned_by(owner).await
+    }
+}
+
+impl RedisStore {
+    /// `GET` of a native session.
+    async fn get_native(&self, key: &str, now: OffsetDateTime) -> Result<Option<Record>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        let value: Option<Vec<u8>> = self.send(Request::Cmd(&cmd)).await?;
+        match value {
+            Some(value) => Layout::decode_native(&value, now),
+            None => Ok(None),
+        }
+    }
+
+    /// [`SessionStore::touch`] without the near-cache.
+    async fn touch_key(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
         let ms = expiry_ms(expires);
         if !matches!(*self.layout, Layout::Native) {
             let mut cmd = redis::cmd("PEXPIREAT");
@@ -764,15 +947,8 @@ impl SessionStore for RedisStore {
         ))
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.write(id, record, Some("NX")).await
-    }
-
-    async fn update(&self, id: &SessionId, record: &Record) -> Result<bool> {
-        self.write(id, record, Some("XX")).await
-    }
-
-    async fn compare_and_set(
+    /// [`SessionStore::compare_and_set`] without the near-cache.
+    async fn compare_and_set_key(
         &self,
         id: &SessionId,
         record: &Record,
@@ -825,7 +1001,8 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn owned(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
+    /// [`SessionStore::owned`].
+    async fn owned_by(&self, owner: &str) -> Result<Vec<(SessionId, Record)>> {
         if !matches!(*self.layout, Layout::Native) {
             return Err(Error::Unsupported {
                 store: NAME,

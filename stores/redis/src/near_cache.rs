@@ -1,0 +1,421 @@
+//! The near-cache: sessions kept in this process, dropped when the server says they changed.
+//!
+//! The store's one connection is opened in RESP3 with `CLIENT TRACKING ON BCAST PREFIX
+//! <prefix> NOLOOP`: the server then pushes, on that same connection, the key of every session
+//! another client writes, touches, deletes or lets expire. Every command of the store goes
+//! over that connection, so its own writes are not echoed back (`NOLOOP`) and the cache takes
+//! them as they are written.
+//!
+//! Why a read never serves data older than an invalidation the connection received: the
+//! driver hands push messages to [`PushSink`] synchronously, in the order they arrive, before
+//! it completes any reply that follows them on the socket. A reply is cached only if no
+//! invalidation of its key arrived while it was in flight ([`Flight`]), and only if the
+//! channel that armed the cache is still the one in use.
+//!
+//! Redis 7.0 sends the broadcast invalidation of a key a script wrote to the script's caller
+//! too, despite `NOLOOP`, before the script's reply: a compare-and-set or an owned write
+//! (both scripts) therefore drops the cached copy instead of keeping it, and the next read
+//! of that session goes to the server. Plain `SET`s and `DEL`s are not echoed. When the connection is lost (a
+//! `Disconnection` push, or the store discarding it after an error) the cache is emptied and
+//! not used until a new connection has tracking on again.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redis::aio::AsyncPushSender;
+use redis::{PushInfo, PushKind, Value};
+use session_store::Record;
+use session_store::time::OffsetDateTime;
+
+/// The bounds of a store's near-cache ([`RedisStore::with_near_cache`]).
+///
+/// [`RedisStore::with_near_cache`]: crate::RedisStore::with_near_cache
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearCacheConfig {
+    max_entries: usize,
+    max_bytes: usize,
+    client_name: String,
+}
+
+impl Default for NearCacheConfig {
+    /// 10,000 sessions and 16 MiB of session data; connections named
+    /// `session-store-near-cache`.
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 16 << 20,
+            client_name: "session-store-near-cache".to_owned(),
+        }
+    }
+}
+
+impl NearCacheConfig {
+    /// The default bounds: 10,000 sessions, 16 MiB.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most this many sessions (at least 1); the oldest cached are dropped first.
+    pub fn max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n.max(1);
+        self
+    }
+
+    /// At most this many bytes of keys and session data (estimated per entry as the key,
+    /// the data's keys and values, and 128 bytes of bookkeeping).
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
+    /// The name the cache's connection gives itself (`CLIENT SETNAME`), so operators can
+    /// tell it apart in `CLIENT LIST`; spaces and control characters become `_`.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name
+            .into()
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect();
+        self
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.client_name
+    }
+}
+
+/// Counters of a store's near-cache ([`RedisStore::near_cache_stats`]).
+///
+/// [`RedisStore::near_cache_stats`]: crate::RedisStore::near_cache_stats
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NearCacheStats {
+    /// Reads answered from the cache, without the network.
+    pub hits: u64,
+    /// Reads that went to the server (not cached, expired, or the cache not armed).
+    pub misses: u64,
+    /// Sessions dropped because the server said another client changed them.
+    pub invalidations: u64,
+    /// Times the whole cache was emptied because the invalidation channel was lost.
+    pub flushes: u64,
+    /// Sessions dropped to stay within the bounds.
+    pub evictions: u64,
+    /// Sessions cached now.
+    pub entries: u64,
+    /// Estimated bytes cached now.
+    pub bytes: u64,
+    /// Whether the cache is in use now (a connection with tracking on is open).
+    pub armed: bool,
+}
+
+/// Bookkeeping bytes counted per entry.
+const ENTRY_OVERHEAD: usize = 128;
+
+/// The cache of one store (shared by its clones).
+pub(crate) struct NearCache {
+    config: NearCacheConfig,
+    state: Mutex<State>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    invalidations: AtomicU64,
+    flushes: AtomicU64,
+    evictions: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    /// The generation of the connection whose tracking feeds the cache; `None`: not armed.
+    armed: Option<u64>,
+    entries: HashMap<Box<[u8]>, Cached>,
+    /// Keys in insertion order with the stamp they were inserted with; an entry replaced or
+    /// removed since leaves a stale pair, skipped when evicting.
+    order: VecDeque<(Box<[u8]>, u64)>,
+    bytes: usize,
+    stamp: u64,
+    /// Requests in flight per key.
+    flights: HashMap<Box<[u8]>, Flights>,
+}
+
+struct Cached {
+    record: Record,
+    bytes: usize,
+    stamp: u64,
+}
+
+#[derive(Default)]
+struct Flights {
+    count: u32,
+    /// Bumped by every invalidation of the key; a request caches its reply only if the
+    /// count did not move while it was in flight.
+    changes: u64,
+}
+
+/// A request in flight for one key, begun by [`NearCache::begin`].
+pub(crate) struct Flight {
+    key: Box<[u8]>,
+    armed: Option<u64>,
+    changes: u64,
+}
+
+impl NearCache {
+    pub(crate) fn new(config: NearCacheConfig) -> Self {
+        Self {
+            config,
+            state: Mutex::new(State::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change below leaves the state consistent between statements that can panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached record of `key`, if the cache is armed and holds it unexpired.
+    pub(crate) fn get(&self, key: &str, now: OffsetDateTime) -> Option<Record> {
+        let mut state = self.state();
+        let found = match state.armed {
+            Some(_) => match state.entries.get(key.as_bytes()) {
+                Some(cached) if !cached.record.is_expired(now) => Some(cached.record.clone()),
+                Some(_) => {
+                    state.remove(key.as_bytes());
+                    None
+                }
+                None => None,
+            },
+            None => None,
+        };
+        drop(state);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Notes a request for `key` about to be sent. `local_change`: the request changes the
+    /// key, so whatever concurrent reads of it bring back must not be cached either.
+    pub(crate) fn begin(&self, key: &str, local_change: bool) -> Flight {
+        let mut state = self.state();
+        let key: Box<[u8]> = key.as_bytes().into();
+        if local_change {
+            state.remove(&key);
+        }
+        let armed = state.armed;
+        let flights = state.flights.entry(key.clone()).or_default();
+        if local_change {
+            flights.changes += 1;
+        }
+        flights.count += 1;
+        let changes = flights.changes;
+        Flight {
+            key,
+            armed,
+            changes,
+        }
+    }
+
+    /// Ends `flight`: caches `record` if nothing invalidated the key meanwhile and the same
+    /// channel is still armed; with `None`, drops whatever is cached for the key.
+    pub(crate) fn end(&self, flight: Flight, record: Option<&Record>) {
+        let mut state = self.state();
+        let unchanged = match state.flights.entry(flight.key.clone()) {
+            Entry::Occupied(mut entry) => {
+                let flights = entry.get_mut();
+                let unchanged = flights.changes == flight.changes;
+                flights.count -= 1;
+                if flights.count == 0 {
+                    entry.remove();
+                }
+                unchanged
+            }
+            Entry::Vacant(_) => false,
+        };
+        match record {
+            Some(record) if unchanged && flight.armed.is_some() && state.armed == flight.armed => {
+                let bytes = flight.key.len() + record.data_size() + ENTRY_OVERHEAD;
+                if bytes <= self.config.max_bytes {
+                    state.insert(flight.key, record.clone(), bytes);
+                    let evicted = state.evict(&self.config);
+                    self.evictions.fetch_add(evicted, Ordering::Relaxed);
+                } else {
+                    state.remove(&flight.key);
+                }
+            }
+            _ => state.remove(&flight.key),
+        }
+    }
+
+    /// Moves the expiry of `key`'s cached record (a touch this store made).
+    pub(crate) fn touched(&self, flight: Flight, expires: Option<OffsetDateTime>) {
+        let record = {
+            let state = self.state();
+            match (expires, state.entries.get(&flight.key)) {
+                (Some(expires), Some(cached)) => {
+                    let mut record = cached.record.clone();
+                    record.expires = expires;
+                    Some(record)
+                }
+                _ => None,
+            }
+        };
+        self.end(flight, record.as_ref());
+    }
+
+    /// The server says `keys` changed (`None`: everything, after `FLUSHALL`/`FLUSHDB`).
+    fn invalidate(&self, generation: u64, keys: Option<Vec<Vec<u8>>>) {
+        let mut state = self.state();
+        if state.armed != Some(generation) {
+            return;
+        }
+        match keys {
+            None => {
+                state.flush();
+                self.flushes.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(keys) => {
+                let mut dropped = 0;
+                for key in keys {
+                    if state.entries.contains_key(key.as_slice()) {
+                        dropped += 1;
+                    }
+                    state.remove(&key);
+                    if let Some(flights) = state.flights.get_mut(key.as_slice()) {
+                        flights.changes += 1;
+                    }
+                }
+                self.invalidations.fetch_add(dropped, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A connection of `generation` has tracking on: the cache starts, empty, fed by it.
+    pub(crate) fn arm(&self, generation: u64) {
+        let mut state = self.state();
+        state.flush();
+        state.armed = Some(generation);
+    }
+
+    /// The connection of `generation` is lost or discarded: if it fed the cache, the cache
+    /// is emptied and unused until another connection arms it.
+    pub(crate) fn disarm(&self, generation: u64) {
+        let mut state = self.state();
+        if state.armed == Some(generation) {
+            state.armed = None;
+            state.flush();
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The name its connections give themselves.
+    pub(crate) fn client_name(&self) -> &str {
+        self.config.name()
+    }
+
+    pub(crate) fn stats(&self) -> NearCacheStats {
+        let state = self.state();
+        NearCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            entries: state.entries.len() as u64,
+            bytes: state.bytes as u64,
+            armed: state.armed.is_some(),
+        }
+    }
+}
+
+impl State {
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(cached) = self.entries.remove(key) {
+            self.bytes -= cached.bytes;
+        }
+    }
+
+    fn insert(&mut self, key: Box<[u8]>, record: Record, bytes: usize) {
+        self.stamp += 1;
+        let stamp = self.stamp;
+        self.order.push_back((key.clone(), stamp));
+        let cached = Cached {
+            record,
+            bytes,
+            stamp,
+        };
+        self.bytes += bytes;
+        if let Some(old) = self.entries.insert(key, cached) {
+            self.bytes -= old.bytes;
+        }
+    }
+
+    /// Drops the oldest entries until the bounds hold; how many were dropped.
+    fn evict(&mut self, config: &NearCacheConfig) -> u64 {
+        let mut evicted = 0;
+        while self.entries.len() > config.max_entries || self.bytes > config.max_bytes {
+            let Some((key, stamp)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&key).is_some_and(|c| c.stamp == stamp) {
+                self.remove(&key);
+                evicted += 1;
+            }
+        }
+        // Stale pairs pile up when entries are replaced often: rebuild the order when it
+        // holds many more pairs than entries.
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(key, stamp)| entries.get(key).is_some_and(|c| c.stamp == *stamp));
+        }
+        evicted
+    }
+
+    fn flush(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+        self.bytes = 0;
+        for flights in self.flights.values_mut() {
+            flights.changes += 1;
+        }
+    }
+}
+
+/// Receives the push messages of the connection of `generation`.
+pub(crate) struct PushSink {
+    pub(crate) cache: Arc<NearCache>,
+    pub(crate) generation: u64,
+}
+
+impl AsyncPushSender for PushSink {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        match info.kind {
+            PushKind::Invalidate => {
+                // `[keys]`, or `[nil]` when the whole database was flushed.
+                let keys = match info.data.into_iter().next() {
+                    Some(Value::Array(keys)) => Some(
+                        keys.into_iter()
+                            .filter_map(|key| match key {
+                                Value::BulkString(key) => Some(key),
+                                _ => None,
+                            })
+                            .collect(),
+                    ),
+                    _ => None,
+                };
+                self.cache.invalidate(self.generation, keys);
+            }
+            PushKind::Disconnection => self.cache.disarm(self.generation),
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! The near-cache on a real Redis server: the conformance suite with the cache on, reads
+//! served without the network, coherence between two stores (two "processes") on one
+//! server, compare-and-set against stale copies, a killed invalidation channel, bounds, and
+//! the deployments it refuses.
+//!
+//! Service: `REDIS_URL` (default `redis://127.0.0.1:6379`). Each test uses its own prefix.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use session_store::testing::{self, SuiteOptions, new_id, now_ms, sample_record};
+use session_store::{Capabilities, CasOutcome, Error, Record, SessionStore};
+use session_store_redis::{Layout, NearCacheConfig, RedisStore, redis};
+
+/// Long enough for a loaded 2-core machine; a coherent cache answers in milliseconds.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A connected store with the near-cache on, its connection named `name`.
+async fn cached_named(prefix: &str, name: &str, config: NearCacheConfig) -> RedisStore {
+    let store = RedisStore::from_url(&common::redis_url())
+        .unwrap()
+        .with_prefix(prefix)
+        .with_near_cache(config.client_name(name))
+        .unwrap();
+    store
+        .connect()
+        .await
+        .expect("Redis at REDIS_URL must be reachable");
+    assert!(stats(&store).armed);
+    store
+}
+
+async fn cached(prefix: &str) -> RedisStore {
+    cached_named(prefix, "near-cache-test", NearCacheConfig::new()).await
+}
+
+fn later() -> session_store::time::OffsetDateTime {
+    now_ms() + Duration::from_secs(600)
+}
+
+fn stats(store: &RedisStore) -> session_store_redis::NearCacheStats {
+    store.near_cache_stats().expect("the near-cache is on")
+}
+
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis at REDIS_URL must be reachable")
+}
+
+/// Polls `check` until it holds or [`DEADLINE`] passes.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: not within {DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_store_passes_the_suite() {
+    let prefix = common::random_prefix("near-suite");
+    let store = cached(&prefix).await;
+    // Another instance's change reaches a cached copy by the server's push: allow what a
+    // loaded machine may take.
+    let options = SuiteOptions::new(Capabilities::ALL).propagation(DEADLINE);
+    testing::run(&store, &options).await;
+    // Two cached stores on one prefix: what one writes, the other reads.
+    let other = cached(&prefix).await;
+    testing::kept_across_instances(&store, &other, &options).await;
+    assert!(stats(&store).hits > 0, "the suite's reads hit the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_cached_session_send_nothing() {
+    let name = nanoid::nanoid!(12);
+    let store = cached_named(
+        &common::random_prefix("near-hits"),
+        &name,
+        NearCacheConfig::new(),
+    )
+    .await;
+    let id = new_id();
+    let record = sample_record(later());
+    store.set(&id, &record).await.unwrap();
+    let before = stats(&store);
+    for _ in 0..5 {
+        let got = store.get(&id).await.unwrap().expect("the session is there");
+        assert_eq!(got.data, record.data);
+        assert_eq!(got.version, record.version);
+    }
+    let after = stats(&store);
+    assert_eq!(after.hits - before.hits, 5, "{after:?}");
+    assert_eq!(after.misses, before.misses, "{after:?}");
+    // The server's view: the store's only connection last ran the `SET`, no `GET` since.
+    let line = channel_line(&mut raw().await, &name).await;
+    assert!(line.contains(" cmd=set "), "{line}");
+    // A commit of the cached session: one conditional write (a script, whose broadcast
+    // invalidation Redis 7.0 echoes to the writer: the copy is dropped, never kept stale).
+    let mut next = record.clone();
+    next.version += 1;
+    next.data.insert("k".into(), b"v".to_vec());
+    assert_eq!(
+        store
+            .compare_and_set(&id, &next, record.version)
+            .await
+            .unwrap(),
+        CasOutcome::Written
+    );
+    let got = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((got.data, got.version), (next.data.clone(), next.version));
+    // Cached again: the next read sends nothing.
+    let hits = stats(&store).hits;
+    assert_eq!(store.get(&id).await.unwrap().unwrap().data, next.data);
+    assert_eq!(stats(&store).hits, hits + 1, "{:?}", stats(&store));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_or_destroy_elsewhere_is_never_served_after_its_invalidation() {
+    let prefix = common::random_prefix("near-coherent");
+    let (a, b) = (cached(&prefix).await, cached(&prefix).await);
+    let id = new_id();
+    let first = sample_record(later());
+    a.set(&id, &first).await.unwrap();
+    // B caches the session.
+    assert!(b.get(&id).await.unwrap().is_some());
+    assert!(b.get(&id).await.unwrap().is_some());
+    assert!(stats(&b).hits >= 1);
+
+    // A changes it: B serves the new data once the invalidation is in, never the old
+    // after that.
+    let mut second = first.clone();
+    second.version += 1;
+    second.data.insert("changed".into(), b"yes".to_vec());
+    assert_eq!(
+        a.compare_and_set(&id, &second, first.version)
+            .await
+            .unwrap(),
+        CasOutcome::Written
+    );
+    eventually("B drops its copy", || async {
+        stats(&b).invalidations >= 1
+    })
+    .await;
+    let got = b.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.data, second.data);
+    assert_eq!(got.version, second.version);
+
+    // A destroys it: B stops serving it.
+    assert!(b.get(&id).await.unwrap().is_some());
+    a.destroy(&id).await.unwrap();
+    eventually("B forgets the destroyed session", || async {
+        b.get(&id).await.unwrap().is_none()
+    })
+    .await;
+    // ... for good: a write from B's stale view cannot bring it back.
+    assert_eq!(
+        b.compare_and_set(&id, &second, first.version)
+            .await
+            .unwrap(),
+        CasOutcome::Missing
+    );
+    assert!(a.get(&id).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_from_a_stale_copy_is_refused_by_the_server() {
+    let prefix = common::random_prefix("near-cas");
+    let (a, b) = (cached(&prefix).await, cached(&prefix).await);
+    let id = new_id();
+    let first = sample_record(later());
+    a.set(&id, &first).await.unwrap();
+    let seen_by_b = b.get(&id).await.unwrap().unwrap();
+    let mut from_a = first.clone();
+    from_a.version += 1;
+    from_a.data.insert("a".into(), b"1".to_vec());
+    assert_eq!(
+        a.compare_and_set(&id, &from_a, first.version)
+            .await
+            .unwrap(),
+        CasOutcome::Written
+    );
+    // Whether or not B's invalidation has arrived, its write based on the old version is
+    // refused, and B then reads A's write.
+    let mut from_b = seen_by_b.clone();
+    from_b.version += 1;
+    from_b.data.insert("b".into(), b"2".to_vec());
+    assert_eq!(
+        b.compare_and_set(&id, &from_b, seen_by_b.version)
+            .await
+            .unwrap(),
+        CasOutcome::Conflict
+    );
+    let now_in_b = b.get(&id).await.unwrap().unwrap();
+    assert_eq!(now_in_b.data, from_a.data);
+}
+
+/// The `CLIENT LIST` line of the near-cache connection named `name`.
+async fn channel_line(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> String {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let field = format!(" name={name} ");
+    let lines: Vec<&str> = list.lines().filter(|line| line.contains(&field)).collect();
+    assert_eq!(lines.len(), 1, "one connection named {name}");
+    lines[0].to_owned()
+}
+
+/// Kills the near-cache connection named `name`.
+async fn kill_channel(conn: &mut redis::aio::MultiplexedConnection, name: &str) {
+    let line = channel_line(conn, name).await;
+    let id = line
+        .split(' ')
+        .find_map(|f| f.strip_prefix("id="))
+        .expect("an id");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_channel_flushes_and_bypasses_the_cache_until_rearmed() {
+    let prefix = common::random_prefix("near-kill");
+    let name = nanoid::nanoid!(12);
+    let a = cached_named(&prefix, &name, NearCacheConfig::new()).await;
+    let b = cached(&prefix).await;
+    let id = new_id();
+    let first = sample_record(later());
+    b.set(&id, &first).await.unwrap();
+    assert!(a.get(&id).await.unwrap().is_some());
+    assert!(a.get(&id).await.unwrap().is_some());
+    assert!(stats(&a).entries >= 1);
+    let flushes = stats(&a).flushes;
+
+    let mut admin = raw().await;
+    kill_channel(&mut admin, &name).await;
+    eventually("A notices the lost channel", || async { !stats(&a).armed }).await;
+    let lost = stats(&a);
+    assert_eq!(lost.entries, 0, "{lost:?}");
+    assert!(lost.flushes > flushes, "{lost:?}");
+
+    // B writes while A has no channel: A must not serve its old copy.
+    let mut second = first.clone();
+    second.version += 1;
+    second.data.insert("while-down".into(), b"1".to_vec());
+    b.set(&id, &second).await.unwrap();
+    let got = a.get(&id).await.unwrap().unwrap();
+    assert_eq!(got.data, second.data);
+    // A's next request opened a new connection with tracking on: the cache is back.
+    assert!(stats(&a).armed);
+    assert!(a.get(&id).await.unwrap().is_some());
+    let hits = stats(&a).hits;
+    assert_eq!(a.get(&id).await.unwrap().unwrap().data, second.data);
+    assert_eq!(stats(&a).hits, hits + 1);
+    // ... and coherent again.
+    let mut third = second.clone();
+    third.version += 1;
+    third.data.insert("after".into(), b"1".to_vec());
+    b.set(&id, &third).await.unwrap();
+    eventually("A drops its copy after re-arming", || async {
+        a.get(&id).await.unwrap().unwrap().data == third.data
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_stays_within_its_bounds() {
+    let store = cached_named(
+        &common::random_prefix("near-bounds"),
+        "near-cache-test",
+        NearCacheConfig::new().max_entries(3),
+    )
+    .await;
+    let ids: Vec<_> = (0..10).map(|_| new_id()).collect();
+    for id in &ids {
+        store.set(id, &sample_record(later())).await.unwrap();
+    }
+    let s = stats(&store);
+    assert!(s.entries <= 3, "{s:?}");
+    assert!(s.evictions >= 7, "{s:?}");
+    // Every session still loads, from the server when evicted.
+    for id in &ids {
+        assert!(store.get(id).await.unwrap().is_some());
+    }
+
+    let tiny = cached_named(
+        &common::random_prefix("near-bytes"),
+        "near-cache-test",
+        NearCacheConfig::new().max_bytes(1000),
+    )
+    .await;
+    let id = new_id();
+    let mut big = Record::new(later(), session_store::Codec::MessagePack);
+    big.data.insert("blob".into(), vec![7; 4000]);
+    tiny.set(&id, &big).await.unwrap();
+    assert_eq!(stats(&tiny).entries, 0, "larger than the cache: not kept");
+    assert_eq!(tiny.get(&id).await.unwrap().unwrap().data, big.data);
+}
+
+#[tokio::test]
+async fn deployments_without_coherent_tracking_are_refused() {
+    let refused = |result: Result<RedisStore, Error>, what: &str| match result {
+        Err(Error::Config(message)) => assert!(message.contains(what), "{message}"),
+        other => panic!("expected a configuration error naming {what}: {other:?}"),
+    };
+    refused(
+        RedisStore::cluster_from_urls(common::cluster_urls())
+            .unwrap()
+            .with_near_cache(NearCacheConfig::new()),
+        "Cluster",
+    );
+    refused(
+        RedisStore::sentinel_from_urls(common::sentinel_urls(), &common::sentinel_master())
+            .unwrap()
+            .with_near_cache(NearCacheConfig::new()),
+        "Sentinel",
+    );
+    refused(
+        RedisStore::from_url(&common::redis_url())
+            .unwrap()
+            .with_layout(Layout::connect_redis(Default::default()))
+            .with_near_cache(NearCacheConfig::new()),
+        "native layout",
+    );
+    let pool = deadpool_redis_pool();
+    refused(
+        RedisStore::from_pool(pool).with_near_cache(NearCacheConfig::new()),
+        "from_url",
+    );
+}
+
+fn deadpool_redis_pool() -> session_store_redis::deadpool_redis::Pool {
+    session_store_redis::deadpool_redis::Config::from_url(common::redis_url())
+        .create_pool(Some(session_store_redis::deadpool_redis::Runtime::Tokio1))
+        .unwrap()
+}

@@ -37,8 +37,6 @@ pub(crate) enum Pools {
 pub(crate) struct Tracked {
     /// Set to RESP3.
     pub(crate) client: redis::Client,
-    /// The store's key prefix: the server reports changes of keys under it.
-    pub(crate) prefix: String,
     pub(crate) cache: Arc<NearCache>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
@@ -68,9 +66,6 @@ impl Tracked {
             .cmd("CLIENT")
             .arg("TRACKING")
             .arg("ON")
-            .arg("BCAST")
-            .arg("PREFIX")
-            .arg(&self.prefix)
             .arg("NOLOOP")
             .ignore()
             .query_async(&mut conn)

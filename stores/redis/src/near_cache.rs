@@ -1,23 +1,22 @@
 //! The near-cache: sessions kept in this process, dropped when the server says they changed.
 //!
-//! The store's one connection is opened in RESP3 with `CLIENT TRACKING ON BCAST PREFIX
-//! <prefix> NOLOOP`: the server then pushes, on that same connection, the key of every session
-//! another client writes, touches, deletes or lets expire. Every command of the store goes
-//! over that connection, so its own writes are not echoed back (`NOLOOP`) and the cache takes
-//! them as they are written.
+//! The store's one connection is opened in RESP3 with `CLIENT TRACKING ON NOLOOP`: the server
+//! remembers the keys that connection read and pushes, on that same connection, the key of
+//! each of them that another client then writes, touches, deletes or lets expire. Every
+//! command of the store goes over that connection. Its own writes are not echoed back
+//! (`NOLOOP`), but they end the server's tracking of the key, so each write is followed by a
+//! `GET` of the key in the same pipeline: one round trip, and the cache keeps what the
+//! server holds after the write, tracked again.
 //!
 //! Why a read never serves data older than an invalidation the connection received: the
-//! driver hands push messages to [`PushSink`] synchronously, in the order they arrive, before
-//! it completes any reply that follows them on the socket. A reply is cached only if no
-//! invalidation of its key arrived while it was in flight ([`Flight`]), and only if the
-//! channel that armed the cache is still the one in use.
-//!
-//! Redis 7.0 sends the broadcast invalidation of a key a script wrote to the script's caller
-//! too, despite `NOLOOP`, before the script's reply: a compare-and-set or an owned write
-//! (both scripts) therefore drops the cached copy instead of keeping it, and the next read
-//! of that session goes to the server. Plain `SET`s and `DEL`s are not echoed. When the connection is lost (a
-//! `Disconnection` push, or the store discarding it after an error) the cache is emptied and
-//! not used until a new connection has tracking on again.
+//! server queues the invalidation of a key behind the reply of the read that tracked it, and
+//! the driver hands push messages to [`PushSink`] synchronously, in the order they arrive.
+//! A request is registered ([`Flight`]) from before it is sent until its reply is cached: an
+//! invalidation of its key that arrives in between stops the caching, one that arrives
+//! after drops the cached copy. Replies are cached only while the connection that armed the
+//! cache is still the one in use. When the connection is lost (a `Disconnection` push, or the
+//! store discarding it after an error) the cache is emptied and not used until a new
+//! connection has tracking on again.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -252,22 +251,6 @@ impl NearCache {
             }
             _ => state.remove(&flight.key),
         }
-    }
-
-    /// Moves the expiry of `key`'s cached record (a touch this store made).
-    pub(crate) fn touched(&self, flight: Flight, expires: Option<OffsetDateTime>) {
-        let record = {
-            let state = self.state();
-            match (expires, state.entries.get(&flight.key)) {
-                (Some(expires), Some(cached)) => {
-                    let mut record = cached.record.clone();
-                    record.expires = expires;
-                    Some(record)
-                }
-                _ => None,
-            }
-        };
-        self.end(flight, record.as_ref());
     }
 
     /// The server says `keys` changed (`None`: everything, after `FLUSHALL`/`FLUSHDB`).

@@ -440,12 +440,6 @@ impl RedisStore {
     /// app, use the `prefix` option of its `RedisStore`.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(Arc::from(prefix.into()));
-        if let Some((_, config)) = self.near.take() {
-            // The near-cache tracks the keys under the prefix: track the new one.
-            if let Ok(store) = self.clone().with_near_cache(config) {
-                return store;
-            }
-        }
         self
     }
 
@@ -455,10 +449,11 @@ impl RedisStore {
     /// conditional write.
     ///
     /// How it stays coherent: the store's connection uses RESP3 and
-    /// `CLIENT TRACKING ON BCAST PREFIX <prefix> NOLOOP` (Redis 6 or later), so the server
-    /// pushes the key of every session another client writes, touches, deletes or lets
+    /// `CLIENT TRACKING ON NOLOOP` (Redis 6 or later), so the server pushes the key of every
+    /// session this process read that another client then writes, touches, deletes or lets
     /// expire, and the cached copy is dropped when the push arrives. A read started before
-    /// such a push is not cached. When the connection is lost or replaced, the cache is
+    /// such a push is not cached. The store's own writes read the session back in the same
+    /// pipeline, so what is cached is what the server holds, and tracked again. When the connection is lost or replaced, the cache is
     /// emptied and bypassed until a new connection has tracking on. The guarantee: once this
     /// process has received the server's invalidation of a session, it never serves the
     /// older data; between another process's write and that push (a loopback round trip,
@@ -520,7 +515,6 @@ impl RedisStore {
         let cache = Arc::new(NearCache::new(config.clone()));
         self.connector = Arc::new(Connector::new(Pools::Tracked(Box::new(Tracked {
             client,
-            prefix: self.prefix().to_owned(),
             cache: cache.clone(),
             connect_timeout: CONNECT_TIMEOUT,
             response_timeout: RESPONSE_TIMEOUT,
@@ -595,6 +589,17 @@ impl RedisStore {
     /// connects on demand.
     pub async fn connect(&self) -> Result<()> {
         let (generation, mut conn) = self.connector.get().await?;
+        if let Err(e) = self.load_scripts(&mut conn).await {
+            if error::replace_connection(&e) {
+                self.connector.discard(generation);
+            }
+            return Err(error::from_redis(e));
+        }
+        Ok(())
+    }
+
+    /// Loads the store's scripts on `conn`'s server.
+    async fn load_scripts(&self, conn: &mut crate::connection::Live) -> redis::RedisResult<()> {
         let scripts = &self.scripts;
         for script in [
             &scripts.write,
@@ -602,12 +607,7 @@ impl RedisStore {
             &scripts.index,
             &scripts.list,
         ] {
-            if let Err(e) = script.load_async(&mut conn).await {
-                if error::replace_connection(&e) {
-                    self.connector.discard(generation);
-                }
-                return Err(error::from_redis(e));
-            }
+            script.load_async(conn).await?;
         }
         Ok(())
     }
@@ -680,6 +680,7 @@ impl RedisStore {
         request: Request<'_>,
     ) -> Result<(T, bool)> {
         let mut retried = false;
+        let mut reloaded = false;
         loop {
             let (generation, mut conn) = self.connector.get().await?;
             let result = match &request {
@@ -691,6 +692,14 @@ impl RedisStore {
                 Ok(value) => return Ok((value, retried)),
                 Err(e) => e,
             };
+            // A pipelined script the server does not know (restarted, or `SCRIPT FLUSH`): it
+            // did not run; load the scripts and send the request again.
+            if e.code() == Some("NOSCRIPT") && !reloaded {
+                reloaded = true;
+                if self.load_scripts(&mut conn).await.is_ok() {
+                    continue;
+                }
+            }
             if error::replace_connection(&e) {
                 tracing::debug!(kind = self.connector.kind(), error = %e, "replacing the redis connection");
                 self.connector.discard(generation);
@@ -703,6 +712,37 @@ impl RedisStore {
         }
     }
 
+    /// Sends a write. With `after` (the near-cache), sends `GET key` behind it in the same
+    /// pipeline (one round trip) and puts there what the session holds once the write is
+    /// done: a connection's own write ends the server's tracking of the key for that
+    /// connection, and reading the key tracks it again, so the cached copy keeps receiving
+    /// other clients' invalidations.
+    async fn send_write<T: FromRedisValue>(
+        &self,
+        request: Request<'_>,
+        id: &SessionId,
+        after: Option<&mut Option<Record>>,
+    ) -> Result<(T, bool)> {
+        let Some(after) = after else {
+            return self.send_noting_retry(request).await;
+        };
+        let key = self.key(id);
+        let mut pipe = redis::pipe();
+        match request {
+            Request::Cmd(cmd) => pipe.add_command(cmd.clone()),
+            Request::Script(invocation) => pipe.invoke_script(invocation),
+            Request::Pipe(_) => unreachable!("writes are one command or one script"),
+        };
+        pipe.cmd("GET").arg(&key);
+        let ((reply, value), retried): ((T, Option<Vec<u8>>), bool) =
+            self.send_noting_retry(Request::Pipe(&pipe)).await?;
+        *after = match value {
+            Some(value) => Layout::decode_native(&value, OffsetDateTime::now_utc()).unwrap_or(None),
+            None => None,
+        };
+        Ok((reply, retried))
+    }
+
     /// `SET key value PXAT ms [NX|XX]`: whether the key was written. A session with an owner
     /// is written with its index: in one [`WRITE_SCRIPT`] on one node, after
     /// [`RedisStore::index_on_cluster`] on a cluster.
@@ -713,20 +753,26 @@ impl RedisStore {
         condition: Option<&str>,
     ) -> Result<bool> {
         let Some(cache) = self.cache() else {
-            return self.write_key(id, record, condition).await;
+            return self.write_key(id, record, condition, None).await;
         };
-        let flight = cache.begin(&self.key(id), true);
-        let written = self.write_key(id, record, condition).await;
-        cache.end(flight, matches!(written, Ok(true)).then_some(record));
+        let key = self.key(id);
+        let flight = cache.begin(&key, true);
+        let mut after = None;
+        let written = self
+            .write_key(id, record, condition, Some(&mut after))
+            .await;
+        cache.end(flight, after.as_ref());
         written
     }
 
-    /// [`RedisStore::write`] without the near-cache.
+    /// [`RedisStore::write`] without the near-cache; with `after`, also reads the session
+    /// back in the same round trip ([`RedisStore::send_write`]).
     async fn write_key(
         &self,
         id: &SessionId,
         record: &Record,
         condition: Option<&str>,
+        after: Option<&mut Option<Record>>,
     ) -> Result<bool> {
         let owner = self.owner_of(record);
         let value = self.layout.encode(record, owner.as_ref())?;
@@ -743,8 +789,9 @@ impl RedisStore {
                     .arg("")
                     .arg(id.as_str())
                     .arg(expiry_ms(OffsetDateTime::now_utc()));
-                let (outcome, retried): (i64, bool) =
-                    self.send_noting_retry(Request::Script(&invocation)).await?;
+                let (outcome, retried): (i64, bool) = self
+                    .send_write(Request::Script(&invocation), id, after)
+                    .await?;
                 (outcome == 2, retried)
             }
             owner => {
@@ -757,7 +804,7 @@ impl RedisStore {
                     cmd.arg(condition);
                 }
                 let (reply, retried): (Value, bool) =
-                    self.send_noting_retry(Request::Cmd(&cmd)).await?;
+                    self.send_write(Request::Cmd(&cmd), id, after).await?;
                 (!matches!(reply, Value::Nil), retried)
             }
         };
@@ -846,11 +893,12 @@ impl SessionStore for RedisStore {
 
     async fn touch(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
         let Some(cache) = self.cache() else {
-            return self.touch_key(id, expires).await;
+            return self.touch_key(id, expires, None).await;
         };
-        let flight = cache.begin(&self.key(id), false);
-        let found = self.touch_key(id, expires).await;
-        cache.touched(flight, matches!(found, Ok(true)).then_some(expires));
+        let flight = cache.begin(&self.key(id), true);
+        let mut after = None;
+        let found = self.touch_key(id, expires, Some(&mut after)).await;
+        cache.end(flight, after.as_ref());
         found
     }
 
@@ -869,12 +917,14 @@ impl SessionStore for RedisStore {
         expected: u64,
     ) -> Result<CasOutcome> {
         let Some(cache) = self.cache() else {
-            return self.compare_and_set_key(id, record, expected).await;
+            return self.compare_and_set_key(id, record, expected, None).await;
         };
         let flight = cache.begin(&self.key(id), true);
-        let outcome = self.compare_and_set_key(id, record, expected).await;
-        let written = matches!(outcome, Ok(CasOutcome::Written));
-        cache.end(flight, written.then_some(record));
+        let mut after = None;
+        let outcome = self
+            .compare_and_set_key(id, record, expected, Some(&mut after))
+            .await;
+        cache.end(flight, after.as_ref());
         outcome
     }
 
@@ -896,7 +946,12 @@ impl RedisStore {
     }
 
     /// [`SessionStore::touch`] without the near-cache.
-    async fn touch_key(&self, id: &SessionId, expires: OffsetDateTime) -> Result<bool> {
+    async fn touch_key(
+        &self,
+        id: &SessionId,
+        expires: OffsetDateTime,
+        after: Option<&mut Option<Record>>,
+    ) -> Result<bool> {
         let ms = expiry_ms(expires);
         if !matches!(*self.layout, Layout::Native) {
             let mut cmd = redis::cmd("PEXPIREAT");
@@ -916,7 +971,9 @@ impl RedisStore {
                 .arg(mode)
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
-            let found: i64 = self.send(Request::Script(&invocation)).await?;
+            let (found, _): (i64, bool) = self
+                .send_write(Request::Script(&invocation), id, after)
+                .await?;
             return Ok(found == 1);
         }
         // Cluster: an owned session's index is updated before its expiry moves, with the
@@ -953,6 +1010,7 @@ impl RedisStore {
         id: &SessionId,
         record: &Record,
         expected: u64,
+        after: Option<&mut Option<Record>>,
     ) -> Result<CasOutcome> {
         if !matches!(*self.layout, Layout::Native) {
             return Err(Error::Unsupported {
@@ -985,8 +1043,9 @@ impl RedisStore {
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
         }
-        let (outcome, retried): (i64, bool) =
-            self.send_noting_retry(Request::Script(&invocation)).await?;
+        let (outcome, retried): (i64, bool) = self
+            .send_write(Request::Script(&invocation), id, after)
+            .await?;
         match outcome {
             0 => Ok(CasOutcome::Missing),
             // A lost first attempt may have written: then the key holds exactly this value

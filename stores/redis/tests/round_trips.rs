@@ -503,3 +503,94 @@ async fn each_operation_is_one_round_trip_with_exact_commands() {
     let idle = monitor.commands_since_last_mark();
     assert!(idle.is_empty(), "commands while idle: {idle:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_cache_reads_cost_nothing_and_writes_one_round_trip() {
+    let server = common::OwnServer::start();
+    let relay = Relay::start(server.port);
+    let store = RedisStore::from_url(&format!("redis://127.0.0.1:{}", relay.port))
+        .unwrap()
+        .with_prefix("nc:")
+        .with_near_cache(session_store_redis::NearCacheConfig::new())
+        .unwrap();
+    // Connection setup (HELLO 3, CLIENT SETNAME, CLIENT TRACKING, SCRIPT LOAD) is not counted.
+    store.connect().await.unwrap();
+    let mut monitor = Monitor::start(server.port);
+
+    let id = new_id();
+    let key = format!("nc:{}", id.as_str());
+    let mut record = sample_record(now_ms() + std::time::Duration::from_secs(600));
+    record.version = 1;
+    let later = now_ms() + std::time::Duration::from_secs(1200);
+
+    // Runs one operation; checks its round trips and the names of the commands it sent.
+    macro_rules! op {
+        ($name:literal, $trips:expr, $commands:expr, $call:expr) => {{
+            let before = relay.count();
+            let out = $call;
+            let trips = relay.count() - before;
+            let commands = names(&monitor.commands_since_last_mark());
+            println!("{:<16} {} round trip(s): {:?}", $name, trips, commands);
+            assert_eq!(trips, $trips, "{} took {} round trips", $name, trips);
+            let expected: &[&str] = &$commands;
+            assert_eq!(commands, expected, "{}", $name);
+            out
+        }};
+    }
+
+    // A write is followed by a GET in the same round trip: the connection tracks the key
+    // again and the cache keeps what the server holds.
+    assert!(op!(
+        "create",
+        1,
+        ["SET", "GET"],
+        store.create(&id, &record).await.unwrap()
+    ));
+    for _ in 0..3 {
+        let got = op!("cached get", 0, [], store.get(&id).await.unwrap());
+        assert_eq!(got.unwrap().data, record.data);
+    }
+    let mut next = record.clone();
+    next.version = 2;
+    next.data.insert("k".into(), b"v".to_vec());
+    let outcome = op!(
+        "compare_and_set",
+        1,
+        ["EVALSHA", "LUA:GETRANGE", "LUA:SET", "GET"],
+        store.compare_and_set(&id, &next, 1).await.unwrap()
+    );
+    assert_eq!(outcome, CasOutcome::Written);
+    let got = op!("cached get", 0, [], store.get(&id).await.unwrap()).unwrap();
+    assert_eq!((got.data, got.version), (next.data.clone(), 2));
+    assert!(op!(
+        "touch",
+        1,
+        [
+            "EVALSHA",
+            "LUA:GETRANGE",
+            "LUA:SETRANGE",
+            "LUA:PEXPIREAT",
+            "GET"
+        ],
+        store.touch(&id, later).await.unwrap()
+    ));
+    let got = op!("cached get", 0, [], store.get(&id).await.unwrap()).unwrap();
+    assert_eq!(got.expires, later);
+
+    // Another client writes: the server pushes the invalidation; the next read goes out.
+    let mut other = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    other
+        .write_all(format!("DEL {key}\r\n").as_bytes())
+        .unwrap();
+    let mut reply = [0u8; 16];
+    let _ = other.read(&mut reply).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.near_cache_stats().unwrap().invalidations == 0 {
+        assert!(Instant::now() < deadline, "no invalidation within 10 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = monitor.commands_since_last_mark();
+    let got = op!("get after", 1, ["GET"], store.get(&id).await.unwrap());
+    assert!(got.is_none());
+    op!("destroy", 1, ["DEL"], store.destroy(&id).await.unwrap());
+}

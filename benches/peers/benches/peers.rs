@@ -96,9 +96,10 @@ impl Lib for Ours {
         let id = session.id();
         let need = self.record.lock().unwrap().is_none();
         if need {
+            // The store keeps the session under the digest of its id (hashed ids, the default).
             let record = self
                 .store
-                .get(&id)
+                .get(&self.plain.store_key(&id))
                 .await
                 .map_err(s)?
                 .ok_or("seed missing")?;
@@ -137,7 +138,9 @@ impl Lib for Ours {
     }
 
     async fn store(&self, w: Workload, cookie: &str, _i: u64) -> Res {
-        let id = SessionId::new(cookie);
+        // The key the manager would hand the store (one SHA-256, as in every manager request;
+        // the same for every library on our manager).
+        let id = self.plain.store_key(&SessionId::new(cookie));
         // Through the store's own vtable, as the manager calls it (not the `Arc` impl).
         let store: &dyn SessionStore = &*self.store;
         match w {
@@ -1335,7 +1338,7 @@ async fn memory_of<S: SessionStore + Clone>(
     session.insert("user", 42u64).expect("insert");
     session.commit().await.expect("commit");
     let mut record = store
-        .get(&session.id())
+        .get(&manager.store_key(&session.id()))
         .await
         .expect("get")
         .expect("seeded");

@@ -3,7 +3,7 @@
 # run, then writes BENCHMARKS.md (tables of ratios) and benches/chart.svg.
 #   bash scripts/bench.sh                 # everything (~15 min of measuring after the build)
 #   bash scripts/bench.sh manager http    # only some sections (store manager cost http trips memory
-#                                         # instructions)
+#                                         # memory-plain memory-encoded instructions)
 # Services: PostgreSQL and MariaDB as for scripts/test.sh, a private SecantusDB
 # (MongoDB-compatible) on BENCH_MONGO_PORT (default 27918), stopped at exit, and a private
 # redis-server on BENCH_REDIS_PORT (default 6399) whose counters
@@ -97,7 +97,8 @@ for line in sys.stdin:
     }
     # ours and tower-sessions at the manager level; then the HTTP section's axum app called in
     # process (no network): without sessions, behind a no-op layer, and with our layer.
-    for lib in ours tower-sessions axum-none axum-noop axum-ours; do
+    # The plain stores (issue #25): our manager on `Record` clones and on payload envelopes.
+    for lib in ours tower-sessions plain plain-encoded axum-none axum-noop axum-ours; do
         local base
         base=$(count "$ops" "$lib" none 1)
         for w in read write new touch; do
@@ -133,14 +134,22 @@ for line in sys.stdin:
 }
 
 if [ $# -eq 0 ]; then
-    # The memory section runs in its own process so its RSS is not mixed with the others.
-    cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" memory
+    # The memory sections run each in its own process so their RSS is not mixed with others.
+    for section in memory memory-plain memory-encoded; do
+        cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" "$section"
+    done
     cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" cost store manager trips http
     instructions
 else
     rest=()
     for section in "$@"; do
-        if [ "$section" = instructions ]; then instructions; else rest+=("$section"); fi
+        case $section in
+            instructions) instructions ;;
+            # Memory sections in processes of their own, as above.
+            memory | memory-plain | memory-encoded)
+                cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" "$section" ;;
+            *) rest+=("$section") ;;
+        esac
     done
     if [ ${#rest[@]} -gt 0 ]; then
         cargo bench --manifest-path "$MANIFEST" --bench peers -- "$RESULTS" "${rest[@]}"
@@ -450,11 +459,88 @@ if mem:
         ov = r["overhead_beyond_id_and_user_data"]
         ovs = mark(f"{ov:.0f}", ov <= 150) if r["lib"] == "ours" else f"{ov:.0f}"
         out.append(f"| {r['lib']} | {r['sessions']} | {r['rss_per_session']:.0f} | {ovs} | {r.get('swept','')} | "
-                   f"{r.get('left_after_sweep','')} | {r['rss_growth_on_refill_per_session']:.1f} |" if r["lib"] == "ours" else
+                   f"{r.get('left_after_sweep','')} | {r['rss_growth_on_refill_per_session']:.1f} |" if "swept" in r else
                    f"| {r['lib']} | {r['sessions']} | {r['rss_per_session']:.0f} | {ovs} | | | |")
     out.append("")
+    if any(r["lib"] == "plain" for r in mem):
+        out.append("`plain` and `plain-encoded` are the plain stores of the next section, measured each in a "
+                   "process of its own (`memory-plain`, `memory-encoded`).\n")
 else:
     out.append("Not measured in this run.\n")
+
+# issue #25: MemoryStore against the simplest stores
+PLAIN = (("plain", "`Record` clones"), ("plain-encoded", "payload envelopes"))
+if any(r.get("lib") in ("plain", "plain-encoded") for r in rows):
+    out.append("## MemoryStore against plain stores: what the layout buys\n")
+    out.append("Today's `MemoryStore` (64 shards of `hashbrown::HashTable`s whose entries are one allocation "
+               "holding the id and the payload envelope, shared by reads, whose data decodes lazily) against the "
+               "simplest stores that pass the same conformance suite (`benches/peers/src/plain.rs`, "
+               "`benches/peers/tests/plain_conformance.rs`): 64 shards of `Mutex<HashMap<String, _>>` keeping "
+               "either a clone of the `Record` (**plain**; a read clones it back) or its payload envelope in a "
+               "`Box<[u8]>` (**plain-encoded**; a read decodes a copy), with the same expiry on read, sweeps and "
+               "owner index. Same manager, same workloads, same runs as the sections above. Ratios are plain ÷ "
+               "today's, so above 1 the plain store costs more; the decision rule: keep the plain store where it "
+               "is within 1.10 on cost and meets the memory target.\n")
+    per = lambda lib, w: (one("instructions", lib=lib, workload=w) or {}).get("per_request")
+    out.append("Instructions per manager request (cachegrind, exact; the decisive measurement on this shared "
+               "machine), then time per request as a ratio to today's from the alternating rounds: one task "
+               "inline (`cost`), and 64 concurrent tasks at the store and the manager levels.\n")
+    out.append("| workload | ours instructions | plain | ÷ ours | plain-encoded | ÷ ours | time ÷ ours, one task (plain, encoded) | store level, 64 tasks | manager level, 64 tasks |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    def tratio(section, lib, w):
+        o = one(section, backend="memory", lib="ours", workload=w)
+        p = one(section, backend="memory", lib=lib, workload=w)
+        if not o or not p or not o["ops_per_sec"] or not p["ops_per_sec"]:
+            return "n/a"
+        return f"{1 / paired(p, o):.2f}"
+    verdict = {}
+    for w in WL:
+        io = per("ours", w)
+        cells = [str(io or "n/a")]
+        for lib, _ in PLAIN:
+            ip = per(lib, w)
+            if io and ip:
+                r = ip / io
+                verdict.setdefault(lib, []).append(r)
+                cells += [str(ip), mark(f"{r:.3f}", r <= 1.10)]
+            else:
+                cells += [str(ip or "n/a"), "n/a"]
+        for section in ("cost", "store", "manager"):
+            cells.append(", ".join(tratio(section, lib, w) for lib, _ in PLAIN))
+        out.append(f"| {w} | " + " | ".join(cells) + " |")
+    out.append("")
+    ours_mem = one("memory", lib="ours")
+    out.append("| store | RSS/session at 1M sessions (B) | overhead (B, target ≤ 150) | RSS ÷ ours | worst instructions ÷ ours | kept? |")
+    out.append("|---|---|---|---|---|---|")
+    for lib, what in (("ours", "today's"),) + PLAIN:
+        m = one("memory", lib=lib)
+        rss = f"{m['rss_per_session']:.0f}" if m else "n/a"
+        ov = mark(f"{m['overhead_beyond_id_and_user_data']:.0f}", m["overhead_beyond_id_and_user_data"] <= 150) if m else "n/a"
+        rel = f"{m['rss_per_session'] / ours_mem['rss_per_session']:.2f}" if m and ours_mem else "n/a"
+        if lib == "ours":
+            out.append(f"| ours ({what}) | {rss} | {ov} | 1.00 | 1.00 | |")
+            continue
+        worst = max(verdict.get(lib) or [0]) or None
+        ok = (m is not None and m["overhead_beyond_id_and_user_data"] <= 150
+              and worst is not None and worst <= 1.10 and len(verdict.get(lib, [])) == len(WL))
+        out.append(f"| {lib} ({what}) | {rss} | {ov} | {rel} | {f'{worst:.2f}' if worst else 'n/a'} | "
+                   f"{'yes' if ok else 'no'} |")
+    out.append("")
+    kept = [lib for lib, _ in PLAIN if (m := one("memory", lib=lib)) and m["overhead_beyond_id_and_user_data"] <= 150
+            and len(verdict.get(lib, [])) == len(WL) and max(verdict[lib]) <= 1.10]
+    if kept:
+        out.append(f"Conclusion: {', '.join(kept)} stays within 10 % on cost and meets the memory target, so "
+                   "the simpler store is the one to keep.\n")
+    else:
+        out.append("Conclusion: no plain store stays within 10 % on cost and meets the memory target, so "
+                   "today's `MemoryStore` stays.\n")
+    out.append("Where the difference comes from: a `Record` kept as it is carries its whole struct in the table "
+               "slot (data, expiry, codec, extra fields, creation time, lifetime, owner, label) and its data as a "
+               "`BTreeMap` node sized for eleven entries, however few it holds, plus one allocation per key and "
+               "value; a write copies that map (copy on write) where today's store encodes one buffer. The plain "
+               "envelope keeps memory close but copies and decodes the payload on every read, where today's "
+               "store shares its one allocation and decodes lazily. Both plain stores hash each id twice (shard, "
+               "then map).\n")
 
 open("BENCHMARKS.md", "w").write("\n".join(out) + "\n")
 

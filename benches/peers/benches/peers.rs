@@ -3,7 +3,9 @@
 //! `cargo bench --manifest-path benches/peers/Cargo.toml --bench peers -- OUT.jsonl [SECTIONS]`
 //! writes one JSON object per measurement to `OUT.jsonl`; `scripts/bench.sh` turns them into
 //! `BENCHMARKS.md` and `benches/chart.svg`. Sections: `store`, `manager`, `cost`, `http`,
-//! `trips`, `memory` (default: all). Environment: `REDIS_URL` (a Redis whose counters may be
+//! `trips`, `memory` (default: all), and, only when named, `memory-plain` and
+//! `memory-encoded` (the plain stores of `src/plain.rs`, which the memory backend's
+//! throughput and cost sections also run as `plain` and `plain-encoded`). Environment: `REDIS_URL` (a Redis whose counters may be
 //! reset: the script starts a private one), `POSTGRES_URL` (a database of its own, for
 //! clean `pg_stat_database` counters), `MONGODB_URL`, `BENCH_SECS` (per in-process run,
 //! default 3), `WRK_SECS` (per wrk run, default 2), `HTTP_ROUNDS` (wrk runs per variant and
@@ -20,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
+use session_peer_benches::plain::{EncodedMemoryStore, PlainMemoryStore};
 use session_peer_benches::{Rate, Workload, blob, rss_bytes, run_for, small_keys};
 use session_store::{Clock as _, IdGenerator, Record, SessionId, SessionManager, SessionStore};
 
@@ -93,9 +96,10 @@ impl Lib for Ours {
         let id = session.id();
         let need = self.record.lock().unwrap().is_none();
         if need {
+            // The store keeps the session under the digest of its id (hashed ids, the default).
             let record = self
                 .store
-                .get(&id)
+                .get(&self.plain.store_key(&id))
                 .await
                 .map_err(s)?
                 .ok_or("seed missing")?;
@@ -134,7 +138,9 @@ impl Lib for Ours {
     }
 
     async fn store(&self, w: Workload, cookie: &str, _i: u64) -> Res {
-        let id = SessionId::new(cookie);
+        // The key the manager would hand the store (one SHA-256, as in every manager request;
+        // the same for every library on our manager).
+        let id = self.plain.store_key(&SessionId::new(cookie));
         // Through the store's own vtable, as the manager calls it (not the `Arc` impl).
         let store: &dyn SessionStore = &*self.store;
         match w {
@@ -676,6 +682,17 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             "memory".into(),
             "tower-sessions".into(),
             Arc::new(Tower::new(tower_sessions::MemoryStore::default())),
+        ));
+        // The simplest stores (issue #25), our manager on each: what MemoryStore's layout buys.
+        out.push((
+            "memory".into(),
+            "plain".into(),
+            Arc::new(Ours::new(Arc::new(PlainMemoryStore::new())).expect("plain")),
+        ));
+        out.push((
+            "memory".into(),
+            "plain-encoded".into(),
+            Arc::new(Ours::new(Arc::new(EncodedMemoryStore::new())).expect("plain-encoded")),
         ));
     }
     if want("redis") {
@@ -1286,15 +1303,33 @@ async fn pg_count(
 
 // ---------------------------------------------------------------- memory
 
-/// RSS per session in a MemoryStore holding `n` sessions of one small key, against the
-/// bytes the session itself needs; then the records expire and are swept, and the same
-/// number is inserted again to show the memory is reused.
-async fn memory(out: &mut Out, n: usize) {
+/// A copy of `record` whose data is its own, as each session's is (not shared with `record`:
+/// a store keeping `Record` clones would otherwise hold one map for all sessions).
+fn own_data(record: &Record) -> Record {
+    let mut copy = record.clone();
+    copy.data = session_store::Data::new();
+    for (k, v) in record.data.iter() {
+        copy.data.insert(k.to_owned(), v.to_vec());
+    }
+    copy
+}
+
+/// RSS per session in the store `build` makes holding `n` sessions of one small key, against
+/// the bytes the session itself needs; then the records expire and are swept (`sweep`), and
+/// the same number is inserted again to show the memory is reused. Emits a `memory` row for
+/// `lib`.
+async fn memory_of<S: SessionStore + Clone>(
+    out: &mut Out,
+    lib: &str,
+    n: usize,
+    build: impl FnOnce(Arc<session_store::ManualClock>) -> S,
+    sweep: impl Fn(&S) -> usize,
+    len: impl Fn(&S) -> usize,
+) -> usize {
     let clock = Arc::new(session_store::ManualClock::new(
         time::OffsetDateTime::now_utc(),
     ));
-    let store = session_store::MemoryStore::with_clock(clock.clone())
-        .with_sweep_interval(Duration::from_secs(3600 * 24 * 365));
+    let store = build(clock.clone());
     let manager = SessionManager::builder(store.clone())
         .clock(clock.clone())
         .build()
@@ -1303,7 +1338,7 @@ async fn memory(out: &mut Out, n: usize) {
     session.insert("user", 42u64).expect("insert");
     session.commit().await.expect("commit");
     let mut record = store
-        .get(&session.id())
+        .get(&manager.store_key(&session.id()))
         .await
         .expect("get")
         .expect("seeded");
@@ -1317,7 +1352,7 @@ async fn memory(out: &mut Out, n: usize) {
         let ids = &ids;
         async move {
             for id in ids {
-                store.set(id, &record).await.expect("set");
+                store.set(id, &own_data(&record)).await.expect("set");
             }
         }
     };
@@ -1326,14 +1361,14 @@ async fn memory(out: &mut Out, n: usize) {
     let filled = rss_bytes().unwrap_or(0);
     let per = (filled - before) as f64 / n as f64;
     clock.advance(Duration::from_secs(3600 * 24 * 30));
-    let swept = store.sweep();
+    let swept = sweep(&store);
     let after_sweep = rss_bytes().unwrap_or(0);
-    let left = store.len();
+    let left = len(&store);
     record.expires = clock.now() + time::Duration::hours(1);
     fill(&record).await;
     let refilled = rss_bytes().unwrap_or(0);
     out.emit(json!({
-        "section": "memory", "lib": "ours", "sessions": n,
+        "section": "memory", "lib": lib, "sessions": n,
         "rss_per_session": per,
         "id_bytes": id_len, "user_bytes": user_bytes, "encoded_payload_bytes": encoded,
         "overhead_beyond_id_and_user_data": per - (id_len + user_bytes) as f64,
@@ -1342,10 +1377,23 @@ async fn memory(out: &mut Out, n: usize) {
         "rss_after_sweep_mb": after_sweep as f64 / 1e6,
         "rss_growth_on_refill_per_session": (refilled as f64 - after_sweep as f64) / n as f64,
     }));
-    drop(ids);
-    drop(store);
-    drop(manager);
-    drop(session);
+    user_bytes
+}
+
+/// MemoryStore's memory per session ([`memory_of`]), then tower-sessions' MemoryStore's.
+async fn memory(out: &mut Out, n: usize) {
+    let user_bytes = memory_of(
+        out,
+        "ours",
+        n,
+        |clock| {
+            session_store::MemoryStore::with_clock(clock)
+                .with_sweep_interval(Duration::from_secs(3600 * 24 * 365))
+        },
+        session_store::MemoryStore::sweep,
+        session_store::MemoryStore::len,
+    )
+    .await;
     // tower-sessions' MemoryStore for comparison (one process, so measured after ours was
     // dropped; freed memory may be reused, which only flatters the second measurement).
     let tstore = Arc::new(tower_sessions::MemoryStore::default());
@@ -1679,6 +1727,40 @@ fn main() {
                 .parse()
                 .unwrap_or(1_000_000);
             memory(&mut out, n).await;
+        }
+        // The plain stores' memory per session (issue #25), each in a process of its own as
+        // `memory` is: `bash scripts/bench.sh memory memory-plain memory-encoded` runs each
+        // section in its own process.
+        let n: usize = env("BENCH_SESSIONS", "1000000")
+            .parse()
+            .unwrap_or(1_000_000);
+        if sections.contains(&"memory-plain") {
+            memory_of(
+                &mut out,
+                "plain",
+                n,
+                |clock| {
+                    PlainMemoryStore::with_clock(clock)
+                        .with_sweep_interval(Duration::from_secs(3600 * 24 * 365))
+                },
+                PlainMemoryStore::sweep,
+                PlainMemoryStore::len,
+            )
+            .await;
+        }
+        if sections.contains(&"memory-encoded") {
+            memory_of(
+                &mut out,
+                "plain-encoded",
+                n,
+                |clock| {
+                    EncodedMemoryStore::with_clock(clock)
+                        .with_sweep_interval(Duration::from_secs(3600 * 24 * 365))
+                },
+                EncodedMemoryStore::sweep,
+                EncodedMemoryStore::len,
+            )
+            .await;
         }
         if want("cost") {
             let libs = libraries(&["memory"]).await;

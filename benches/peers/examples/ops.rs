@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release --manifest-path benches/peers/Cargo.toml --example ops -- ours read 20000`
 //!
-//! Libraries: `ours`, `tower-sessions` (in-memory stores), `ours-redis` and `floor-redis`
+//! Libraries: `ours`, `tower-sessions` (in-memory stores), `plain` and `plain-encoded` (our
+//! manager on the plain stores of `src/plain.rs`: `Record` clones, payload envelopes), `ours-redis` and `floor-redis`
 //! (the raw `redis` client) against `REDIS_URL` (default `redis://127.0.0.1:6379`), and
 //! `ours-pg`, `tower-pg` (tower-sessions-sqlx-store) and `floor-pg` (raw sqlx) against
 //! `POSTGRES_URL`, whose counts are the client's side only; `axum-ours` and `axum-none` (the HTTP bench's axum app
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
+use session_peer_benches::plain::{EncodedMemoryStore, PlainMemoryStore};
 use session_peer_benches::{blob, small_keys};
 use session_store::{MemoryStore, SessionManager};
 
@@ -32,6 +34,8 @@ fn main() {
     rt.block_on(async {
         match lib.as_str() {
             "ours" => ours(MemoryStore::new(), &workload, n).await,
+            "plain" => ours(PlainMemoryStore::new(), &workload, n).await,
+            "plain-encoded" => ours(EncodedMemoryStore::new(), &workload, n).await,
             "ours-redis" => {
                 let store = session_store_redis::RedisStore::from_url(&redis_url())
                     .expect("redis url")

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Result;
 use crate::id::SessionId;
+use crate::payload::shaped_owner;
 use crate::record::Record;
 use crate::store::{Capabilities, CasOutcome, SessionStore};
 
@@ -53,7 +54,7 @@ struct Owners(HashMap<Arc<str>, HashSet<Box<str>>>);
 
 impl Owners {
     /// Moves `id` from `old`'s ids to `new`'s.
-    fn reindex(&mut self, id: &[u8], old: Option<&Arc<str>>, new: Option<&Arc<str>>) {
+    fn reindex(&mut self, id: &[u8], old: Option<&str>, new: Option<&str>) {
         if old == new {
             return;
         }
@@ -67,7 +68,10 @@ impl Owners {
             }
         }
         if let Some(new) = new {
-            self.0.entry(new.clone()).or_default().insert(id.into());
+            match self.0.get_mut(new) {
+                Some(ids) => ids.insert(id.into()),
+                None => self.0.entry(Arc::from(new)).or_default().insert(id.into()),
+            };
         }
     }
 }
@@ -88,8 +92,6 @@ struct Entry {
     /// kept as that year, long after any session ends).
     expires: i64,
     version: u64,
-    /// The record's owner, kept out of the payload for the index.
-    owner: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -114,7 +116,6 @@ impl Entry {
             bytes: record.encode_shaped(prefix),
             expires: to_nanos(record.expires),
             version: record.version,
-            owner: record.owner.as_deref().map(Arc::from),
         }
     }
 
@@ -125,6 +126,12 @@ impl Entry {
     /// The id's bytes.
     fn id(&self) -> &[u8] {
         &self.bytes[2..2 + self.id_len()]
+    }
+
+    /// The record's owner, read from the payload (entries keep no copy: at a million
+    /// sessions, every byte of an entry costs about two).
+    fn owner(&self) -> Option<&str> {
+        shaped_owner(&self.bytes, 2 + self.id_len())
     }
 
     fn live(&self, now: i64) -> bool {
@@ -293,9 +300,9 @@ fn retain_live(shard: &mut Shard, now: i64, owners: &Mutex<Owners>) {
     let mut index = None;
     shard.entries.retain(|e| {
         let live = e.live(now);
-        if !live && e.owner.is_some() {
+        if let Some(owner) = e.owner().filter(|_| !live) {
             let index = index.get_or_insert_with(|| lock(owners));
-            index.reindex(e.id(), e.owner.as_ref(), None);
+            index.reindex(e.id(), Some(owner), None);
         }
         live
     });
@@ -332,8 +339,8 @@ impl Slot<'_> {
                 replace(owners, slot.get_mut(), entry);
             }
             hashbrown::hash_table::Entry::Vacant(slot) => {
-                if entry.owner.is_some() {
-                    lock(owners).reindex(entry.id(), None, entry.owner.as_ref());
+                if let Some(owner) = entry.owner() {
+                    lock(owners).reindex(entry.id(), None, Some(owner));
                 }
                 slot.insert(entry);
             }
@@ -345,8 +352,8 @@ impl Slot<'_> {
         let key = key(id);
         if let Ok(slot) = self.shard.entries.find_entry(self.hash, |e| e.id() == key) {
             let (gone, _) = slot.remove();
-            if gone.owner.is_some() {
-                lock(self.owners).reindex(gone.id(), gone.owner.as_ref(), None);
+            if let Some(owner) = gone.owner() {
+                lock(self.owners).reindex(gone.id(), Some(owner), None);
             }
         }
     }
@@ -354,8 +361,9 @@ impl Slot<'_> {
 
 /// Overwrites the entry `old` with `new` (same id), keeping the owner index in step.
 fn replace(owners: &Mutex<Owners>, old: &mut Entry, new: Entry) {
-    if old.owner != new.owner {
-        lock(owners).reindex(new.id(), old.owner.as_ref(), new.owner.as_ref());
+    let (was, is) = (old.owner(), new.owner());
+    if was != is {
+        lock(owners).reindex(new.id(), was, is);
     }
     *old = new;
 }
@@ -401,7 +409,6 @@ impl SessionStore for MemoryStore {
                 bytes: e.bytes.clone(),
                 expires: e.expires,
                 version: e.version,
-                owner: None,
             },
             None => return Ok(None),
         };

@@ -33,6 +33,26 @@ const META_LABEL: u8 = 16;
 /// Every flag this release knows.
 const META_ALL: u8 = META_CREATED | META_MAX_AGE | META_BROWSER_SESSION | META_OWNER | META_LABEL;
 
+/// The owner of the record [`Record::encode_shaped`] wrote after a prefix of `start` bytes,
+/// read from the envelope's fields without decoding the rest; `None` without an owner (or
+/// for bytes that are not such a record).
+pub(crate) fn shaped_owner(bytes: &[u8], start: usize) -> Option<&str> {
+    let payload = bytes.get(start.checked_add(4)?..)?;
+    let [PAYLOAD_MAGIC, PAYLOAD_FORMAT, _, flags, rest @ ..] = payload else {
+        return None;
+    };
+    if flags & META_OWNER == 0 {
+        return None;
+    }
+    let fixed = [META_CREATED, META_MAX_AGE]
+        .iter()
+        .filter(|flag| flags & **flag != 0)
+        .count()
+        * 8;
+    let (len, rest) = rest.get(fixed..)?.split_first_chunk::<2>()?;
+    std::str::from_utf8(rest.get(..usize::from(u16::from_be_bytes(*len)))?).ok()
+}
+
 /// The tag of `codec` in the envelope.
 const fn codec_tag(codec: Codec) -> u8 {
     match codec {
@@ -434,6 +454,30 @@ enum DataRead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_of_a_shaped_record_is_read_in_place() {
+        let mut r = Record::new(OffsetDateTime::UNIX_EPOCH, Codec::MessagePack);
+        r.data.insert("a".into(), vec![1]);
+        assert_eq!(shaped_owner(&r.encode_shaped(b"xyz"), 3), None);
+        r.owner = Some("ann ü".into());
+        r.label = Some("Firefox".into());
+        for created in [None, Some(time::macros::datetime!(2026-12-04 08:00 UTC))] {
+            for lifetime in [
+                None,
+                Some(Lifetime::BrowserSession),
+                Some(Lifetime::MaxAge(Duration::from_secs(60))),
+            ] {
+                r.created = created;
+                r.lifetime = lifetime;
+                let shaped = r.encode_shaped(b"xyz");
+                assert_eq!(shaped_owner(&shaped, 3), Some("ann ü"));
+                assert_eq!(shaped_owner(&shaped[..shaped.len() / 4], 3), None);
+            }
+        }
+        assert_eq!(shaped_owner(b"", 3), None);
+        assert_eq!(shaped_owner(&[0; 64], usize::MAX), None);
+    }
 
     #[test]
     fn payload_round_trip() {

@@ -44,8 +44,20 @@ pub(crate) struct Tracked {
 
 impl Tracked {
     /// Opens a connection whose push messages reach the cache as those of `generation`,
-    /// turns tracking on, and arms the cache with it.
+    /// turns tracking on, and arms the cache with it; within the connect and response
+    /// timeouts (a server that accepts connections but does not answer is unavailable).
     async fn open(&self, generation: u64) -> Result<MultiplexedConnection> {
+        let limit = self.connect_timeout + self.response_timeout;
+        match tokio::time::timeout(limit, self.open_armed(generation)).await {
+            Ok(result) => result,
+            Err(_) => Err(session_store::Error::unavailable(
+                error::NAME,
+                format!("no answer within {limit:?} while connecting"),
+            )),
+        }
+    }
+
+    async fn open_armed(&self, generation: u64) -> Result<MultiplexedConnection> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
@@ -72,7 +84,41 @@ impl Tracked {
             .await
             .map_err(error::from_redis)?;
         self.cache.arm(generation);
+        tokio::spawn(heartbeat(
+            conn.clone(),
+            Arc::downgrade(&self.cache),
+            generation,
+        ));
         Ok(conn)
+    }
+}
+
+/// How often the near-cache's connection is checked while the cache serves reads without
+/// the network, and how long its `PING` may take.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Pings the connection of `generation` every [`HEARTBEAT`] while it feeds the cache: a
+/// connection that stops answering without closing (a network partition) would otherwise
+/// let cached reads go on unchecked. No answer in time disarms the cache; the store's next
+/// request then opens a new connection.
+async fn heartbeat(
+    mut conn: MultiplexedConnection,
+    cache: std::sync::Weak<NearCache>,
+    generation: u64,
+) {
+    let ping = redis::cmd("PING");
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let Some(cache) = cache.upgrade() else { return };
+        if !cache.is_armed_by(generation) {
+            return;
+        }
+        let answer = ping.query_async::<Value>(&mut conn);
+        if !matches!(tokio::time::timeout(HEARTBEAT, answer).await, Ok(Ok(_))) {
+            tracing::debug!("the near-cache connection stopped answering");
+            cache.disarm(generation);
+            return;
+        }
     }
 }
 
@@ -164,10 +210,25 @@ impl Connector {
     /// every request's future would carry and copy if they were inlined here; they are
     /// boxed, and only allocated when the shared connection has to be replaced.
     pub(crate) async fn get(&self) -> Result<(u64, Live)> {
-        if let Some(live) = self.current().clone() {
-            return Ok(live);
+        // The lock is released here, before `discard` takes it again.
+        let current = self.current().clone();
+        if let Some((generation, live)) = current {
+            if self.serves(generation) {
+                return Ok((generation, live));
+            }
+            self.discard(generation);
         }
         Box::pin(self.refill()).await
+    }
+
+    /// Whether the connection of `generation` may still be used: always, but for the
+    /// near-cache's, which is replaced once it no longer feeds the cache (lost, or its
+    /// heartbeat failed), so that the cache is armed again by the next request.
+    fn serves(&self, generation: u64) -> bool {
+        match &self.pools {
+            Pools::Tracked(tracked) => tracked.cache.is_armed_by(generation),
+            _ => true,
+        }
     }
 
     /// Takes a new connection from the pool, once for all the requests waiting for one.

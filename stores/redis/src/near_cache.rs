@@ -109,6 +109,9 @@ pub struct NearCacheStats {
     pub armed: bool,
 }
 
+/// [`NearCache::armed`] when no connection feeds the cache.
+const NO_GENERATION: u64 = u64::MAX;
+
 /// Bookkeeping bytes counted per entry.
 const ENTRY_OVERHEAD: usize = 128;
 
@@ -116,6 +119,8 @@ const ENTRY_OVERHEAD: usize = 128;
 pub(crate) struct NearCache {
     config: NearCacheConfig,
     state: Mutex<State>,
+    /// The generation in `state.armed`, readable without the lock ([`NO_GENERATION`]: none).
+    armed: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     invalidations: AtomicU64,
@@ -163,6 +168,7 @@ impl NearCache {
         Self {
             config,
             state: Mutex::new(State::default()),
+            armed: AtomicU64::new(NO_GENERATION),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
@@ -285,6 +291,12 @@ impl NearCache {
         let mut state = self.state();
         state.flush();
         state.armed = Some(generation);
+        self.armed.store(generation, Ordering::Relaxed);
+    }
+
+    /// Whether the connection of `generation` feeds the cache now.
+    pub(crate) fn is_armed_by(&self, generation: u64) -> bool {
+        self.armed.load(Ordering::Relaxed) == generation
     }
 
     /// The connection of `generation` is lost or discarded: if it fed the cache, the cache
@@ -293,6 +305,7 @@ impl NearCache {
         let mut state = self.state();
         if state.armed == Some(generation) {
             state.armed = None;
+            self.armed.store(NO_GENERATION, Ordering::Relaxed);
             state.flush();
             self.flushes.fetch_add(1, Ordering::Relaxed);
         }

@@ -341,3 +341,143 @@ fn deadpool_redis_pool() -> session_store_redis::deadpool_redis::Pool {
         .create_pool(Some(session_store_redis::deadpool_redis::Runtime::Tokio1))
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_stops_cached_reads_within_the_heartbeat() {
+    let server = common::OwnServer::start();
+    let store = RedisStore::from_url(&server.url())
+        .unwrap()
+        .with_near_cache(NearCacheConfig::new())
+        .unwrap();
+    store.connect().await.unwrap();
+    let id = new_id();
+    store.set(&id, &sample_record(later())).await.unwrap();
+    assert!(store.get(&id).await.unwrap().is_some());
+    let hits = stats(&store).hits;
+    // Frozen: the connection stays open but nothing answers, as in a network partition.
+    server.signal("-STOP");
+    let frozen = Instant::now();
+    eventually("the heartbeat notices", || async { !stats(&store).armed }).await;
+    println!("disarmed {:?} after the freeze", frozen.elapsed());
+    // No cached answer while the server is silent: the read goes out and fails.
+    let err = store
+        .get(&id)
+        .await
+        .expect_err("a read served while the server is silent");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert_eq!(stats(&store).hits, hits);
+    server.signal("-CONT");
+    eventually("the store serves again", || async {
+        matches!(store.get(&id).await, Ok(Some(_)))
+    })
+    .await;
+    assert!(stats(&store).armed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_read_from_before_a_server_restart_is_served_after_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let mut server = common::OwnServer::start();
+    let reader = Arc::new(
+        RedisStore::from_url(&server.url())
+            .unwrap()
+            .with_near_cache(NearCacheConfig::new())
+            .unwrap(),
+    );
+    let writer = Arc::new(RedisStore::from_url(&server.url()).unwrap());
+    reader.connect().await.unwrap();
+    writer.connect().await.unwrap();
+    let id = new_id();
+    // The writer sets the session to version 1, 2, 3, ... in order, noting the last one
+    // the server acknowledged; the reader reads it in a loop, noting when each read started
+    // and what it got.
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = {
+        let (writer, acked, stop, id) = (writer.clone(), acked.clone(), stop.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut record = sample_record(later());
+            while !stop.load(Ordering::Relaxed) {
+                record.version += 1;
+                if writer.set(&id, &record).await.is_ok() {
+                    acked.store(record.version, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let reading = {
+        let (reader, stop, id) = (reader.clone(), stop.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let got = reader.get(&id).await;
+                seen.push((started, got.map(|r| r.map(|r| r.version))));
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    eventually("the reader hits its cache", || async {
+        stats(&reader).hits > 0
+    })
+    .await;
+
+    server.kill();
+    // Every version up to this one was written (and the server's memory lost) before the
+    // kill: the restarted server can hold none of them, so a read after the restart that
+    // returns one is served from before the restart.
+    let gone = acked.load(Ordering::SeqCst);
+    assert!(gone > 0);
+    eventually("the reader notices the lost channel", || async {
+        !stats(&reader).armed
+    })
+    .await;
+    let disarmed = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let down_until = Instant::now();
+    server.restart();
+    let restarted = Instant::now();
+    eventually("the reader serves from its cache again", || async {
+        stats(&reader).armed && stats(&reader).hits > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    writing.await.unwrap();
+    let seen = reading.await.unwrap();
+
+    let mut served_while_down = 0;
+    let mut stale_after_restart = 0;
+    let mut after = 0;
+    for (started, got) in &seen {
+        if *started >= disarmed && *started < down_until && matches!(got, Ok(Some(_))) {
+            served_while_down += 1;
+        }
+        if *started >= restarted {
+            after += 1;
+            if let Ok(Some(version)) = got
+                && *version <= gone
+            {
+                stale_after_restart += 1;
+            }
+        }
+    }
+    println!(
+        "reads: {} in all, {after} after the restart; {:?}",
+        seen.len(),
+        stats(&reader)
+    );
+    assert_eq!(
+        served_while_down, 0,
+        "reads served while the server was down"
+    );
+    assert_eq!(
+        stale_after_restart, 0,
+        "reads from before the restart served after it"
+    );
+    assert!(after > 0);
+}

@@ -51,6 +51,19 @@ async fn redis_store(server: &RedisServer) -> Arc<dyn SessionStore> {
     Arc::new(store)
 }
 
+/// The same store with the near-cache on: every read of a cached session is served from
+/// memory, so the outage must still show (the cache is emptied and bypassed once its
+/// connection is lost) and no read may go back to a value from before it.
+async fn redis_near_cached_store(server: &RedisServer) -> Arc<dyn SessionStore> {
+    let store = RedisStore::from_url(&server.url())
+        .expect("store")
+        .with_prefix(format!("{}:", unique("faults-near")))
+        .with_near_cache(session_store_redis::NearCacheConfig::new())
+        .expect("near-cache");
+    store.connect().await.expect("connect");
+    Arc::new(store)
+}
+
 /// Journaled writes (`j: true`): with the default write concern SecantusDB answers before
 /// its journal record reaches the file, and a SIGKILL then loses acknowledged writes (seen
 /// here: half of the sessions fell back by their last increment).
@@ -92,6 +105,24 @@ async fn redis_killed_under_load_loses_no_acknowledged_session() {
 async fn redis_frozen_under_load_answers_503_in_time() {
     let mut server = RedisServer::start();
     let store = redis_store(&server).await;
+    let plan = Plan {
+        fault: Fault::Freeze,
+        ..Plan::default()
+    };
+    crash_under_load(&mut server, store, plan).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_near_cached_killed_under_load_loses_no_acknowledged_session() {
+    let mut server = RedisServer::start();
+    let store = redis_near_cached_store(&server).await;
+    crash_under_load(&mut server, store, Plan::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_near_cached_frozen_under_load_answers_503_in_time() {
+    let mut server = RedisServer::start();
+    let store = redis_near_cached_store(&server).await;
     let plan = Plan {
         fault: Fault::Freeze,
         ..Plan::default()

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p session-demo -- [--store URL] [--listen ADDR] [--max-age DUR]
 //!                                         [--touch-after DUR] [--absolute-lifetime DUR]
-//!                                         [--secret S]...
+//!                                         [--secret S]... [--near-cache]
 //! ```
 //!
 //! - `GET /`: counts visits in the session:
@@ -38,7 +38,7 @@ use session_store::{
     SessionManagerBuilder, SessionStore, SignedCodec,
 };
 use session_store_mongodb::MongoStore;
-use session_store_redis::RedisStore;
+use session_store_redis::{NearCacheConfig, RedisStore};
 use session_store_sqlx::{MySqlStore, PostgresStore, SqliteStore};
 use session_store_tower::{Session, SessionLayer};
 
@@ -66,6 +66,9 @@ OPTIONS (each also read from the environment variable in brackets; flags win):
     --secure             send the cookie only over HTTPS [SESSION_SECURE=1]
     --same-site VALUE    strict | lax | none (none needs --secure) [SESSION_SAME_SITE]
                          (default: not set)
+    --near-cache         keep sessions in this process too, served without a round trip
+                         and dropped when the server says another process changed them
+                         (redis:// stores) [SESSION_NEAR_CACHE=1]
     -h, --help           this text
 
 LOGGING:
@@ -102,6 +105,7 @@ struct Options {
     cookie_name: String,
     secure: bool,
     same_site: Option<SameSite>,
+    near_cache: bool,
 }
 
 impl Options {
@@ -120,6 +124,7 @@ impl Options {
         let mut cookie_name = None;
         let mut secure = None;
         let mut same_site = None;
+        let mut near_cache = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -131,6 +136,10 @@ impl Options {
             }
             if flag == "--secure" && inline.is_none() {
                 secure = Some(true);
+                continue;
+            }
+            if flag == "--near-cache" && inline.is_none() {
+                near_cache = Some(true);
                 continue;
             }
             let mut value = || match inline {
@@ -146,6 +155,7 @@ impl Options {
                 "--secret" => secrets.push(value()?),
                 "--cookie-name" => cookie_name = Some(value()?),
                 "--secure" => secure = Some(parse_bool("--secure", &value()?)?),
+                "--near-cache" => near_cache = Some(parse_bool("--near-cache", &value()?)?),
                 "--same-site" => same_site = Some(value()?),
                 _ => return Err(format!("unknown argument `{flag}` (see --help)")),
             }
@@ -193,6 +203,14 @@ impl Options {
                 .or_else(|| env("SESSION_SAME_SITE").filter(|v| !v.is_empty()))
                 .map(|v| parse_same_site(&v))
                 .transpose()?,
+            near_cache: match near_cache {
+                Some(on) => on,
+                None => env("SESSION_NEAR_CACHE")
+                    .filter(|v| !v.is_empty())
+                    .map(|v| parse_bool("SESSION_NEAR_CACHE", &v))
+                    .transpose()?
+                    .unwrap_or(false),
+            },
         }))
     }
 }
@@ -268,12 +286,18 @@ fn scheme_of(url: &str) -> Option<&str> {
 /// How often SQL stores delete expired rows.
 const CLEANUP_PERIOD: Duration = Duration::from_secs(300);
 
-/// Opens the store that `url` names. Adding a store is one match arm.
-async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
+/// Opens the store that `url` names, with the near-cache where `near_cache` asks for it.
+/// Adding a store is one match arm.
+async fn open_store(url: &str, near_cache: bool) -> Result<Arc<dyn SessionStore>, String> {
     // Never echo the URL itself: it may hold a password.
     let Some(scheme) = scheme_of(url) else {
         return Err("the store URL has no recognizable scheme (see --help)".into());
     };
+    if near_cache && !matches!(scheme, "redis" | "rediss") {
+        return Err(format!(
+            "--near-cache works with redis:// stores, not `{scheme}`"
+        ));
+    }
     match scheme {
         "memory" => {
             let store = MemoryStore::new();
@@ -281,7 +305,12 @@ async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
             Ok(Arc::new(store))
         }
         "redis" | "rediss" => {
-            let store = RedisStore::from_url(url).map_err(|e| store_error(scheme, &e))?;
+            let mut store = RedisStore::from_url(url).map_err(|e| store_error(scheme, &e))?;
+            if near_cache {
+                store = store
+                    .with_near_cache(NearCacheConfig::new())
+                    .map_err(|e| store_error(scheme, &e))?;
+            }
             store.connect().await.map_err(|e| store_error(scheme, &e))?;
             Ok(Arc::new(store))
         }
@@ -718,7 +747,7 @@ async fn run(options: Options) -> Result<(), String> {
     let (manager, store_name) = if options.store == "cookie" {
         (cookie_manager(&options)?, "cookie")
     } else {
-        let store = open_store(&options.store).await?;
+        let store = open_store(&options.store, options.near_cache).await?;
         let name = store.name();
         (manager(&options, store)?, name)
     };
@@ -907,7 +936,20 @@ mod tests {
     #[test]
     fn cookie_attribute_flags() {
         let o = parse(&[], &[]).unwrap().unwrap();
-        assert_eq!((o.secure, o.same_site), (false, None));
+        assert_eq!((o.secure, o.same_site, o.near_cache), (false, None, false));
+        assert!(parse(&["--near-cache"], &[]).unwrap().unwrap().near_cache);
+        assert!(
+            parse(&[], &[("SESSION_NEAR_CACHE", "1")])
+                .unwrap()
+                .unwrap()
+                .near_cache
+        );
+        assert!(
+            !parse(&["--near-cache=0"], &[("SESSION_NEAR_CACHE", "1")])
+                .unwrap()
+                .unwrap()
+                .near_cache
+        );
         let o = parse(&["--secure", "--same-site", "None"], &[])
             .unwrap()
             .unwrap();
@@ -1039,9 +1081,14 @@ mod tests {
 
     #[tokio::test]
     async fn stores() {
-        assert_eq!(open_store("memory").await.unwrap().name(), "memory");
+        assert_eq!(open_store("memory", false).await.unwrap().name(), "memory");
+        let error = open_store("memory", true).await.err().unwrap();
+        assert!(
+            error.contains("--near-cache works with redis://"),
+            "{error}"
+        );
         // Nothing listens on port 1: a clear error naming the store, not the URL.
-        let error = open_store("redis://:hunter2@127.0.0.1:1")
+        let error = open_store("redis://:hunter2@127.0.0.1:1", false)
             .await
             .err()
             .unwrap();
@@ -1050,14 +1097,14 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("hunter2"), "{error}");
-        let error = open_store("redis+sentinel://127.0.0.1:1")
+        let error = open_store("redis+sentinel://127.0.0.1:1", false)
             .await
             .err()
             .unwrap();
         assert!(error.contains("MASTER-NAME"), "{error}");
-        let error = open_store("ftp://x").await.err().unwrap();
+        let error = open_store("ftp://x", false).await.err().unwrap();
         assert!(error.contains("unknown store `ftp`"), "{error}");
-        let error = open_store("user:secret@host").await.err().unwrap();
+        let error = open_store("user:secret@host", false).await.err().unwrap();
         assert!(!error.contains("secret"), "{error}");
     }
 

@@ -200,6 +200,12 @@ async fn redis_store() {
 }
 
 #[tokio::test]
+async fn redis_store_with_the_near_cache() {
+    let url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    counter_login_whoami_logout(&["--store", &url, "--near-cache"], true).await;
+}
+
+#[tokio::test]
 async fn redis_cluster_store() {
     let urls = env_or(
         "REDIS_CLUSTER_URLS",

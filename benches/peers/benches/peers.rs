@@ -704,6 +704,22 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             Ours::new(Arc::new(store))
         })
         .await;
+        // The same store with the near-cache on (issue #21): reads of sessions it holds
+        // cost no round trip, writes one.
+        add(&mut out, "redis", "ours near-cache", async {
+            let store = session_store_redis::RedisStore::from_url(&redis_url)
+                .map_err(s)?
+                .with_prefix(prefix())
+                .with_near_cache(
+                    session_store_redis::NearCacheConfig::new().max_entries(200_000),
+                )
+                .map_err(s)?;
+            store.connect().await.map_err(s)?;
+            let store = Arc::new(store);
+            let _ = NEAR_CACHED.set(store.clone());
+            Ours::new(store)
+        })
+        .await;
         add(&mut out, "redis", "tower-sessions", async {
             use tower_sessions_redis_store::fred::prelude::*;
             let config = Config::from_url(&redis_url).map_err(s)?;
@@ -835,6 +851,10 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
 fn sqlite_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("session-bench-{}", std::process::id()))
 }
+
+/// The near-cached Redis store of the run, whose hit counters are reported at the end.
+static NEAR_CACHED: std::sync::OnceLock<Arc<session_store_redis::RedisStore>> =
+    std::sync::OnceLock::new();
 
 async fn seed(lib: &Arc<dyn Lib>, n: usize) -> Res<Arc<Vec<String>>> {
     let mut cookies = Vec::with_capacity(n);
@@ -1775,6 +1795,13 @@ fn main() {
             if want("manager") {
                 throughput(&mut out, "manager", 64, rounds, run_secs, &libs).await;
             }
+        }
+        if let Some(stats) = NEAR_CACHED.get().and_then(|s| s.near_cache_stats()) {
+            out.emit(json!({
+                "section": "near-cache", "backend": "redis", "hits": stats.hits,
+                "misses": stats.misses, "invalidations": stats.invalidations,
+                "flushes": stats.flushes, "evictions": stats.evictions,
+            }));
         }
         if want("trips") {
             trips(&mut out, 200).await;

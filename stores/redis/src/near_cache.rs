@@ -18,7 +18,6 @@
 //! store discarding it after an error) the cache is emptied and not used until a new
 //! connection has tracking on again.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -132,15 +131,18 @@ pub(crate) struct NearCache {
 struct State {
     /// The generation of the connection whose tracking feeds the cache; `None`: not armed.
     armed: Option<u64>,
-    entries: HashMap<Box<[u8]>, Cached>,
+    entries: HashMap<Key, Cached>,
     /// Keys in insertion order with the stamp they were inserted with; an entry replaced or
     /// removed since leaves a stale pair, skipped when evicting.
-    order: VecDeque<(Box<[u8]>, u64)>,
+    order: VecDeque<(Key, u64)>,
     bytes: usize,
     stamp: u64,
     /// Requests in flight per key.
-    flights: HashMap<Box<[u8]>, Flights>,
+    flights: HashMap<Key, Flights>,
 }
+
+/// A session's key, shared by the maps that name it.
+type Key = Arc<[u8]>;
 
 struct Cached {
     record: Record,
@@ -158,7 +160,7 @@ struct Flights {
 
 /// A request in flight for one key, begun by [`NearCache::begin`].
 pub(crate) struct Flight {
-    key: Box<[u8]>,
+    key: Key,
     armed: Option<u64>,
     changes: u64,
 }
@@ -210,7 +212,7 @@ impl NearCache {
     /// key, so whatever concurrent reads of it bring back must not be cached either.
     pub(crate) fn begin(&self, key: &str, local_change: bool) -> Flight {
         let mut state = self.state();
-        let key: Box<[u8]> = key.as_bytes().into();
+        let key: Key = key.as_bytes().into();
         if local_change {
             state.remove(&key);
         }
@@ -232,18 +234,16 @@ impl NearCache {
     /// channel is still armed; with `None`, drops whatever is cached for the key.
     pub(crate) fn end(&self, flight: Flight, record: Option<&Record>) {
         let mut state = self.state();
-        let unchanged = match state.flights.entry(flight.key.clone()) {
-            Entry::Occupied(mut entry) => {
-                let flights = entry.get_mut();
-                let unchanged = flights.changes == flight.changes;
+        let (unchanged, last) = match state.flights.get_mut(&flight.key) {
+            Some(flights) => {
                 flights.count -= 1;
-                if flights.count == 0 {
-                    entry.remove();
-                }
-                unchanged
+                (flights.changes == flight.changes, flights.count == 0)
             }
-            Entry::Vacant(_) => false,
+            None => (false, false),
         };
+        if last {
+            state.flights.remove(&flight.key);
+        }
         match record {
             Some(record) if unchanged && flight.armed.is_some() && state.armed == flight.armed => {
                 let bytes = flight.key.len() + record.data_size() + ENTRY_OVERHEAD;
@@ -338,7 +338,7 @@ impl State {
         }
     }
 
-    fn insert(&mut self, key: Box<[u8]>, record: Record, bytes: usize) {
+    fn insert(&mut self, key: Key, record: Record, bytes: usize) {
         self.stamp += 1;
         let stamp = self.stamp;
         self.order.push_back((key.clone(), stamp));

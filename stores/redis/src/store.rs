@@ -717,11 +717,15 @@ impl RedisStore {
     /// done: a connection's own write ends the server's tracking of the key for that
     /// connection, and reading the key tracks it again, so the cached copy keeps receiving
     /// other clients' invalidations.
+    ///
+    /// `written`: the value the request writes and its record; when the key holds exactly
+    /// that value afterwards, the record is cached as it is, without decoding the value.
     async fn send_write<T: FromRedisValue>(
         &self,
         request: Request<'_>,
         id: &SessionId,
         after: Option<&mut Option<Record>>,
+        written: Option<(&[u8], &Record)>,
     ) -> Result<(T, bool)> {
         let Some(after) = after else {
             return self.send_noting_retry(request).await;
@@ -736,9 +740,12 @@ impl RedisStore {
         pipe.cmd("GET").arg(&key);
         let ((reply, value), retried): ((T, Option<Vec<u8>>), bool) =
             self.send_noting_retry(Request::Pipe(&pipe)).await?;
-        *after = match value {
-            Some(value) => Layout::decode_native(&value, OffsetDateTime::now_utc()).unwrap_or(None),
-            None => None,
+        *after = match (value, written) {
+            (Some(value), Some((sent, record))) if value == sent => Some(record.clone()),
+            (Some(value), _) => {
+                Layout::decode_native(&value, OffsetDateTime::now_utc()).unwrap_or(None)
+            }
+            (None, _) => None,
         };
         Ok((reply, retried))
     }
@@ -790,7 +797,12 @@ impl RedisStore {
                     .arg(id.as_str())
                     .arg(expiry_ms(OffsetDateTime::now_utc()));
                 let (outcome, retried): (i64, bool) = self
-                    .send_write(Request::Script(&invocation), id, after)
+                    .send_write(
+                        Request::Script(&invocation),
+                        id,
+                        after,
+                        Some((&value, record)),
+                    )
                     .await?;
                 (outcome == 2, retried)
             }
@@ -803,8 +815,9 @@ impl RedisStore {
                 if let Some(condition) = condition {
                     cmd.arg(condition);
                 }
-                let (reply, retried): (Value, bool) =
-                    self.send_write(Request::Cmd(&cmd), id, after).await?;
+                let (reply, retried): (Value, bool) = self
+                    .send_write(Request::Cmd(&cmd), id, after, Some((&value, record)))
+                    .await?;
                 (!matches!(reply, Value::Nil), retried)
             }
         };
@@ -972,7 +985,7 @@ impl RedisStore {
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
             let (found, _): (i64, bool) = self
-                .send_write(Request::Script(&invocation), id, after)
+                .send_write(Request::Script(&invocation), id, after, None)
                 .await?;
             return Ok(found == 1);
         }
@@ -1044,7 +1057,12 @@ impl RedisStore {
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
         }
         let (outcome, retried): (i64, bool) = self
-            .send_write(Request::Script(&invocation), id, after)
+            .send_write(
+                Request::Script(&invocation),
+                id,
+                after,
+                Some((&value, record)),
+            )
             .await?;
         match outcome {
             0 => Ok(CasOutcome::Missing),

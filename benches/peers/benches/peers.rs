@@ -710,9 +710,7 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             let store = session_store_redis::RedisStore::from_url(&redis_url)
                 .map_err(s)?
                 .with_prefix(prefix())
-                .with_near_cache(
-                    session_store_redis::NearCacheConfig::new().max_entries(200_000),
-                )
+                .with_near_cache(session_store_redis::NearCacheConfig::new().max_entries(200_000))
                 .map_err(s)?;
             store.connect().await.map_err(s)?;
             let store = Arc::new(store);

@@ -7,11 +7,12 @@
 #   scripts/mongo.sh stop    # stop the server started by `start`
 #   scripts/mongo.sh status  # exit 0 if the server answers
 #   scripts/mongo.sh url     # print the connection string for MONGODB_URL
+#   scripts/mongo.sh venv-path  # print the virtualenv's folder
 #
 # Environment (all optional):
 #   MONGO_PORT               port (default 27917, away from a real mongod's 27017)
 #   MONGO_TTL_SWEEP_SECONDS  TTL monitor interval (default 1; mongod's is 60)
-#   SECANTUS_VENV            virtualenv (default ${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv)
+#   SECANTUS_VENV            virtualenv (default ${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv-VERSION)
 #   MONGO_STATE_DIR          pid and log files (default <repo>/target/mongo-<port>)
 #   PYTHON                   interpreter to build the venv with (default: python3.11, else python3)
 #
@@ -23,7 +24,8 @@ HOST="127.0.0.1"
 PORT="${MONGO_PORT:-27917}"
 SWEEP="${MONGO_TTL_SWEEP_SECONDS:-1}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${SECANTUS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv}"
+# Kept between runs and checkouts on one machine, one per pinned version (the pin is the lock).
+VENV="${SECANTUS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv-$SECANTUS_VERSION}"
 STATE="${MONGO_STATE_DIR:-$ROOT/target/mongo-$PORT}"
 PIDFILE="$STATE/secantus.pid"
 LOGFILE="$STATE/secantus.log"
@@ -182,8 +184,9 @@ status)
     fi
     ;;
 url) echo "$URL" ;;
+venv-path) echo "$VENV" ;;
 *)
-    echo "usage: $0 start|stop|status|url" >&2
+    echo "usage: $0 start|stop|status|url|venv-path" >&2
     exit 2
     ;;
 esac

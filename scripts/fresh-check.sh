@@ -28,7 +28,9 @@
 #
 # Environment: FRESH_ROOT (working folder, default /var/tmp/session-store-fresh; the root is
 # FRESH_ROOT/root, removed and built anew on each run, the log is FRESH_ROOT/fresh-check.log),
-# FRESH_SUITE (default bookworm), FRESH_MIRROR (default http://deb.debian.org/debian).
+# FRESH_SUITE (default bookworm), FRESH_MIRROR (default http://deb.debian.org/debian),
+# FRESH_COMMAND (run this in the root instead of the two commands, when debugging a step, e.g.
+# 'bash scripts/provision.sh && bash scripts/services.sh').
 # Mounts, the namespace, the relay and every process started in the root are removed on exit,
 # on failure too.
 set -euo pipefail
@@ -248,6 +250,7 @@ bash scripts/test.sh
 echo "== [fresh] tests passed after $((SECONDS - t1))s"
 SH
 )
+INNER=${FRESH_COMMAND:-$INNER}
 env_args=(HOME=/root LANG=C.UTF-8 TERM=dumb RUSTUP_AUTO_INSTALL=0
     PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
 for var in SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE REQUESTS_CA_BUNDLE PIP_CERT NODE_EXTRA_CA_CERTS \
@@ -257,7 +260,7 @@ done
 say "running the README's two commands in the root (nice 10)"
 run_started=$SECONDS
 status=0
-ip netns exec "$NS" nice -n 10 chroot "$ROOT" /usr/bin/env -i "${env_args[@]}" /bin/bash -c "$INNER" || status=$?
+ip netns exec "$NS" nice -n 10 chroot "$ROOT" /usr/bin/env -i "${env_args[@]}" /bin/bash -c "cd /root/session-store && $INNER" || status=$?
 took=$((SECONDS - started))
 if [ "$status" -eq 0 ]; then
     say "PASS on $(date -u '+%Y-%m-%d'): the two commands took $(((SECONDS - run_started) / 60)) min, all in $((took / 60)) min $((took % 60)) s (log: $LOG)"

@@ -146,8 +146,9 @@ if installed postgres; then
     fi
     bash scripts/services.sh --up postgres
     pg_ctlcluster --skip-systemctl-redirect "$version" main reload
-    if ! runuser -u postgres -- psql -tAc "select 1 from pg_database where datname = 'test'" | grep -q 1; then
-        runuser -u postgres -- createdb test
+    # From /: the user postgres may not enter the current folder.
+    if ! (cd / && runuser -u postgres -- psql -tAc "select 1 from pg_database where datname = 'test'") | grep -q 1; then
+        (cd / && runuser -u postgres -- createdb test)
     fi
     log "PostgreSQL $version: database test ready"
 fi

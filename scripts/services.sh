@@ -53,7 +53,10 @@ start_mariadb() {
     [ -x /usr/sbin/mariadbd ] || die "MariaDB is not installed (/usr/sbin/mariadbd missing)"
     # Its run-time folder is made by the init system, which a container or chroot lacks.
     [ -d /run/mysqld ] || install -d -o mysql -g mysql /run/mysqld
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+    # --pidfile: a mariadbd that is not this system's (another container's or chroot's, seen by
+    # its path) does not count as running.
+    start-stop-daemon --start --oknodo --background --pidfile /run/mysqld/mysqld.pid \
+      --exec /usr/sbin/mariadbd -- --user=mysql --pid-file=/run/mysqld/mysqld.pid
   fi
   # `ping` succeeds as soon as the server answers, whether or not it lets us in.
   wait_for MariaDB 60 mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 ping

@@ -263,7 +263,7 @@ status=0
 ip netns exec "$NS" nice -n 10 chroot "$ROOT" /usr/bin/env -i "${env_args[@]}" /bin/bash -c "cd /root/session-store && $INNER" || status=$?
 took=$((SECONDS - started))
 if [ "$status" -eq 0 ]; then
-    say "PASS on $(date -u '+%Y-%m-%d'): the two commands took $(((SECONDS - run_started) / 60)) min, all in $((took / 60)) min $((took % 60)) s (log: $LOG)"
+    say "PASS on $(date -u '+%Y-%m-%d'): the commands in the root took $(((SECONDS - run_started) / 60)) min, all in $((took / 60)) min $((took % 60)) s (log: $LOG)"
 else
     say "FAIL (exit $status) after $((took / 60)) min $((took % 60)) s (log: $LOG)"
 fi

@@ -26,11 +26,11 @@ check "dry run lists every missing piece's packages" 0 "nodejs npm python3.11 py
 check "unknown option" 1 "usage" bash scripts/provision.sh --frobnicate
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
     as_nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp)
-    check "without root: the one command" 1 "sudo bash scripts/test.sh" \
+    check "without root: the one command" 1 "sudo bash scripts/provision.sh" \
         "${as_nobody[@]}" PROVISION_PRETEND_MISSING="mariadb redis" bash scripts/provision.sh
     check "without root: each missing piece named" 1 "MariaDB server (mariadb-server)" \
         "${as_nobody[@]}" PROVISION_PRETEND_MISSING="mariadb redis" bash scripts/provision.sh
-    check "without root, dry run: what it would ask for" 0 "would ask for: sudo bash scripts/test.sh" \
+    check "without root, dry run: what it would ask for" 0 "would ask for: sudo bash scripts/provision.sh" \
         "${as_nobody[@]}" PROVISION_PRETEND_MISSING="cc" bash scripts/provision.sh --dry-run
 fi
 echo "provision-test: $passed passed, $failures failed"

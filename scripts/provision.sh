@@ -10,7 +10,8 @@
 #
 # What is already installed or already answers on its loopback port is used as it is: a
 # server this script did not install is never reconfigured. Without root, it names each
-# missing piece, prints the one command to run, and exits 1. scripts/test.sh runs it first.
+# missing piece, prints the one command to run (`sudo bash scripts/provision.sh`: only the
+# installing needs root, the tests run as the user), and exits 1. scripts/test.sh runs it first.
 #
 # Environment: PROVISION_PRETEND_MISSING (space-separated piece ids treated as missing: the
 # test of this script, scripts/provision-test.sh, uses it with --dry-run and without root).
@@ -107,16 +108,17 @@ uid=$(id -u)
 if $dry_run; then
     log "missing:"; names >&2
     if [ "$uid" -eq 0 ]; then log "would run: apt-get update && $apt_line"
-    else log "would ask for: sudo bash scripts/test.sh"; fi
+    else log "would ask for: sudo bash scripts/provision.sh"; fi
     exit 0
 fi
 if [ "$uid" -ne 0 ]; then
     {
         echo "[provision] the tests need, and this machine lacks:"
         names
-        echo "[provision] run as root, which installs them with apt and runs the tests:"
+        echo "[provision] install them (as root, with apt; the servers start as system services), then"
+        echo "[provision] run bash scripts/test.sh again as yourself:"
         echo
-        echo "    sudo bash scripts/test.sh"
+        echo "    sudo bash scripts/provision.sh"
         echo
     } >&2
     exit 1

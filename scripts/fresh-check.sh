@@ -36,6 +36,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+REV=$(git -C "$REPO" rev-parse HEAD)
 FRESH=$(realpath -m "${FRESH_ROOT:-/var/tmp/session-store-fresh}")
 SUITE=${FRESH_SUITE:-bookworm}
 MIRROR=${FRESH_MIRROR:-http://deb.debian.org/debian}
@@ -95,7 +96,7 @@ trap 'exit 130' INT TERM
 mkdir -p "$FRESH"
 exec > >(tee "$LOG") 2>&1
 started=$SECONDS
-say "$(date -u '+%Y-%m-%d %H:%M:%S UTC'): $SUITE root in $ROOT, repository $REPO at $(git -C "$REPO" rev-parse --short HEAD)"
+say "$(date -u '+%Y-%m-%d %H:%M:%S UTC'): $SUITE root in $ROOT, repository $REPO at ${REV:0:7}"
 
 [ -z "$(mounted_under "$FRESH")" ] || die "something is still mounted under $FRESH: $(mounted_under "$FRESH" | tr '\n' ' ')"
 rm -rf "$ROOT" "$FRESH/registry-upper" "$FRESH/registry-work"
@@ -134,9 +135,9 @@ chmod +x "$ROOT/usr/sbin/policy-rc.d"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/usr/local/share/ca-certificates/this-machine.crt"
 chroot "$ROOT" update-ca-certificates >/dev/null
 
-say "clean clone of $(git -C "$REPO" rev-parse --short HEAD)"
+say "clean clone of ${REV:0:7}"
 git clone --quiet --no-local "$REPO" "$ROOT/root/session-store"
-git -C "$ROOT/root/session-store" checkout --quiet --detach "$(git -C "$REPO" rev-parse HEAD)"
+git -C "$ROOT/root/session-store" checkout --quiet --detach "$REV"
 
 say "mounts: /proc /sys /dev, toolchain and registry read-only"
 mount -t proc proc "$ROOT/proc"

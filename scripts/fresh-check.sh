@@ -34,6 +34,8 @@
 # Mounts, the namespace, the relay and every process started in the root are removed on exit,
 # on failure too.
 set -euo pipefail
+# One brace group, read whole before it runs: editing this file during a run changes nothing.
+{
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 REV=$(git -C "$REPO" rev-parse HEAD)
@@ -269,3 +271,4 @@ else
     say "FAIL (exit $status) after $((took / 60)) min $((took % 60)) s (log: $LOG)"
 fi
 exit "$status"
+}

@@ -12,7 +12,7 @@
 # Environment (all optional):
 #   MONGO_PORT               port (default 27917, away from a real mongod's 27017)
 #   MONGO_TTL_SWEEP_SECONDS  TTL monitor interval (default 1; mongod's is 60)
-#   SECANTUS_VENV            virtualenv (default ${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv-VERSION)
+#   SECANTUS_VENV            virtualenv (default ${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv)
 #   MONGO_STATE_DIR          pid and log files (default <repo>/target/mongo-<port>)
 #   PYTHON                   interpreter to build the venv with (default: python3.11, else python3)
 #
@@ -24,8 +24,9 @@ HOST="127.0.0.1"
 PORT="${MONGO_PORT:-27917}"
 SWEEP="${MONGO_TTL_SWEEP_SECONDS:-1}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Kept between runs and checkouts on one machine, one per pinned version (the pin is the lock).
-VENV="${SECANTUS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv-$SECANTUS_VERSION}"
+# Kept between runs and checkouts on one machine (reliability/src/servers.rs finds it there
+# too); made anew when it holds another version than the pin.
+VENV="${SECANTUS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv}"
 STATE="${MONGO_STATE_DIR:-$ROOT/target/mongo-$PORT}"
 PIDFILE="$STATE/secantus.pid"
 LOGFILE="$STATE/secantus.log"
@@ -86,10 +87,22 @@ port_busy() {
     (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
 }
 
+venv_version_ok() {
+    "$VENV/bin/python" - "$SECANTUS_VERSION" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(version("secantusdb") != sys.argv[1])
+EOF
+}
+
 ensure_venv() {
     if [[ -x "$VENV/bin/python" ]] &&
         "$VENV/bin/python" -c 'import secantus.server, pymongo' 2>/dev/null; then
-        return
+        if venv_version_ok; then
+            return
+        fi
+        echo "mongo.sh: $VENV holds another secantusdb than $SECANTUS_VERSION; making it anew" >&2
+        rm -rf "$VENV"
     fi
     local python="${PYTHON:-}"
     if [[ -z "$python" ]]; then

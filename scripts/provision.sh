@@ -158,10 +158,13 @@ if installed postgres; then
 fi
 if installed mariadb; then
     bash scripts/services.sh --up mariadb
-    # As on the CI machines: root without a password on loopback (socket auth kept).
+    # As on the CI machines: root without a password on loopback. Plain mysql_native_password:
+    # sqlx does not follow the plugin chain `unix_socket OR mysql_native_password` (Debian's
+    # default for root@localhost), which a TCP connection from 127.0.0.1 meets when the server
+    # resolves it to `localhost`.
     mariadb -u root <<'SQL'
 CREATE DATABASE IF NOT EXISTS test;
-ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('');
+ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('');
 CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
 GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
 FLUSH PRIVILEGES;

@@ -7,7 +7,10 @@
 #   scripts/fuzz.sh --cmin          # minimize fuzz/corpus/<target> in place (maintainers)
 #
 # Env: FUZZ_TIME (seconds per target), FUZZ_SANITIZER (address | none; default address),
-# CARGO_TARGET_DIR (honoured). Works on stable Rust through RUSTC_BOOTSTRAP=1 (cargo-fuzz
+# CARGO_TARGET_DIR (honoured; by default the builds are kept per machine in
+# ${XDG_CACHE_HOME:-$HOME/.cache}/session-store/fuzz-target/KEY, KEY a hash of fuzz/Cargo.lock,
+# so a fresh clone (CI) rebuilds only this workspace's own crates; the last 2 are kept).
+# Works on stable Rust through RUSTC_BOOTSTRAP=1 (cargo-fuzz
 # passes nightly-only flags), so no nightly toolchain is needed.
 #
 # New inputs found during a run go to a temporary directory, never into the committed
@@ -21,6 +24,18 @@ cd "$root/fuzz"
 fuzz_time="${FUZZ_TIME:-30}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 export RUSTC_BOOTSTRAP=1
+
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    cache="${XDG_CACHE_HOME:-$HOME/.cache}/session-store/fuzz-target"
+    CARGO_TARGET_DIR="$cache/$(sha256sum Cargo.lock | cut -c1-16)"
+    export CARGO_TARGET_DIR
+    mkdir -p "$CARGO_TARGET_DIR"
+    touch "$CARGO_TARGET_DIR"
+    # Builds for older lock files beyond the last 2 go.
+    find "$cache" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn | tail -n +3 \
+        | cut -d' ' -f2- | while read -r old; do rm -rf "$old"; done
+    echo "fuzz.sh: builds in $CARGO_TARGET_DIR" >&2
+fi
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "fuzz.sh: cargo-fuzz missing, installing it (cargo install cargo-fuzz --locked)" >&2

@@ -7,6 +7,7 @@
 #   scripts/mongo.sh stop    # stop the server started by `start`
 #   scripts/mongo.sh status  # exit 0 if the server answers
 #   scripts/mongo.sh url     # print the connection string for MONGODB_URL
+#   scripts/mongo.sh venv-path  # print the virtualenv's folder
 #
 # Environment (all optional):
 #   MONGO_PORT               port (default 27917, away from a real mongod's 27017)
@@ -23,6 +24,8 @@ HOST="127.0.0.1"
 PORT="${MONGO_PORT:-27917}"
 SWEEP="${MONGO_TTL_SWEEP_SECONDS:-1}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Kept between runs and checkouts on one machine (reliability/src/servers.rs finds it there
+# too); made anew when it holds another version than the pin.
 VENV="${SECANTUS_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv}"
 STATE="${MONGO_STATE_DIR:-$ROOT/target/mongo-$PORT}"
 PIDFILE="$STATE/secantus.pid"
@@ -84,10 +87,22 @@ port_busy() {
     (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null
 }
 
+venv_version_ok() {
+    "$VENV/bin/python" - "$SECANTUS_VERSION" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(version("secantusdb") != sys.argv[1])
+EOF
+}
+
 ensure_venv() {
     if [[ -x "$VENV/bin/python" ]] &&
         "$VENV/bin/python" -c 'import secantus.server, pymongo' 2>/dev/null; then
-        return
+        if venv_version_ok; then
+            return
+        fi
+        echo "mongo.sh: $VENV holds another secantusdb than $SECANTUS_VERSION; making it anew" >&2
+        rm -rf "$VENV"
     fi
     local python="${PYTHON:-}"
     if [[ -z "$python" ]]; then
@@ -182,8 +197,9 @@ status)
     fi
     ;;
 url) echo "$URL" ;;
+venv-path) echo "$VENV" ;;
 *)
-    echo "usage: $0 start|stop|status|url" >&2
+    echo "usage: $0 start|stop|status|url|venv-path" >&2
     exit 2
     ;;
 esac

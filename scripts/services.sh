@@ -2,7 +2,10 @@
 # Makes sure the services the tests need are up on loopback, starting them where they are not.
 # Usage: scripts/services.sh            (all)
 #        scripts/services.sh postgres redis mariadb ...
-# Fails loudly, naming the service, when one cannot be brought up.
+#        scripts/services.sh --up postgres   (only until the server accepts connections, before
+#                                             the `test` database exists: scripts/provision.sh)
+# Fails loudly, naming the service, when one cannot be brought up. Starts the servers directly,
+# not through systemd, so it works in a container or chroot too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +30,8 @@ start_postgres() {
     command -v pg_ctlcluster >/dev/null || die "PostgreSQL is not installed (pg_ctlcluster missing)"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   fi
-  wait_for PostgreSQL 60 psql -h 127.0.0.1 -U postgres -d test -c 'select 1'
+  wait_for PostgreSQL 60 pg_isready -q -h 127.0.0.1 -p 5432
+  $up_only || wait_for PostgreSQL 60 psql -h 127.0.0.1 -U postgres -d test -c 'select 1'
   log "PostgreSQL up"
 }
 
@@ -47,12 +51,21 @@ start_mariadb() {
   if ! tcp_open 127.0.0.1 3306; then
     log "starting MariaDB"
     [ -x /usr/sbin/mariadbd ] || die "MariaDB is not installed (/usr/sbin/mariadbd missing)"
-    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    # Its run-time folder is made by the init system, which a container or chroot lacks.
+    [ -d /run/mysqld ] || install -d -o mysql -g mysql /run/mysqld
+    # --pidfile: a mariadbd that is not this system's (another container's or chroot's, seen by
+    # its path) does not count as running.
+    start-stop-daemon --start --oknodo --background --pidfile /run/mysqld/mysqld.pid \
+      --exec /usr/sbin/mariadbd -- --user=mysql --pid-file=/run/mysqld/mysqld.pid
   fi
-  wait_for MariaDB 60 mariadb -h 127.0.0.1 -u root -e 'select 1' test
+  # `ping` succeeds as soon as the server answers, whether or not it lets us in.
+  wait_for MariaDB 60 mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 ping
+  $up_only || wait_for MariaDB 60 mariadb -h 127.0.0.1 -u root -e 'select 1' test
   log "MariaDB up"
 }
 
+up_only=false
+if [ "${1:-}" = --up ]; then up_only=true; shift; fi
 if [ $# -eq 0 ]; then set -- postgres redis mariadb; fi
 for service in "$@"; do
   case "$service" in

@@ -5,9 +5,12 @@
 # a 6-node Redis Cluster (7000-7005), a Redis Sentinel set-up (6390/6391, 26390-26392) and a
 # MongoDB-compatible server (SecantusDB, 27917), each started by its own script, and the Node
 # packages of the express-session interop tests (npm ci from interop/node/package-lock.json).
+# Whatever of these the machine lacks (servers, Node.js, Python) scripts/provision.sh installs
+# first with apt when run as root; without root it names what is missing and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/provision.sh
 bash scripts/services.sh
 bash scripts/redis-cluster.sh start
 bash scripts/redis-sentinel.sh start

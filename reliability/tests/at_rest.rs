@@ -225,6 +225,20 @@ async fn sqlite_holds_no_id() {
     let pool = store.pool().clone();
     let (ids, key) = write_sessions(Arc::new(store)).await;
     pool.close().await;
+    // Everything in the write-ahead log into the database file first: the pool's last
+    // connection may still be checkpointing as it closes, and a log read half-way through
+    // that would miss rows.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
     // The database file itself, and its write-ahead log: every byte SQLite keeps.
     let mut dump = String::new();
     for entry in std::fs::read_dir(&dir).unwrap() {

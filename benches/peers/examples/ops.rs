@@ -5,7 +5,7 @@
 //! `cargo run --release --manifest-path benches/peers/Cargo.toml --example ops -- ours read 20000`
 //!
 //! Libraries: `ours`, `tower-sessions` (in-memory stores), `plain` and `plain-encoded` (our
-//! manager on the plain stores of `src/plain.rs`: `Record` clones, payload envelopes), `ours-redis` and `floor-redis`
+//! manager on the plain stores of `src/plain.rs`: `Record` clones, payload envelopes), `ours-redis`, `near-redis` (with the near-cache) and `floor-redis`
 //! (the raw `redis` client) against `REDIS_URL` (default `redis://127.0.0.1:6379`), and
 //! `ours-pg`, `tower-pg` (tower-sessions-sqlx-store) and `floor-pg` (raw sqlx) against
 //! `POSTGRES_URL`, whose counts are the client's side only; `axum-ours` and `axum-none` (the HTTP bench's axum app
@@ -40,6 +40,15 @@ fn main() {
                 let store = session_store_redis::RedisStore::from_url(&redis_url())
                     .expect("redis url")
                     .with_prefix("ops:");
+                store.connect().await.expect("redis");
+                ours(store, &workload, n).await
+            }
+            "near-redis" => {
+                let store = session_store_redis::RedisStore::from_url(&redis_url())
+                    .expect("redis url")
+                    .with_prefix("ops:")
+                    .with_near_cache(session_store_redis::NearCacheConfig::new())
+                    .expect("near-cache");
                 store.connect().await.expect("redis");
                 ours(store, &workload, n).await
             }

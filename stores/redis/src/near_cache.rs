@@ -163,6 +163,9 @@ pub(crate) struct Flight {
     key: Key,
     armed: Option<u64>,
     changes: u64,
+    /// The request changes the key: requests of the key still in flight when it ends
+    /// must not cache what they read either (they may have read before it).
+    local_change: bool,
 }
 
 impl NearCache {
@@ -209,7 +212,9 @@ impl NearCache {
     }
 
     /// Notes a request for `key` about to be sent. `local_change`: the request changes the
-    /// key, so whatever concurrent reads of it bring back must not be cached either.
+    /// key, so what the other requests of the key in flight at its start or at its end bring
+    /// back is not cached (their replies may come from before the change, and be handled
+    /// after it).
     pub(crate) fn begin(&self, key: &str, local_change: bool) -> Flight {
         let mut state = self.state();
         let key: Key = key.as_bytes().into();
@@ -227,6 +232,7 @@ impl NearCache {
             key,
             armed,
             changes,
+            local_change,
         }
     }
 
@@ -237,7 +243,11 @@ impl NearCache {
         let (unchanged, last) = match state.flights.get_mut(&flight.key) {
             Some(flights) => {
                 flights.count -= 1;
-                (flights.changes == flight.changes, flights.count == 0)
+                let unchanged = flights.changes == flight.changes;
+                if flight.local_change {
+                    flights.changes += 1;
+                }
+                (unchanged, flights.count == 0)
             }
             None => (false, false),
         };
@@ -255,6 +265,9 @@ impl NearCache {
                     state.remove(&flight.key);
                 }
             }
+            // A read overtaken by a change: whatever the cache holds now came after it (the
+            // change's own reply, or nothing once invalidated).
+            _ if !unchanged && !flight.local_change => {}
             _ => state.remove(&flight.key),
         }
     }
@@ -413,5 +426,99 @@ impl AsyncPushSender for PushSink {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use session_store::Codec;
+
+    use super::*;
+
+    fn record(version: u64) -> Record {
+        let mut record = Record::new(
+            OffsetDateTime::now_utc() + Duration::from_secs(600),
+            Codec::MessagePack,
+        );
+        record.version = version;
+        record
+    }
+
+    fn cached_version(cache: &NearCache, key: &str) -> Option<u64> {
+        cache.get(key, OffsetDateTime::now_utc()).map(|r| r.version)
+    }
+
+    fn armed() -> NearCache {
+        let cache = NearCache::new(NearCacheConfig::new());
+        cache.arm(0);
+        cache
+    }
+
+    #[test]
+    fn a_read_overlapping_a_local_write_is_not_cached() {
+        // Read begun after the write, ended after it: its reply may predate the write.
+        let cache = armed();
+        let write = cache.begin("k", true);
+        let read = cache.begin("k", false);
+        cache.end(write, Some(&record(2)));
+        cache.end(read, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), Some(2));
+        // Read begun before the write, ended after it.
+        let cache = armed();
+        let read = cache.begin("k", false);
+        let write = cache.begin("k", true);
+        cache.end(write, Some(&record(2)));
+        cache.end(read, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), Some(2));
+        // Two local writes ending out of order: neither is trusted.
+        let cache = armed();
+        let first = cache.begin("k", true);
+        let second = cache.begin("k", true);
+        cache.end(second, Some(&record(3)));
+        cache.end(first, Some(&record(2)));
+        assert_ne!(cached_version(&cache, "k"), Some(2));
+    }
+
+    #[test]
+    fn an_invalidation_during_a_flight_stops_its_caching() {
+        let cache = armed();
+        let read = cache.begin("k", false);
+        cache.invalidate(0, Some(vec![b"k".to_vec()]));
+        cache.end(read, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), None);
+        // After it, the copy is dropped.
+        let read = cache.begin("k", false);
+        cache.end(read, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), Some(1));
+        cache.invalidate(0, Some(vec![b"k".to_vec()]));
+        assert_eq!(cached_version(&cache, "k"), None);
+        // An invalidation from another connection's generation is not this cache's.
+        let read = cache.begin("k", false);
+        cache.end(read, Some(&record(1)));
+        cache.invalidate(7, None);
+        assert_eq!(cached_version(&cache, "k"), Some(1));
+    }
+
+    #[test]
+    fn a_lost_channel_empties_the_cache_and_drops_what_was_in_flight() {
+        let cache = armed();
+        let read = cache.begin("k", false);
+        cache.end(read, Some(&record(1)));
+        let in_flight = cache.begin("j", false);
+        cache.disarm(0);
+        assert_eq!(cached_version(&cache, "k"), None);
+        cache.arm(1);
+        cache.end(in_flight, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "j"), None);
+        // Begun while disarmed: not cached even if the cache is armed when it ends.
+        cache.disarm(1);
+        let unarmed = cache.begin("k", false);
+        cache.arm(2);
+        cache.end(unarmed, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), None);
+        let stats = cache.stats();
+        assert_eq!((stats.flushes, stats.armed), (2, true));
     }
 }

@@ -159,7 +159,14 @@ struct Flights {
 }
 
 /// A request in flight for one key, begun by [`NearCache::begin`].
-pub(crate) struct Flight {
+///
+/// Ended by [`NearCache::end`]; a flight dropped without it (its request's future was
+/// cancelled, e.g. by the manager's store timeout) is ended as a request whose outcome is
+/// unknown.
+pub(crate) struct Flight<'a> {
+    cache: &'a NearCache,
+    /// Set by [`NearCache::end`].
+    ended: bool,
     key: Key,
     armed: Option<u64>,
     changes: u64,
@@ -215,7 +222,7 @@ impl NearCache {
     /// key, so what the other requests of the key in flight at its start or at its end bring
     /// back is not cached (their replies may come from before the change, and be handled
     /// after it).
-    pub(crate) fn begin(&self, key: &str, local_change: bool) -> Flight {
+    pub(crate) fn begin(&self, key: &str, local_change: bool) -> Flight<'_> {
         let mut state = self.state();
         let key: Key = key.as_bytes().into();
         if local_change {
@@ -229,6 +236,8 @@ impl NearCache {
         flights.count += 1;
         let changes = flights.changes;
         Flight {
+            cache: self,
+            ended: false,
             key,
             armed,
             changes,
@@ -238,27 +247,15 @@ impl NearCache {
 
     /// Ends `flight`: caches `record` if nothing invalidated the key meanwhile and the same
     /// channel is still armed; with `None`, drops whatever is cached for the key.
-    pub(crate) fn end(&self, flight: Flight, record: Option<&Record>) {
+    pub(crate) fn end(&self, mut flight: Flight<'_>, record: Option<&Record>) {
+        flight.ended = true;
         let mut state = self.state();
-        let (unchanged, last) = match state.flights.get_mut(&flight.key) {
-            Some(flights) => {
-                flights.count -= 1;
-                let unchanged = flights.changes == flight.changes;
-                if flight.local_change {
-                    flights.changes += 1;
-                }
-                (unchanged, flights.count == 0)
-            }
-            None => (false, false),
-        };
-        if last {
-            state.flights.remove(&flight.key);
-        }
+        let unchanged = state.land(&flight);
         match record {
             Some(record) if unchanged && flight.armed.is_some() && state.armed == flight.armed => {
                 let bytes = flight.key.len() + record.data_size() + ENTRY_OVERHEAD;
                 if bytes <= self.config.max_bytes {
-                    state.insert(flight.key, record.clone(), bytes);
+                    state.insert(flight.key.clone(), record.clone(), bytes);
                     let evicted = state.evict(&self.config);
                     self.evictions.fetch_add(evicted, Ordering::Relaxed);
                 } else {
@@ -345,6 +342,26 @@ impl NearCache {
 }
 
 impl State {
+    /// Takes `flight` off its key's requests in flight: whether no change of the key came
+    /// in meanwhile. A local change also marks the requests still in flight as changed.
+    fn land(&mut self, flight: &Flight<'_>) -> bool {
+        let (unchanged, last) = match self.flights.get_mut(&flight.key) {
+            Some(flights) => {
+                flights.count -= 1;
+                let unchanged = flights.changes == flight.changes;
+                if flight.local_change {
+                    flights.changes += 1;
+                }
+                (unchanged, flights.count == 0)
+            }
+            None => (false, false),
+        };
+        if last {
+            self.flights.remove(&flight.key);
+        }
+        unchanged
+    }
+
     fn remove(&mut self, key: &[u8]) {
         if let Some(cached) = self.entries.remove(key) {
             self.bytes -= cached.bytes;
@@ -394,6 +411,20 @@ impl State {
         self.bytes = 0;
         for flights in self.flights.values_mut() {
             flights.changes += 1;
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        // Cancelled: a change may or may not have reached the server.
+        let mut state = self.cache.state();
+        state.land(self);
+        if self.local_change {
+            state.remove(&self.key);
         }
     }
 }
@@ -479,6 +510,29 @@ mod tests {
         cache.end(second, Some(&record(3)));
         cache.end(first, Some(&record(2)));
         assert_ne!(cached_version(&cache, "k"), Some(2));
+    }
+
+    #[test]
+    fn a_cancelled_request_leaves_no_flight_and_no_trusted_copy() {
+        let cache = armed();
+        let read = cache.begin("k", false);
+        cache.end(read, Some(&record(1)));
+        drop(cache.begin("k", false));
+        assert_eq!(
+            cached_version(&cache, "k"),
+            Some(1),
+            "a cancelled read changes nothing"
+        );
+        let reader = cache.begin("k", false);
+        drop(cache.begin("k", true));
+        assert_eq!(
+            cached_version(&cache, "k"),
+            None,
+            "a cancelled write may have landed"
+        );
+        cache.end(reader, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), None);
+        assert!(cache.state().flights.is_empty(), "no flight left behind");
     }
 
     #[test]

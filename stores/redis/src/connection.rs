@@ -8,6 +8,7 @@
 //! the pool only when that connection breaks. The pool stays in charge of creating
 //! connections (its create and wait timeouts apply) and of health-checking idle ones.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -70,7 +71,7 @@ impl Tracked {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(error::from_redis)?;
-        let () = redis::pipe()
+        let ((), stats): ((), String) = redis::pipe()
             .cmd("CLIENT")
             .arg("SETNAME")
             .arg(self.cache.client_name())
@@ -79,47 +80,133 @@ impl Tracked {
             .arg("TRACKING")
             .arg("ON")
             .arg("NOLOOP")
-            .ignore()
+            .cmd("INFO")
+            .arg("stats")
             .query_async(&mut conn)
             .await
             .map_err(error::from_redis)?;
+        // Managed servers may refuse `CONFIG`: then the server's default limit is assumed.
+        let limit = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("tracking-table-max-keys")
+            .query_async::<HashMap<String, u64>>(&mut conn)
+            .await
+            .ok()
+            .and_then(|found| found.into_values().next())
+            .unwrap_or(DEFAULT_TRACKING_LIMIT);
+        let watch = ServerWatch::new(&stats, limit);
         self.cache.arm(generation);
         tokio::spawn(heartbeat(
             conn.clone(),
             Arc::downgrade(&self.cache),
             generation,
+            watch,
         ));
         Ok(conn)
     }
 }
 
 /// How often the near-cache's connection is checked while the cache serves reads without
-/// the network, and how long its `PING` may take.
+/// the network.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Pings the connection of `generation` every [`HEARTBEAT`] while it feeds the cache: a
-/// connection that stops answering without closing (a network partition) would otherwise
-/// let cached reads go on unchecked. No answer in time disarms the cache; the store's next
-/// request then opens a new connection.
+/// How long a check may take before the connection counts as silent. Longer than the beat,
+/// so that a check queued behind a burst of pipelined requests is not taken for a partition.
+const HEARTBEAT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Redis's default `tracking-table-max-keys`, assumed when `CONFIG GET` is refused.
+const DEFAULT_TRACKING_LIMIT: u64 = 1_000_000;
+
+/// Checks the connection of `generation` every [`HEARTBEAT`] while it feeds the cache,
+/// with `INFO stats`:
+/// - no answer within [`HEARTBEAT_PATIENCE`] disarms the cache (a connection that stops
+///   answering without closing, as in a network partition, would otherwise let cached reads
+///   go on unchecked); the store's next request opens a new connection;
+/// - an answer whose counters say keys may have left without an invalidation empties the
+///   cache ([`ServerWatch`]).
 async fn heartbeat(
     mut conn: MultiplexedConnection,
     cache: std::sync::Weak<NearCache>,
     generation: u64,
+    mut watch: ServerWatch,
 ) {
-    let ping = redis::cmd("PING");
+    let mut info = redis::cmd("INFO");
+    info.arg("stats");
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         let Some(cache) = cache.upgrade() else { return };
         if !cache.is_armed_by(generation) {
             return;
         }
-        let answer = ping.query_async::<Value>(&mut conn);
-        if !matches!(tokio::time::timeout(HEARTBEAT, answer).await, Ok(Ok(_))) {
-            tracing::debug!("the near-cache connection stopped answering");
-            cache.disarm(generation);
-            return;
+        let answer = info.query_async::<String>(&mut conn);
+        match tokio::time::timeout(HEARTBEAT_PATIENCE, answer).await {
+            Ok(Ok(stats)) => {
+                if let Some(why) = watch.unannounced_drops(&stats) {
+                    tracing::debug!("near-cache emptied: {why}");
+                    cache.flush(generation);
+                }
+            }
+            _ => {
+                tracing::debug!("the near-cache connection stopped answering");
+                cache.disarm(generation);
+                return;
+            }
         }
     }
+}
+
+/// What the server's `INFO stats` says about keys that may have left the cache's tracking
+/// without an invalidation.
+///
+/// With `NOLOOP`, the server tells the connection nothing about keys it drops while running
+/// the connection's own commands: a key evicted under `maxmemory`, or a key taken out of a
+/// full tracking table (`tracking-table-max-keys`), which is then changed by others
+/// unannounced. Both show in the counters: `evicted_keys` grows, and `tracking_total_keys`
+/// reaches the limit.
+#[derive(Debug)]
+struct ServerWatch {
+    evicted: Option<u64>,
+    /// Tracked keys from which the table counts as full (0: no limit).
+    nearly_full: u64,
+}
+
+impl ServerWatch {
+    /// Starts from the counters of `stats` (the reply to `INFO stats`), with the server's
+    /// `tracking-table-max-keys`.
+    fn new(stats: &str, limit: u64) -> Self {
+        Self {
+            evicted: info_field(stats, "evicted_keys"),
+            // Keys are taken out of the table when it goes over the limit; near it, a burst
+            // of reads between two beats may already have gone over.
+            nearly_full: limit - limit / 10,
+        }
+    }
+
+    /// Why keys may have been dropped without notice since the last call, if they may.
+    fn unannounced_drops(&mut self, stats: &str) -> Option<&'static str> {
+        let evicted = info_field(stats, "evicted_keys");
+        if evicted != self.evicted {
+            // Also a reset of the counters (`CONFIG RESETSTAT`): evictions may hide in it.
+            self.evicted = evicted;
+            return Some("the server evicted keys");
+        }
+        let tracked = info_field(stats, "tracking_total_keys").unwrap_or(0);
+        if self.nearly_full > 0 && tracked >= self.nearly_full {
+            return Some("the server's tracking table is nearly full");
+        }
+        None
+    }
+}
+
+/// The value of `name` in an `INFO` reply (`name:value` lines).
+fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(':')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 impl Pools {
@@ -264,5 +351,49 @@ impl Connector {
         if let Pools::Tracked(tracked) = &self.pools {
             tracked.cache.disarm(generation);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(evicted: u64, tracked: u64) -> String {
+        format!(
+            "# Stats\r\ntotal_connections_received:3\r\nevicted_keys:{evicted}\r\n\
+             evicted_clients:0\r\ntracking_total_keys:{tracked}\r\ntracking_total_items:{tracked}\r\n"
+        )
+    }
+
+    #[test]
+    fn info_fields_are_read_by_their_whole_name() {
+        let info = stats(7, 12);
+        assert_eq!(info_field(&info, "evicted_keys"), Some(7));
+        assert_eq!(info_field(&info, "tracking_total_keys"), Some(12));
+        assert_eq!(info_field(&info, "evicted"), None);
+        assert_eq!(info_field(&info, "missing"), None);
+    }
+
+    #[test]
+    fn evictions_and_a_nearly_full_tracking_table_are_noticed() {
+        let mut watch = ServerWatch::new(&stats(5, 0), 1000);
+        assert_eq!(watch.unannounced_drops(&stats(5, 100)), None);
+        assert!(watch.unannounced_drops(&stats(6, 100)).is_some());
+        assert_eq!(
+            watch.unannounced_drops(&stats(6, 100)),
+            None,
+            "counted once"
+        );
+        assert!(
+            watch.unannounced_drops(&stats(0, 100)).is_some(),
+            "a reset may hide evictions"
+        );
+        assert!(watch.unannounced_drops(&stats(0, 900)).is_some());
+        assert!(
+            watch.unannounced_drops(&stats(0, 950)).is_some(),
+            "every beat"
+        );
+        let mut unlimited = ServerWatch::new(&stats(0, 0), 0);
+        assert_eq!(unlimited.unannounced_drops(&stats(0, 5_000_000)), None);
     }
 }

@@ -21,6 +21,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redis::aio::AsyncPushSender;
 use redis::{PushInfo, PushKind, Value};
@@ -34,23 +35,25 @@ use session_store::time::OffsetDateTime;
 pub struct NearCacheConfig {
     max_entries: usize,
     max_bytes: usize,
+    max_age: Duration,
     client_name: String,
 }
 
 impl Default for NearCacheConfig {
-    /// 10,000 sessions and 16 MiB of session data; connections named
-    /// `session-store-near-cache`.
+    /// 10,000 sessions and 16 MiB of session data, each kept at most 60 seconds;
+    /// connections named `session-store-near-cache`.
     fn default() -> Self {
         Self {
             max_entries: 10_000,
             max_bytes: 16 << 20,
+            max_age: Duration::from_secs(60),
             client_name: "session-store-near-cache".to_owned(),
         }
     }
 }
 
 impl NearCacheConfig {
-    /// The default bounds: 10,000 sessions, 16 MiB.
+    /// The default bounds: 10,000 sessions, 16 MiB, 60 seconds.
     pub fn new() -> Self {
         Self::default()
     }
@@ -65,6 +68,20 @@ impl NearCacheConfig {
     /// the data's keys and values, and 128 bytes of bookkeeping).
     pub fn max_bytes(mut self, n: usize) -> Self {
         self.max_bytes = n;
+        self
+    }
+
+    /// A cached session is read from the server again once it has been cached this long,
+    /// even if no invalidation came (at least 1 ms).
+    ///
+    /// A backstop, not the coherence mechanism: it bounds how long a change the server did
+    /// not announce can go unseen. Redis announces every change made by other clients; what
+    /// it does not announce is a key it drops on its own while serving this store's own
+    /// commands (an eviction under `maxmemory`, or the key leaving a full tracking table).
+    /// The heartbeat watches the server's counters for those and empties the cache within
+    /// a few seconds; this age covers what no counter shows.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = age.max(Duration::from_millis(1));
         self
     }
 
@@ -96,7 +113,8 @@ pub struct NearCacheStats {
     pub misses: u64,
     /// Sessions dropped because the server said another client changed them.
     pub invalidations: u64,
-    /// Times the whole cache was emptied because the invalidation channel was lost.
+    /// Times the whole cache was emptied: the invalidation channel was lost, the server
+    /// flushed its database, or its counters showed keys dropped without notice.
     pub flushes: u64,
     /// Sessions dropped to stay within the bounds.
     pub evictions: u64,
@@ -148,6 +166,8 @@ struct Cached {
     record: Record,
     bytes: usize,
     stamp: u64,
+    /// When it was cached, for [`NearCacheConfig::max_age`].
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -199,7 +219,12 @@ impl NearCache {
         let mut state = self.state();
         let found = match state.armed {
             Some(_) => match state.entries.get(key.as_bytes()) {
-                Some(cached) if !cached.record.is_expired(now) => Some(cached.record.clone()),
+                Some(cached)
+                    if !cached.record.is_expired(now)
+                        && cached.at.elapsed() < self.config.max_age =>
+                {
+                    Some(cached.record.clone())
+                }
                 Some(_) => {
                     state.remove(key.as_bytes());
                     None
@@ -296,6 +321,16 @@ impl NearCache {
         }
     }
 
+    /// The server may have dropped keys without telling the connection of `generation`
+    /// (see [`NearCacheConfig::max_age`]): the cache is emptied and stays armed.
+    pub(crate) fn flush(&self, generation: u64) {
+        let mut state = self.state();
+        if state.armed == Some(generation) {
+            state.flush();
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A connection of `generation` has tracking on: the cache starts, empty, fed by it.
     pub(crate) fn arm(&self, generation: u64) {
         let mut state = self.state();
@@ -376,6 +411,7 @@ impl State {
             record,
             bytes,
             stamp,
+            at: Instant::now(),
         };
         self.bytes += bytes;
         if let Some(old) = self.entries.insert(key, cached) {
@@ -574,5 +610,40 @@ mod tests {
         assert_eq!(cached_version(&cache, "k"), None);
         let stats = cache.stats();
         assert_eq!((stats.flushes, stats.armed), (2, true));
+    }
+
+    #[test]
+    fn a_copy_older_than_the_max_age_is_read_again() {
+        let cache = NearCache::new(NearCacheConfig::new().max_age(Duration::from_millis(1)));
+        cache.arm(0);
+        let read = cache.begin("k", false);
+        cache.end(read, Some(&record(1)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cached_version(&cache, "k"), None);
+        assert_eq!(cache.stats().misses, 1);
+        let cache = armed();
+        let read = cache.begin("k", false);
+        cache.end(read, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), Some(1), "the default keeps it");
+    }
+
+    #[test]
+    fn a_flush_empties_the_cache_and_keeps_it_armed() {
+        let cache = armed();
+        let read = cache.begin("k", false);
+        cache.end(read, Some(&record(1)));
+        let in_flight = cache.begin("j", false);
+        cache.flush(0);
+        cache.end(in_flight, Some(&record(1)));
+        assert_eq!(cached_version(&cache, "k"), None);
+        assert_eq!(cached_version(&cache, "j"), None, "read before the flush");
+        let stats = cache.stats();
+        assert_eq!((stats.flushes, stats.armed), (1, true));
+        cache.flush(3);
+        assert_eq!(
+            cache.stats().flushes,
+            1,
+            "another connection's flush is ignored"
+        );
     }
 }

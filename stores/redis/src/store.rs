@@ -267,8 +267,17 @@ pub struct RedisStore {
     /// The server's URL, where the store was built from one: the near-cache opens its own
     /// connections.
     url: Option<Arc<str>>,
-    /// The near-cache and its bounds, once [`RedisStore::with_near_cache`] turned it on.
-    near: Option<(Arc<NearCache>, NearCacheConfig)>,
+    /// The near-cache, once [`RedisStore::with_near_cache`] turned it on.
+    near: Option<Near>,
+}
+
+/// A store's near-cache.
+#[derive(Clone)]
+struct Near {
+    cache: Arc<NearCache>,
+    /// The connector the store had before the cache, restored if a later setting rules
+    /// the cache out.
+    uncached: Arc<Connector>,
 }
 
 /// The store's Lua scripts, loaded by [`RedisStore::connect`] (and on `NOSCRIPT`).
@@ -465,8 +474,16 @@ impl RedisStore {
     /// [`RedisStore::from_url`] or [`RedisStore::from_config`] with a URL (the cache opens
     /// its own connection). Refused with [`Error::Config`] on Redis Cluster (invalidations
     /// come per node and would have to be re-armed on every node after each failover) and on
-    /// Sentinel (tracking is not re-armed on a promoted replica in this release). Call it
-    /// after [`RedisStore::with_layout`].
+    /// Sentinel (tracking is not re-armed on a promoted replica in this release). A later
+    /// [`RedisStore::with_layout`] with another layout turns the cache off again.
+    ///
+    /// What the server does not announce: keys it drops on its own while running this
+    /// store's commands (evictions under `maxmemory`, keys leaving a full tracking table).
+    /// A heartbeat reads the server's counters every second and empties the cache when they
+    /// show either; [`NearCacheConfig::max_age`] bounds the rest. Prefer
+    /// `maxmemory-policy noeviction` (or `volatile-*` with room to spare) and a
+    /// `tracking-table-max-keys` above the sessions read in a TTL: near that limit the cache
+    /// is emptied at every beat.
     ///
     /// ```
     /// use session_store_redis::{NearCacheConfig, RedisStore};
@@ -512,24 +529,30 @@ impl RedisStore {
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))
             .map_err(|e| Error::backend(NAME, e))?;
-        let cache = Arc::new(NearCache::new(config.clone()));
-        self.connector = Arc::new(Connector::new(Pools::Tracked(Box::new(Tracked {
+        let cache = Arc::new(NearCache::new(config));
+        let tracked = Arc::new(Connector::new(Pools::Tracked(Box::new(Tracked {
             client,
             cache: cache.clone(),
             connect_timeout: CONNECT_TIMEOUT,
             response_timeout: RESPONSE_TIMEOUT,
         }))));
-        self.near = Some((cache, config));
+        // Called again, the new bounds replace the old cache.
+        let uncached = match self.near.take() {
+            Some(near) => near.uncached,
+            None => self.connector.clone(),
+        };
+        self.connector = tracked;
+        self.near = Some(Near { cache, uncached });
         Ok(self)
     }
 
     /// The near-cache's counters, if [`RedisStore::with_near_cache`] turned it on.
     pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
-        self.near.as_ref().map(|(cache, _)| cache.stats())
+        self.near.as_ref().map(|near| near.cache.stats())
     }
 
     fn cache(&self) -> Option<&NearCache> {
-        self.near.as_ref().map(|(cache, _)| &**cache)
+        self.near.as_ref().map(|near| &*near.cache)
     }
 
     /// The key prefix.
@@ -545,7 +568,9 @@ impl RedisStore {
     /// connect-redis on the same Redis: configure the manager with `Codec::Json`, the cookie
     /// name `connect.sid`, a [`SignedCodec`](session_store::SignedCodec) with the app's
     /// secret and [`IdGenerator::express_compatible`](session_store::IdGenerator), and the
-    /// same cookie options as the layout. Compare-and-set is unavailable in that layout.
+    /// same cookie options as the layout. Compare-and-set is unavailable in that layout, and
+    /// so is the near-cache: a store whose near-cache is on turns it off (with a warning in
+    /// the log, and [`RedisStore::near_cache_stats`] then gives `None`).
     ///
     /// ```
     /// use session_store::{Codec, CookieOptions, IdGenerator, SessionManager, SignedCodec};
@@ -568,6 +593,14 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn with_layout(mut self, layout: Layout) -> Self {
+        if !matches!(layout, Layout::Native)
+            && let Some(near) = self.near.take()
+        {
+            tracing::warn!(
+                "redis near-cache turned off: it is available in the native layout only"
+            );
+            self.connector = near.uncached;
+        }
         self.layout = Arc::new(layout);
         self
     }

@@ -329,6 +329,14 @@ async fn deployments_without_coherent_tracking_are_refused() {
             .with_near_cache(NearCacheConfig::new()),
         "native layout",
     );
+    // The layout set after the cache turns the cache off, rather than leaving it serving
+    // a layout it does not understand.
+    let later_layout = RedisStore::from_url(&common::redis_url())
+        .unwrap()
+        .with_near_cache(NearCacheConfig::new())
+        .unwrap()
+        .with_layout(Layout::connect_redis(Default::default()));
+    assert!(later_layout.near_cache_stats().is_none());
     let pool = deadpool_redis_pool();
     refused(
         RedisStore::from_pool(pool).with_near_cache(NearCacheConfig::new()),
@@ -480,4 +488,110 @@ async fn no_read_from_before_a_server_restart_is_served_after_it() {
         "reads from before the restart served after it"
     );
     assert!(after > 0);
+}
+
+/// A connected near-cached store on `server`.
+async fn cached_on(server: &common::OwnServer) -> RedisStore {
+    let store = RedisStore::from_url(&server.url())
+        .unwrap()
+        .with_near_cache(NearCacheConfig::new())
+        .unwrap();
+    store.connect().await.unwrap();
+    store
+}
+
+async fn raw_on(server: &common::OwnServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_evicted_by_the_stores_own_writes_is_not_served_for_long() {
+    // The server evicts the least recently used keys; the cached session is the least
+    // recently used on the server, as its reads are served from the cache. The evictions
+    // happen while running the store's own writes, which the server does not announce to
+    // it (NOLOOP).
+    let server = common::OwnServer::start_with(&[
+        "--maxmemory",
+        "4mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+        "--maxmemory-samples",
+        "10",
+    ]);
+    let store = cached_on(&server).await;
+    let mut conn = raw_on(&server).await;
+    let id = new_id();
+    store.set(&id, &sample_record(later())).await.unwrap();
+    assert!(store.get(&id).await.unwrap().is_some());
+    let key = format!("{}{}", store.prefix(), id.as_str());
+    let mut filler = Record::new(later(), session_store::Codec::MessagePack);
+    filler.data.insert("blob".into(), vec![7; 8000]);
+    let mut written = 0;
+    loop {
+        for _ in 0..50 {
+            store.set(&new_id(), &filler).await.unwrap();
+        }
+        written += 50;
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !exists {
+            break;
+        }
+        assert!(written < 20_000, "the session was never evicted");
+    }
+    let start = Instant::now();
+    eventually("the evicted session is no longer served", || async {
+        store.get(&id).await.unwrap().is_none()
+    })
+    .await;
+    println!("evicted session served for {:?} at most", start.elapsed());
+    assert!(stats(&store).flushes >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_untracked_by_a_full_tracking_table_is_not_served_for_long() {
+    // The server's tracking table holds 100 keys: reading 200 sessions takes about half
+    // of them out of it, unannounced (NOLOOP), so a later change by another client would go
+    // unseen. The table stays full, as it does on a server with more live sessions than
+    // its limit.
+    let server = common::OwnServer::start_with(&["--tracking-table-max-keys", "100"]);
+    let store = cached_on(&server).await;
+    let mut conn = raw_on(&server).await;
+    let ids: Vec<_> = (0..200).map(|_| new_id()).collect();
+    for id in &ids {
+        store.set(id, &sample_record(later())).await.unwrap();
+    }
+    for id in &ids {
+        store.get(id).await.unwrap();
+    }
+    // Another client destroys ten sessions; some of their invalidations are never sent.
+    let ids = &ids[..10];
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| format!("{}{}", store.prefix(), id.as_str()))
+        .collect();
+    let () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for id in ids {
+        eventually(
+            "a session destroyed elsewhere is no longer served",
+            || async { store.get(id).await.unwrap().is_none() },
+        )
+        .await;
+    }
+    println!(
+        "destroyed sessions served for {:?} at most",
+        start.elapsed()
+    );
 }

@@ -18,6 +18,7 @@ mod lazy;
 mod manager;
 mod memory;
 mod msgpack;
+pub mod near_cache;
 mod observe;
 mod owners;
 mod payload;

@@ -26,8 +26,10 @@ use crate::record::{Codec, Lifetime, Record};
 use crate::store::{Capabilities, CasOutcome, SessionStore};
 
 mod counting;
+mod relay;
 
 pub use counting::{Calls, CountingStore, Failure};
+pub use relay::Relay;
 
 /// What the suite expects of a store.
 #[derive(Debug, Clone)]

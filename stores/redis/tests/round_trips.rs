@@ -11,77 +11,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use session_store::testing::{new_id, now_ms, sample_record};
+use session_store::testing::{Relay, new_id, now_ms, sample_record};
 use session_store::{CasOutcome, SessionStore};
 use session_store_redis::RedisStore;
-
-/// Counts round trips on every connection relayed to `target`.
-struct Relay {
-    port: u16,
-    round_trips: Arc<AtomicUsize>,
-}
-
-impl Relay {
-    fn start(target: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let round_trips = Arc::new(AtomicUsize::new(0));
-        let counter = round_trips.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                // Whether the last bytes on this connection came from the server: the next
-                // client bytes then start a new round trip.
-                let server_spoke = Arc::new(Mutex::new(true));
-                let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
-                let (mut s_in, mut s_out) = (server.try_clone().unwrap(), server);
-                let (flag, count) = (server_spoke.clone(), counter.clone());
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
-                        {
-                            let mut spoke = flag.lock().unwrap();
-                            if *spoke {
-                                *spoke = false;
-                                count.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        if s_out.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = s_out.shutdown(std::net::Shutdown::Both);
-                });
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n @ 1..) = s_in.read(&mut buf) {
-                        // Recorded before the client can see the answer and send again.
-                        *server_spoke.lock().unwrap() = true;
-                        if c_out.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = c_out.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        Self { port, round_trips }
-    }
-
-    fn count(&self) -> usize {
-        self.round_trips.load(Ordering::SeqCst)
-    }
-}
 
 /// `redis-cli MONITOR` on the test's server, plus a separate connection for markers.
 struct Monitor {

@@ -73,6 +73,22 @@ pub trait Driver<T>: Database {
         values: Values<'c, T>,
     ) -> impl Future<Output = Result<Vec<IdRecordRow<T>>, sqlx::Error>> + Send + 'c;
 
+    /// Runs `statement` and reads the one `BIGINT` of the row it selects or returns, if any
+    /// (a near-cached write: the tag of the row it wrote).
+    fn fetch_tag<'c>(
+        conn: &'c mut Self::Connection,
+        statement: &'c Statement,
+        values: Values<'c, T>,
+    ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send + 'c;
+
+    /// Runs `statement` and reads the record row it selects or returns, followed by its tag,
+    /// if any (a near-cached read or touch).
+    fn fetch_tagged<'c>(
+        conn: &'c mut Self::Connection,
+        statement: &'c Statement,
+        values: Values<'c, T>,
+    ) -> impl Future<Output = Result<Option<(RecordRow<T>, i64)>, sqlx::Error>> + Send + 'c;
+
     /// Runs `statement`; whether it selected a row.
     fn fetch_exists<'c>(
         conn: &'c mut Self::Connection,
@@ -125,6 +141,27 @@ where
                 Ok((row.try_get(0)?, record))
             })
             .collect()
+    }
+
+    async fn fetch_tag<'c>(
+        conn: &'c mut DB::Connection,
+        statement: &'c Statement,
+        values: Values<'c, T>,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let row = bind(statement, values).fetch_optional(conn).await?;
+        row.map(|row| row.try_get(0)).transpose()
+    }
+
+    async fn fetch_tagged<'c>(
+        conn: &'c mut DB::Connection,
+        statement: &'c Statement,
+        values: Values<'c, T>,
+    ) -> Result<Option<(RecordRow<T>, i64)>, sqlx::Error> {
+        let Some(row) = bind(statement, values).fetch_optional(conn).await? else {
+            return Ok(None);
+        };
+        let record = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        Ok(Some((record, row.try_get(3)?)))
     }
 
     async fn fetch_exists<'c>(

@@ -10,6 +10,8 @@ mod dialect;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod driver;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+mod near;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod store;
 
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
@@ -30,6 +32,10 @@ pub use dialect::{Sqlite, SqliteStore};
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub use dialect::{MySql, MySqlStore};
+
+/// The near-cache's bounds and counters ([`PostgresStore::with_near_cache`]).
+#[cfg(feature = "postgres")]
+pub use session_store::near_cache::{NearCacheConfig, NearCacheStats};
 
 /// The `sqlx` driver this crate is built on (only the features of the enabled dialects), so
 /// one dependency line is enough to build pools and connect options.

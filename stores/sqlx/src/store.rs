@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use session_store::near_cache::{NearCacheConfig, NearCacheStats};
 use session_store::{
     Capabilities, CasOutcome, Clock, Error, Record, Result, SessionId, SessionStore, SystemClock,
     async_trait,
@@ -15,8 +16,9 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::common::{
     CleanupTask, map_sqlx_error, spawn_cleanup, validate_identifier, version_from_db, version_to_db,
 };
-use crate::dialect::{Dialect, Statement, Statements, Step};
+use crate::dialect::{Dialect, Statement, Statements, Step, Tagged};
 use crate::driver::{Driver, RecordRow, Values};
+use crate::near::Near;
 
 /// Sessions in a SQL table, on the database of dialect `D`. Use it through its aliases,
 /// [`PostgresStore`](crate::PostgresStore), [`SqliteStore`](crate::SqliteStore) and
@@ -51,6 +53,8 @@ struct Inner<D: Dialect> {
     clock: Arc<dyn Clock>,
     layout: D::Layout,
     sql: Statements,
+    /// The near-cache, where it is on (PostgreSQL's native layout only).
+    near: Option<Arc<Near>>,
 }
 
 impl<D: Dialect> Clone for SqlStore<D> {
@@ -108,6 +112,7 @@ impl<D: Dialect> SqlStore<D> {
             None,
             Arc::new(SystemClock),
             D::Layout::default(),
+            None,
         )
     }
 
@@ -118,11 +123,26 @@ impl<D: Dialect> SqlStore<D> {
         table: Option<String>,
         clock: Arc<dyn Clock>,
         layout: D::Layout,
+        near: Option<NearCacheConfig>,
     ) -> Self {
         let name = table
             .as_deref()
             .unwrap_or_else(|| D::default_table_name(&layout));
         let sql = D::statements(schema.as_deref(), name, &layout);
+        let near = near.and_then(|config| match &sql.tagged {
+            Some(tagged) => Some(Arc::new(Near::new(
+                config,
+                tagged.channel.clone(),
+                tagged.installed.sql.clone(),
+            ))),
+            None => {
+                tracing::warn!(
+                    store = D::NAME,
+                    "near-cache turned off: not available in this layout"
+                );
+                None
+            }
+        });
         Self {
             inner: Arc::new(Inner {
                 pool,
@@ -132,8 +152,51 @@ impl<D: Dialect> SqlStore<D> {
                 clock,
                 layout,
                 sql,
+                near,
             }),
         }
+    }
+
+    /// This store with the near-cache of `config` (`None`: without one); a fresh cache.
+    pub(crate) fn with_near(&self, config: Option<NearCacheConfig>) -> Self {
+        let i = &self.inner;
+        Self::build(
+            i.pool.clone(),
+            i.writes.clone(),
+            i.schema.clone(),
+            i.table.clone(),
+            i.clock.clone(),
+            i.layout.clone(),
+            config,
+        )
+    }
+
+    /// Whether the layout supports a near-cache.
+    pub(crate) fn near_cache_available(&self) -> bool {
+        self.inner.sql.tagged.is_some()
+    }
+
+    /// The near-cache's counters, if it is on.
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.inner.near.as_ref().map(|near| near.cache.stats())
+    }
+
+    /// The near-cache, its listening task started on first use.
+    fn near(&self) -> Option<&Near> {
+        let near = self.inner.near.as_ref()?;
+        if near.starting() {
+            D::listen(near, &self.inner.pool);
+        }
+        Some(near)
+    }
+
+    /// The near-cache's statements (present whenever the near-cache is on).
+    fn tagged(&self) -> Result<&Tagged> {
+        self.inner
+            .sql
+            .tagged
+            .as_ref()
+            .ok_or_else(|| Error::Config(format!("{}: no near-cache statements", D::NAME)))
     }
 
     /// This store with one part of its configuration changed (the statements are rebuilt).
@@ -152,6 +215,7 @@ impl<D: Dialect> SqlStore<D> {
             table,
             clock,
             layout,
+            i.near.as_ref().map(|near| near.config.clone()),
         )
     }
 
@@ -228,7 +292,11 @@ impl<D: Dialect> SqlStore<D> {
     pub async fn migrate(&self) -> Result<()> {
         let _write = self.inner.write_lock().await;
         let mut tx = self.inner.pool.begin().await.map_err(err::<D>)?;
-        for step in &self.inner.sql.migrate {
+        let announcing = match (&self.inner.near, &self.inner.sql.tagged) {
+            (Some(_), Some(tagged)) => tagged.migrate.as_slice(),
+            _ => &[],
+        };
+        for step in self.inner.sql.migrate.iter().chain(announcing) {
             run_step::<D>(&mut tx, step).await.map_err(err::<D>)?;
         }
         tx.commit().await.map_err(err::<D>)
@@ -312,6 +380,94 @@ impl<D: Dialect> SqlStore<D> {
         self.inner.execute(statement, values).await
     }
 
+    /// A near-cached read: from the cache, or one `SELECT` that also reads the row's tag.
+    async fn get_cached(&self, near: &Near, id: &SessionId) -> Result<Option<Record>> {
+        let now = self.inner.clock.now();
+        if let Some(record) = near.cache.get(id.as_str(), now) {
+            return Ok(Some(record));
+        }
+        let flight = near.cache.begin(id.as_str(), false);
+        let values = Values {
+            now: Some(D::time_to_db(now)),
+            ..Values::id(id.as_str())
+        };
+        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let row = D::Db::fetch_tagged(&mut conn, &self.tagged()?.get, values)
+            .await
+            .map_err(err::<D>)?;
+        drop(conn);
+        match row {
+            Some((row, tag)) => {
+                let record = self.decode(row)?;
+                near.cache
+                    .end_tagged(flight, Some((&record, Some(tag as u64))));
+                Ok(Some(record))
+            }
+            None => {
+                near.cache.end(flight, None);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A near-cached write of `record`: `statement` returns the tag of the row it wrote
+    /// (none: nothing written), and the cache keeps `record` as that row version.
+    async fn write_cached(
+        &self,
+        near: &Near,
+        statement: &Statement,
+        values: Values<'_, D::Time>,
+        record: &Record,
+    ) -> Result<bool> {
+        let flight = near.cache.begin(values.id, true);
+        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let tag = D::Db::fetch_tag(&mut conn, statement, values)
+            .await
+            .map_err(err::<D>)?;
+        drop(conn);
+        match tag {
+            Some(tag) => {
+                // As a read would return it: the column keeps microseconds.
+                let expires = record.expires;
+                let stored = Record {
+                    expires: expires
+                        .replace_nanosecond(expires.nanosecond() / 1000 * 1000)
+                        .unwrap_or(expires),
+                    ..record.clone()
+                };
+                near.cache
+                    .end_tagged(flight, Some((&stored, Some(tag as u64))));
+                Ok(true)
+            }
+            None => {
+                near.cache.end(flight, None);
+                Ok(false)
+            }
+        }
+    }
+
+    /// A near-cached `touch`: the statement returns the row it changed, which is cached.
+    async fn touch_cached(&self, near: &Near, values: Values<'_, D::Time>) -> Result<bool> {
+        let flight = near.cache.begin(values.id, true);
+        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let row = D::Db::fetch_tagged(&mut conn, &self.tagged()?.touch, values)
+            .await
+            .map_err(err::<D>)?;
+        drop(conn);
+        match row {
+            Some((row, tag)) => {
+                let record = self.decode(row)?;
+                near.cache
+                    .end_tagged(flight, Some((&record, Some(tag as u64))));
+                Ok(true)
+            }
+            None => {
+                near.cache.end(flight, None);
+                Ok(false)
+            }
+        }
+    }
+
     fn decode(&self, row: RecordRow<D::Time>) -> Result<Record> {
         let (data, expires, version) = row;
         let expires = D::time_from_db(expires)
@@ -375,6 +531,9 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         if !D::storable(id.as_str()) {
             return Ok(None);
         }
+        if let Some(near) = self.near() {
+            return self.get_cached(near, id).await;
+        }
         let values = Values {
             now: Some(self.now()),
             ..Values::id(id.as_str())
@@ -392,6 +551,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         self.check_owner(record)?;
         let data = self.payload(record)?;
         let values = self.write_values(id, record, &data);
+        if let Some(near) = self.near() {
+            self.write_cached(near, &self.tagged()?.set, values, record)
+                .await?;
+            return Ok(());
+        }
         self.write(&self.inner.sql.set, values).await?;
         Ok(())
     }
@@ -400,8 +564,14 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         if !D::storable(id.as_str()) {
             return Ok(());
         }
+        let flight = self
+            .near()
+            .map(|near| (near, near.cache.begin(id.as_str(), true)));
         self.write(&self.inner.sql.destroy, Values::id(id.as_str()))
             .await?;
+        if let Some((near, flight)) = flight {
+            near.cache.end(flight, None);
+        }
         Ok(())
     }
 
@@ -414,6 +584,9 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             now: Some(self.now()),
             ..Values::id(id.as_str())
         };
+        if let Some(near) = self.near() {
+            return self.touch_cached(near, values).await;
+        }
         // MySQL connects with CLIENT_FOUND_ROWS: a matched row counts even when unchanged.
         Ok(self.write(&self.inner.sql.touch, values).await? > 0)
     }
@@ -424,6 +597,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         let sql = &self.inner.sql;
         let data = self.payload(record)?;
         let values = self.write_values(id, record, &data);
+        if let Some(near) = self.near() {
+            return self
+                .write_cached(near, &self.tagged()?.create, values, record)
+                .await;
+        }
         let _write = self.inner.write_lock().await;
         let Some(reclaim) = &sql.reclaim else {
             return Ok(self.inner.execute(&sql.create, values).await? > 0);
@@ -454,6 +632,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         }
         let data = self.payload(record)?;
         let values = self.write_values(id, record, &data);
+        if let Some(near) = self.near() {
+            return self
+                .write_cached(near, &self.tagged()?.update, values, record)
+                .await;
+        }
         Ok(self.write(&self.inner.sql.update, values).await? > 0)
     }
 
@@ -527,14 +710,25 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             expected: version_to_db(expected),
             ..self.write_values(id, record, &data)
         };
+        if let Some(near) = self.near() {
+            if self
+                .write_cached(near, &self.tagged()?.cas, values, record)
+                .await?
+            {
+                return Ok(CasOutcome::Written);
+            }
+        } else {
+            let _write = self.inner.write_lock().await;
+            let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+            let done = D::Db::execute(&mut conn, cas, values)
+                .await
+                .map_err(err::<D>)?;
+            if D::rows_affected(&done) > 0 {
+                return Ok(CasOutcome::Written);
+            }
+        }
         let _write = self.inner.write_lock().await;
         let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
-        let done = D::Db::execute(&mut conn, cas, values)
-            .await
-            .map_err(err::<D>)?;
-        if D::rows_affected(&done) > 0 {
-            return Ok(CasOutcome::Written);
-        }
         let live = D::Db::fetch_exists(&mut conn, &self.inner.sql.exists, values)
             .await
             .map_err(err::<D>)?;

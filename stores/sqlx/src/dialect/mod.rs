@@ -89,6 +89,10 @@ pub(crate) mod sealed {
         fn storable(_id: &str) -> bool {
             true
         }
+
+        /// Starts the task that feeds `near` with the server's announcements of changed
+        /// rows (only dialects whose statements have [`Tagged`] forms are ever asked).
+        fn listen(_near: &std::sync::Arc<crate::near::Near>, _pool: &sqlx::Pool<Self::Db>) {}
     }
 }
 
@@ -184,4 +188,30 @@ pub struct Statements {
     /// ([`Arg::Owner`]), through the owner index. `None`: the layout has no owner column,
     /// so `owned` is unsupported.
     pub(crate) owned: Option<Statement>,
+    /// The near-cache's statements; `None`: the dialect or layout has no near-cache.
+    pub(crate) tagged: Option<Tagged>,
+}
+
+/// The statements of a near-cached store: they also read or return the tag of the row
+/// version they read or wrote (PostgreSQL: the id of the transaction that wrote it), the
+/// tag the server's announcements of changed rows carry.
+#[derive(Debug)]
+pub struct Tagged {
+    /// The announcements' channel.
+    pub(crate) channel: String,
+    /// Installs what announces every change of the table's rows (run by `migrate` when the
+    /// near-cache is on).
+    pub(crate) migrate: Vec<Step>,
+    /// Selects a row when the announcements are installed.
+    pub(crate) installed: Statement,
+    /// `get`, selecting the tag after `data, expires, version`.
+    pub(crate) get: Statement,
+    /// `set`, `create`, `update` and `cas`, each returning the tag of the row it wrote (no
+    /// row: nothing written).
+    pub(crate) set: Statement,
+    pub(crate) create: Statement,
+    pub(crate) update: Statement,
+    pub(crate) cas: Statement,
+    /// `touch`, returning the row it changed (`data, expires, version`, tag).
+    pub(crate) touch: Statement,
 }

@@ -167,6 +167,7 @@ impl sealed::Dialect for MySql {
                 ),
                 &[Owner, Now],
             )),
+            tagged: None,
         }
     }
 

@@ -1,11 +1,12 @@
 //! PostgreSQL: the native table and connect-pg-simple's.
 
 use session_store::express::ExpressLayout;
+use session_store::near_cache::NearCacheConfig;
 use session_store::{CookieOptions, Result};
 use time::OffsetDateTime;
 
 use super::Arg::{Data, Expected, Expires, Id, Now, Owner, Version};
-use super::{Statement, Statements, Step, sealed};
+use super::{Statement, Statements, Step, Tagged, sealed};
 use crate::SqlStore;
 use crate::common::{DEFAULT_TABLE_NAME, validate_identifier};
 
@@ -200,6 +201,10 @@ impl sealed::Dialect for Postgres {
     fn storable(id: &str) -> bool {
         !id.contains('\0')
     }
+
+    fn listen(near: &std::sync::Arc<crate::near::Near>, pool: &sqlx::PgPool) {
+        crate::near::start(near, pool);
+    }
 }
 
 /// This library's table.
@@ -248,45 +253,25 @@ fn native(t: String, table: &str, mut migrate: Vec<Step>) -> Statements {
         ),
     ));
     let write = &[Id, Data, Expires, Version, Owner, Now];
+    let upsert = format!(
+        "INSERT INTO {t} AS s (id, data, expires, version, owner) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires, \
+         version = EXCLUDED.version, owner = EXCLUDED.owner"
+    );
+    let update = format!("UPDATE {t} SET data = $2, expires = $3, version = $4, owner = $5");
     Statements {
         migrate,
         get: Statement::new(
             format!("SELECT data, expires, version FROM {t} WHERE id = $1 AND expires > $2"),
             &[Id, Now],
         ),
-        set: Statement::new(
-            format!(
-                "INSERT INTO {t} (id, data, expires, version, owner) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, \
-                 expires = EXCLUDED.expires, version = EXCLUDED.version, owner = EXCLUDED.owner"
-            ),
-            &[Id, Data, Expires, Version, Owner],
-        ),
+        set: Statement::new(upsert.clone(), &[Id, Data, Expires, Version, Owner]),
         // Inserts, or replaces a row that has expired; a live row is left alone.
-        create: Statement::new(
-            format!(
-                "INSERT INTO {t} AS s (id, data, expires, version, owner) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, \
-                 expires = EXCLUDED.expires, version = EXCLUDED.version, owner = EXCLUDED.owner \
-                 WHERE s.expires <= $6"
-            ),
-            write,
-        ),
+        create: Statement::new(format!("{upsert} WHERE s.expires <= $6"), write),
         reclaim: None,
-        update: Statement::new(
-            format!(
-                "UPDATE {t} SET data = $2, expires = $3, version = $4, owner = $5 \
-                 WHERE id = $1 AND expires > $6"
-            ),
-            write,
-        ),
+        update: Statement::new(format!("{update} WHERE id = $1 AND expires > $6"), write),
         cas: Some(Statement::new(
-            format!(
-                "UPDATE {t} SET data = $2, expires = $3, version = $4, owner = $5 \
-                 WHERE id = $1 AND version = $6 AND expires > $7"
-            ),
+            format!("{update} WHERE id = $1 AND version = $6 AND expires > $7"),
             &[Id, Data, Expires, Version, Owner, Expected, Now],
         )),
         exists: Statement::new(
@@ -306,7 +291,106 @@ fn native(t: String, table: &str, mut migrate: Vec<Step>) -> Statements {
             ),
             &[Owner, Now],
         )),
+        tagged: Some(tagged(&t, table, &upsert, &update)),
     }
+}
+
+/// The row version's tag: the 32-bit id of the transaction that wrote it.
+const TAG: &str = "xmin::text::bigint";
+
+/// The near-cache's statements for the native table `t` (named `table`), and the trigger
+/// that announces every change of its rows on the channel: `<tag> <id>` for a row written,
+/// `- <id>` for a row deleted. In a trigger, `txid_current()` modulo 2^32 is the `xmin`
+/// of the row the statement writes.
+fn tagged(t: &str, table: &str, upsert: &str, update: &str) -> Tagged {
+    let channel = channel_name(t);
+    let function = format!("{}_announce", table.trim_matches('"'));
+    // In the table's schema, if it has one (`t` is `"schema"."table"` or `"table"`).
+    let qualified = match t.rsplit_once("\".\"") {
+        Some((schema, _)) => format!("{schema}\".\"{function}\""),
+        None => format!("\"{function}\""),
+    };
+    let trigger = format!("{table}_announce");
+    let migrate = vec![
+        Step::always(Statement::new(
+            format!(
+                "CREATE OR REPLACE FUNCTION {qualified}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN \
+                 IF TG_OP = 'DELETE' THEN \
+                 PERFORM pg_notify('{channel}', '- ' || OLD.id); \
+                 ELSE \
+                 PERFORM pg_notify('{channel}', (txid_current() % 4294967296)::text || ' ' || NEW.id); \
+                 END IF; \
+                 RETURN NULL; \
+                 END $$"
+            ),
+            &[],
+        )),
+        Step::unless(
+            installed(t, &trigger),
+            Statement::new(
+                format!(
+                    "CREATE TRIGGER \"{trigger}\" AFTER INSERT OR UPDATE OR DELETE ON {t} \
+                     FOR EACH ROW EXECUTE FUNCTION {qualified}()"
+                ),
+                &[],
+            ),
+        ),
+    ];
+    Tagged {
+        channel,
+        migrate,
+        installed: installed(t, &trigger),
+        get: Statement::new(
+            format!("SELECT data, expires, version, {TAG} FROM {t} WHERE id = $1 AND expires > $2"),
+            &[Id, Now],
+        ),
+        set: Statement::new(
+            format!("{upsert} RETURNING {TAG}"),
+            &[Id, Data, Expires, Version, Owner],
+        ),
+        create: Statement::new(
+            format!("{upsert} WHERE s.expires <= $6 RETURNING {TAG}"),
+            &[Id, Data, Expires, Version, Owner, Now],
+        ),
+        update: Statement::new(
+            format!("{update} WHERE id = $1 AND expires > $6 RETURNING {TAG}"),
+            &[Id, Data, Expires, Version, Owner, Now],
+        ),
+        cas: Statement::new(
+            format!("{update} WHERE id = $1 AND version = $6 AND expires > $7 RETURNING {TAG}"),
+            &[Id, Data, Expires, Version, Owner, Expected, Now],
+        ),
+        touch: Statement::new(
+            format!(
+                "UPDATE {t} SET expires = $2 WHERE id = $1 AND expires > $3 \
+                 RETURNING data, expires, version, {TAG}"
+            ),
+            &[Id, Expires, Now],
+        ),
+    }
+}
+
+/// Selects a row when the trigger `trigger` is on `t` (a safe literal: validated
+/// identifiers and double quotes only).
+fn installed(t: &str, trigger: &str) -> Statement {
+    Statement::new(
+        format!(
+            "SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('{t}') \
+             AND tgname = '{trigger}' AND NOT tgisinternal"
+        ),
+        &[],
+    )
+}
+
+/// The announcements' channel of table `t`: a fixed prefix and a hash of the qualified
+/// name, as channel names are limited to 63 bytes.
+fn channel_name(t: &str) -> String {
+    // FNV-1a, 64 bits: stable across releases and platforms.
+    let hash = t.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("session_store_{hash:016x}")
 }
 
 /// connect-pg-simple's table. The store binds and reads the same types as in the native
@@ -372,6 +456,7 @@ fn connect_pg_simple(t: String, table: &str, mut migrate: Vec<Step>) -> Statemen
             &[Now],
         ),
         owned: None,
+        tagged: None,
     }
 }
 
@@ -428,6 +513,55 @@ impl PostgresStore {
             self.clock().clone(),
             layout,
         )
+    }
+
+    /// Turns on the near-cache: sessions this process read or wrote are kept in its memory
+    /// (within `config`'s bounds) and served from there with no round trip, until the
+    /// server announces that another client changed them. A commit of a cached session is
+    /// then one conditional `UPDATE`, a touch one `UPDATE`.
+    ///
+    /// How it stays coherent: [`SqlStore::migrate`] on a store with the near-cache on
+    /// installs a trigger on the table that announces every written or deleted row with
+    /// `pg_notify` when its transaction commits, naming the row and the transaction that
+    /// wrote it. The store listens (`LISTEN`) on a connection of its own, opened with the
+    /// pool's options, and drops a cached copy when an announcement names its row and
+    /// another version; every statement of the store also reads the version it saw, so the
+    /// announcement of the store's own write keeps the copy it just cached. A read that an
+    /// announcement overtook is not cached. The guarantee: once this process has received
+    /// the announcement of a change, it never serves the older data; before (a loopback
+    /// round trip after the commit, see RELIABILITY.md) it may, as it would had its read
+    /// come a moment earlier. Compare-and-set still checks every commit on the server, so
+    /// a commit from a stale copy is refused and merged, never lost.
+    ///
+    /// When the listening connection is lost, or a check it sends itself every second has
+    /// not come back within 2 s (a frozen server, a partition), the cache is emptied and
+    /// bypassed until a new connection listens. Without the trigger (migrate not run), the
+    /// cache stays off and a warning is logged. Every writer of the table announces once
+    /// the trigger is installed, including processes without the near-cache.
+    ///
+    /// Native layout only: [`Error::Config`](session_store::Error::Config) in
+    /// connect-pg-simple's (and a later [`PostgresStore::with_layout`] to it turns the cache
+    /// off). The announcements carry the stored ids, which are digests of the cookie ids
+    /// unless the manager is configured otherwise; any role that may `LISTEN` sees them.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> session_store::Result<()> {
+    /// use session_store_sqlx::{NearCacheConfig, PostgresStore};
+    ///
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/app")
+    ///     .await?
+    ///     .with_near_cache(NearCacheConfig::new().max_entries(50_000))?;
+    /// store.migrate().await?; // installs the announcing trigger
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_near_cache(self, config: NearCacheConfig) -> Result<Self> {
+        if !self.near_cache_available() {
+            return Err(session_store::Error::Config(
+                "postgres near-cache: available in the native layout only".to_owned(),
+            ));
+        }
+        Ok(self.with_near(Some(config)))
     }
 
     /// The layout.

@@ -166,6 +166,7 @@ impl sealed::Dialect for Sqlite {
                 ),
                 &[Owner, Now],
             )),
+            tagged: None,
         }
     }
 

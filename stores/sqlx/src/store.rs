@@ -386,13 +386,26 @@ impl<D: Dialect> SqlStore<D> {
         if let Some(record) = near.cache.get(id.as_str(), now) {
             return Ok(Some(record));
         }
-        let flight = near.cache.begin(id.as_str(), false);
         let values = Values {
             now: Some(D::time_to_db(now)),
             ..Values::id(id.as_str())
         };
+        self.fetch_cached(near, &self.tagged()?.get, values, false)
+            .await
+    }
+
+    /// Runs `statement`, which selects or returns one row and its tag, in a flight of the
+    /// near-cache (`local_change`: the statement writes); the row, cached.
+    async fn fetch_cached(
+        &self,
+        near: &Near,
+        statement: &Statement,
+        values: Values<'_, D::Time>,
+        local_change: bool,
+    ) -> Result<Option<Record>> {
+        let flight = near.cache.begin(values.id, local_change);
         let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
-        let row = D::Db::fetch_tagged(&mut conn, &self.tagged()?.get, values)
+        let row = D::Db::fetch_tagged(&mut conn, statement, values)
             .await
             .map_err(err::<D>)?;
         drop(conn);
@@ -448,24 +461,10 @@ impl<D: Dialect> SqlStore<D> {
 
     /// A near-cached `touch`: the statement returns the row it changed, which is cached.
     async fn touch_cached(&self, near: &Near, values: Values<'_, D::Time>) -> Result<bool> {
-        let flight = near.cache.begin(values.id, true);
-        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
-        let row = D::Db::fetch_tagged(&mut conn, &self.tagged()?.touch, values)
-            .await
-            .map_err(err::<D>)?;
-        drop(conn);
-        match row {
-            Some((row, tag)) => {
-                let record = self.decode(row)?;
-                near.cache
-                    .end_tagged(flight, Some((&record, Some(tag as u64))));
-                Ok(true)
-            }
-            None => {
-                near.cache.end(flight, None);
-                Ok(false)
-            }
-        }
+        let touched = self
+            .fetch_cached(near, &self.tagged()?.touch, values, true)
+            .await?;
+        Ok(touched.is_some())
     }
 
     fn decode(&self, row: RecordRow<D::Time>) -> Result<Record> {

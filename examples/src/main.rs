@@ -68,7 +68,7 @@ OPTIONS (each also read from the environment variable in brackets; flags win):
                          (default: not set)
     --near-cache         keep sessions in this process too, served without a round trip
                          and dropped when the server says another process changed them
-                         (redis:// stores) [SESSION_NEAR_CACHE=1]
+                         (redis:// and postgres:// stores) [SESSION_NEAR_CACHE=1]
     -h, --help           this text
 
 LOGGING:
@@ -293,9 +293,9 @@ async fn open_store(url: &str, near_cache: bool) -> Result<Arc<dyn SessionStore>
     let Some(scheme) = scheme_of(url) else {
         return Err("the store URL has no recognizable scheme (see --help)".into());
     };
-    if near_cache && !matches!(scheme, "redis" | "rediss") {
+    if near_cache && !matches!(scheme, "redis" | "rediss" | "postgres" | "postgresql") {
         return Err(format!(
-            "--near-cache works with redis:// stores, not `{scheme}`"
+            "--near-cache works with redis:// and postgres:// stores, not `{scheme}`"
         ));
     }
     match scheme {
@@ -349,9 +349,15 @@ async fn open_store(url: &str, near_cache: bool) -> Result<Arc<dyn SessionStore>
             Ok(Arc::new(store))
         }
         "postgres" | "postgresql" => {
-            let store = PostgresStore::connect(url)
+            let mut store = PostgresStore::connect(url)
                 .await
                 .map_err(|e| store_error(scheme, &e))?;
+            if near_cache {
+                store = store
+                    .with_near_cache(NearCacheConfig::new())
+                    .map_err(|e| store_error(scheme, &e))?;
+            }
+            // With the near-cache, also installs the trigger that announces changed rows.
             store.migrate().await.map_err(|e| store_error(scheme, &e))?;
             store.spawn_cleanup(CLEANUP_PERIOD);
             Ok(Arc::new(store))

@@ -235,6 +235,12 @@ async fn postgres_store() {
 }
 
 #[tokio::test]
+async fn postgres_store_with_the_near_cache() {
+    let url = env_or("POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+    counter_login_whoami_logout(&["--store", &url, "--near-cache"], true).await;
+}
+
+#[tokio::test]
 async fn mysql_store() {
     let url = env_or("MYSQL_URL", "mysql://root@127.0.0.1:3306/test");
     counter_login_whoami_logout(&["--store", &url], true).await;

@@ -154,6 +154,38 @@ async fn postgres_store(server: &PostgresServer) -> Arc<dyn SessionStore> {
     Arc::new(store)
 }
 
+/// The same store with the near-cache on (the listening connection dies with the server,
+/// so the cache is emptied and bypassed until a new one listens).
+async fn postgres_near_cached_store(server: &PostgresServer) -> Arc<dyn SessionStore> {
+    let store = PostgresStore::connect(&server.url())
+        .await
+        .expect("connect")
+        .with_table_name(&unique("faults_near"))
+        .expect("table name")
+        .with_near_cache(session_store_sqlx::NearCacheConfig::new())
+        .expect("near-cache");
+    store.migrate().await.expect("migrate");
+    Arc::new(store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_near_cached_killed_under_load_loses_no_acknowledged_session() {
+    let mut server = PostgresServer::start();
+    let store = postgres_near_cached_store(&server).await;
+    crash_under_load(&mut server, store, Plan::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_near_cached_frozen_under_load_answers_503_in_time() {
+    let mut server = PostgresServer::start();
+    let store = postgres_near_cached_store(&server).await;
+    let plan = Plan {
+        fault: Fault::Freeze,
+        ..Plan::default()
+    };
+    crash_under_load(&mut server, store, plan).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_killed_under_load_loses_no_acknowledged_session() {
     let mut server = PostgresServer::start();

@@ -1,5 +1,6 @@
 //! How long a change on one instance takes to stop being served by another instance's
-//! near-cache, under load, on a Redis server of the test's own.
+//! near-cache, under load: on a Redis server of the test's own, and on PostgreSQL
+//! (`POSTGRES_URL`, a table of the test's own).
 //!
 //! Two stores with the near-cache on, A and B, as two processes would have them. While 16
 //! tasks keep reading warm sessions through B and 16 keep writing other sessions through A,
@@ -15,8 +16,10 @@ use std::time::{Duration, Instant};
 use session_reliability::servers::RedisServer;
 use session_reliability::unique;
 use session_store::SessionStore;
+use session_store::near_cache::NearCacheStats;
 use session_store::testing::{new_id, now_ms, sample_record};
 use session_store_redis::{NearCacheConfig, RedisStore};
+use session_store_sqlx::PostgresStore;
 
 /// Probes per kind (change, destroy).
 const PROBES: usize = 300;
@@ -39,6 +42,25 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+async fn cached_postgres(url: &str, table: &str) -> Arc<PostgresStore> {
+    let store = PostgresStore::connect(url)
+        .await
+        .expect("PostgreSQL at POSTGRES_URL")
+        .with_table_name(table)
+        .expect("table")
+        .with_near_cache(NearCacheConfig::new())
+        .expect("near-cache");
+    store.migrate().await.expect("migrate");
+    // Armed by its listening task, started on first use.
+    let deadline = Instant::now() + LIMIT * 5;
+    while !store.near_cache_stats().unwrap().armed {
+        store.get(&new_id()).await.unwrap();
+        assert!(Instant::now() < deadline, "the near-cache never armed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Arc::new(store)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_instance_stops_serving_old_data_within_milliseconds() {
     let server = RedisServer::start();
@@ -47,6 +69,41 @@ async fn another_instance_stops_serving_old_data_within_milliseconds() {
         cached(&server.url(), &prefix).await,
         cached(&server.url(), &prefix).await,
     );
+    let stats = b.clone();
+    measure("redis", a, b, move || stats.near_cache_stats().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_postgres_instance_stops_serving_old_data_within_milliseconds() {
+    let url = std::env::var("POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let table = unique("near").replace('-', "_");
+    let (a, b) = (
+        cached_postgres(&url, &table).await,
+        cached_postgres(&url, &table).await,
+    );
+    let stats = b.clone();
+    measure("postgres", a.clone(), b, move || {
+        stats.near_cache_stats().unwrap()
+    })
+    .await;
+    sqlx_drop(&a, &table).await;
+}
+
+async fn sqlx_drop(store: &PostgresStore, table: &str) {
+    session_store_sqlx::sqlx::query(&format!("DROP TABLE \"{table}\""))
+        .execute(store.pool())
+        .await
+        .expect("drop the test's table");
+}
+
+/// The probes and the background load on A and B, whose near-cache counters `b_stats`
+/// reads; prints the `FIGURES` line.
+async fn measure<A, B>(label: &str, a: Arc<A>, b: Arc<B>, b_stats: impl Fn() -> NearCacheStats)
+where
+    A: SessionStore + 'static,
+    B: SessionStore + 'static,
+{
     let later = || now_ms() + Duration::from_secs(600);
 
     // Background load: reads of warm sessions on B, writes of other sessions on A.
@@ -85,8 +142,8 @@ async fn another_instance_stops_serving_old_data_within_milliseconds() {
         record.version = 1;
         a.set(&id, &record).await.unwrap();
         // B caches it (the first read may race its own arming: read until it hits).
-        let hits = b.near_cache_stats().unwrap().hits;
-        while b.near_cache_stats().unwrap().hits == hits {
+        let hits = b_stats().hits;
+        while b_stats().hits == hits {
             assert!(b.get(&id).await.unwrap().is_some());
         }
         let written = if destroy {
@@ -137,12 +194,12 @@ async fn another_instance_stops_serving_old_data_within_milliseconds() {
         )
     };
     println!(
-        "FIGURES near-cache probes={} change[{}] destroy[{}] stale_reads_in_windows={} background_ops={} b={:?}",
+        "FIGURES near-cache {label} probes={} change[{}] destroy[{}] stale_reads_in_windows={} background_ops={} b={:?}",
         2 * PROBES,
         show(&changed),
         show(&destroyed),
         reads_before_new,
         background,
-        b.near_cache_stats().unwrap()
+        b_stats()
     );
 }

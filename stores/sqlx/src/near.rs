@@ -70,7 +70,7 @@ mod listen {
     use std::time::Instant;
 
     use sqlx::PgPool;
-    use sqlx::postgres::{PgListener, PgPoolOptions};
+    use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
     use super::*;
 
@@ -80,24 +80,26 @@ mod listen {
         let options = (*pool.connect_options())
             .clone()
             .application_name(near.cache.client_name());
-        // One connection listens, one sends the checks: neither waits for the
-        // application's pool.
-        let own = PgPoolOptions::new()
-            .max_connections(2)
-            .min_connections(0)
-            .acquire_timeout(PATIENCE)
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
-        tokio::spawn(supervise(Arc::downgrade(near), own));
+        tokio::spawn(supervise(Arc::downgrade(near), options));
     }
 
     /// Listens, arms the cache, checks the connection every [`HEARTBEAT`], and starts over
     /// when it is lost; returns when the store is dropped.
-    async fn supervise(near: Weak<Near>, pool: PgPool) {
+    async fn supervise(near: Weak<Near>, options: PgConnectOptions) {
         let mut generation = 0_u64;
         let mut warned = false;
         loop {
             generation += 1;
+            // A pool per generation: one connection listens, one sends the checks, and
+            // neither waits for the application's pool. The listening connection of a lost
+            // generation may hang on its way back into its pool (sqlx checks a connection
+            // it takes back): it holds up only its own pool.
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .min_connections(0)
+                .acquire_timeout(PATIENCE)
+                .test_before_acquire(false)
+                .connect_lazy_with(options.clone());
             let Some(strong) = near.upgrade() else { return };
             let opened = tokio::time::timeout(PATIENCE * 2, open(&strong, &pool)).await;
             let listener = match opened {

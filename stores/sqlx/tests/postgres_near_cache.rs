@@ -94,6 +94,8 @@ async fn cached_store_passes_the_suite() {
         "the suite's reads were served: {:?}",
         stats(&a)
     );
+    // The heartbeat's checks came back all along: never taken for a lost connection.
+    assert_eq!((stats(&a).flushes, stats(&b).flushes), (0, 0));
     drop_table(&a).await;
 }
 
@@ -355,5 +357,71 @@ async fn a_record_is_cached_as_the_table_holds_it() {
         .with_table_name(&table)
         .unwrap();
     assert_eq!(plain.get(&id).await.unwrap().unwrap(), cached);
+    drop_table(&store).await;
+}
+
+/// Sends `signal` to a server process of this machine's PostgreSQL.
+fn signal(pid: i64, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill(1)");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Resumes the stopped backend however the test ends.
+struct Resume(i64);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_listener_disarms_the_cache_within_the_heartbeat() {
+    // The listening backend stops (as in a partition: its connection stays open but
+    // delivers nothing); the cache's checks stop coming back.
+    let table = random_table();
+    let name = format!("near-cache-{}", &table[5..15]);
+    let store = cached_on(options(), &table, &name, 4).await;
+    let id = new_id();
+    store.set(&id, &sample_record(later())).await.unwrap();
+    assert!(store.get(&id).await.unwrap().is_some());
+    let pid = scalar(
+        store.pool(),
+        &format!(
+            "SELECT pid::bigint FROM pg_stat_activity \
+             WHERE application_name = '{name}' AND query ILIKE 'LISTEN%'"
+        ),
+    )
+    .await;
+    let flushes = stats(&store).flushes;
+    signal(pid, "-STOP");
+    let resume = Resume(pid);
+    let stopped = std::time::Instant::now();
+    // Disarmed and emptied (then armed again on a new connection).
+    eventually(
+        DEADLINE,
+        "the silent listener disarms the cache",
+        || async { stats(&store).flushes > flushes },
+    )
+    .await;
+    println!(
+        "disarmed {:?} after the listener stopped",
+        stopped.elapsed()
+    );
+    // A change made meanwhile is seen at once: the cache is bypassed.
+    execute(
+        store.pool(),
+        &format!("DELETE FROM \"{table}\" WHERE id = '{}'", id.as_str()),
+    )
+    .await;
+    assert!(store.get(&id).await.unwrap().is_none());
+    drop(resume);
+    eventually(DEADLINE, "the cache is armed again", || async {
+        stats(&store).armed
+    })
+    .await;
     drop_table(&store).await;
 }

@@ -133,6 +133,9 @@ const NO_GENERATION: u64 = u64::MAX;
 /// Bookkeeping bytes counted per entry.
 const ENTRY_OVERHEAD: usize = 128;
 
+/// Older tags remembered per key ([`Cached::superseded`]).
+const MAX_SUPERSEDED: usize = 8;
+
 /// The cache of one store (shared by its clones). See the [module docs](self).
 pub struct NearCache {
     config: NearCacheConfig,
@@ -167,10 +170,19 @@ struct Cached {
     record: Record,
     /// The row version's tag, where the server names versions ([`NearCache::end_tagged`]).
     tag: Option<u64>,
+    /// Tags of older versions of the row, written over by this process: their late
+    /// announcements do not drop the copy.
+    superseded: Vec<u64>,
     bytes: usize,
     stamp: u64,
     /// When it was cached, for [`NearCacheConfig::max_age`].
     at: Instant,
+}
+
+/// Which row version a cached record is, where the server names versions.
+struct Version {
+    tag: Option<u64>,
+    superseded: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -183,6 +195,9 @@ struct Flights {
     /// The announcements that named a row version: the change number each one took, and
     /// the version's tag. Kept while requests of the key are in flight.
     announced: Vec<(u64, u64)>,
+    /// Tags of the versions a local change in flight writes over (the one cached when it
+    /// began, and those that one had written over): announcements of them are late news.
+    superseded: Vec<u64>,
 }
 
 impl Flights {
@@ -275,13 +290,23 @@ impl NearCache {
     pub fn begin(&self, key: &str, local_change: bool) -> Flight<'_> {
         let mut state = self.state();
         let key: Key = key.as_bytes().into();
-        if local_change {
-            state.remove(&key);
-        }
+        let replaced = if local_change { state.take(&key) } else { None };
         let armed = state.armed;
         let flights = state.flights.entry(key.clone()).or_default();
         if local_change {
             flights.changes += 1;
+            // The change is sent after the cached version was committed: it writes over it.
+            if let Some(Cached {
+                tag: Some(tag),
+                superseded,
+                ..
+            }) = replaced
+            {
+                flights.superseded.extend(superseded);
+                flights.superseded.push(tag);
+                let excess = flights.superseded.len().saturating_sub(MAX_SUPERSEDED);
+                flights.superseded.drain(..excess);
+            }
         }
         flights.count += 1;
         let changes = flights.changes;
@@ -309,6 +334,10 @@ impl NearCache {
         flight.ended = true;
         let mut state = self.state();
         let tag = record.and_then(|(_, tag)| tag);
+        let superseded = match (tag, state.flights.get(&flight.key)) {
+            (Some(_), Some(flights)) => flights.superseded.clone(),
+            _ => Vec::new(),
+        };
         let unchanged = state.land(&flight, tag);
         match record {
             Some((record, tag))
@@ -316,7 +345,8 @@ impl NearCache {
             {
                 let bytes = flight.key.len() + record.data_size() + ENTRY_OVERHEAD;
                 if bytes <= self.config.max_bytes {
-                    state.insert(flight.key.clone(), record.clone(), tag, bytes);
+                    let version = Version { tag, superseded };
+                    state.insert(flight.key.clone(), record.clone(), version, bytes);
                     let evicted = state.evict(&self.config);
                     self.evictions.fetch_add(evicted, Ordering::Relaxed);
                 } else {
@@ -338,15 +368,18 @@ impl NearCache {
         if state.armed != Some(generation) {
             return;
         }
-        let current = state
-            .entries
-            .get(key)
-            .is_some_and(|cached| tag.is_some() && cached.tag == tag);
+        // The cached version itself, or one this process wrote over: nothing new.
+        let current = state.entries.get(key).is_some_and(|cached| {
+            tag.is_some_and(|tag| cached.tag == Some(tag) || cached.superseded.contains(&tag))
+        });
         if !current && state.entries.contains_key(key) {
             state.remove(key);
             self.invalidations.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(flights) = state.flights.get_mut(key) {
+            if tag.is_some_and(|tag| flights.superseded.contains(&tag)) {
+                return;
+            }
             flights.changes += 1;
             if let Some(tag) = tag {
                 let n = flights.changes;
@@ -436,18 +469,23 @@ impl State {
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if let Some(cached) = self.entries.remove(key) {
-            self.bytes -= cached.bytes;
-        }
+        self.take(key);
     }
 
-    fn insert(&mut self, key: Key, record: Record, tag: Option<u64>, bytes: usize) {
+    fn take(&mut self, key: &[u8]) -> Option<Cached> {
+        let cached = self.entries.remove(key)?;
+        self.bytes -= cached.bytes;
+        Some(cached)
+    }
+
+    fn insert(&mut self, key: Key, record: Record, version: Version, bytes: usize) {
         self.stamp += 1;
         let stamp = self.stamp;
         self.order.push_back((key.clone(), stamp));
         let cached = Cached {
             record,
-            tag,
+            tag: version.tag,
+            superseded: version.superseded,
             bytes,
             stamp,
             at: Instant::now(),
@@ -703,5 +741,32 @@ mod tests {
         end_tagged(&cache, read, 4, 12);
         assert_eq!(cached_version(&cache, "k"), Some(4));
         assert!(cache.state().flights.is_empty());
+    }
+
+    #[test]
+    fn a_late_announcement_of_a_version_this_process_wrote_over_keeps_the_copy() {
+        let cache = armed();
+        let write = cache.begin("k", true);
+        end_tagged(&cache, write, 1, 10);
+        // The next write is acknowledged before the first one's announcement arrives.
+        let write = cache.begin("k", true);
+        cache.invalidate(0, b"k", Some(10));
+        end_tagged(&cache, write, 2, 11);
+        assert_eq!(
+            cached_version(&cache, "k"),
+            Some(2),
+            "late news during the flight"
+        );
+        cache.invalidate(0, b"k", Some(10));
+        cache.invalidate(0, b"k", Some(11));
+        assert_eq!(cached_version(&cache, "k"), Some(2), "late news after it");
+        // Another process's version still drops it.
+        cache.invalidate(0, b"k", Some(12));
+        assert_eq!(cached_version(&cache, "k"), None);
+        // A version read, not written over, is not known to be older.
+        let read = cache.begin("k", false);
+        end_tagged(&cache, read, 3, 12);
+        cache.invalidate(0, b"k", Some(11));
+        assert_eq!(cached_version(&cache, "k"), None);
     }
 }

@@ -250,8 +250,9 @@ async fn a_commit_from_a_stale_copy_is_refused_by_the_server() {
     drop_table(&a).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_listening_connection_empties_and_bypasses_the_cache_until_rearmed() {
+/// A store with the near-cache on in a fresh table, its connections named after the table,
+/// holding one cached session; the session's id and the listening backend's pid.
+async fn with_one_cached_session() -> (PostgresStore, session_store::SessionId, i64) {
     let table = random_table();
     let name = format!("near-cache-{}", &table[5..15]);
     let store = cached_on(options(), &table, &name, 4).await;
@@ -259,22 +260,42 @@ async fn a_lost_listening_connection_empties_and_bypasses_the_cache_until_rearme
     store.set(&id, &sample_record(later())).await.unwrap();
     assert!(store.get(&id).await.unwrap().is_some());
     assert_eq!(stats(&store).entries, 1);
-    let flushes = stats(&store).flushes;
-    // The listening connection dies; changes made meanwhile are announced to nobody.
-    let killed = scalar(
+    let pid = scalar(
         store.pool(),
         &format!(
-            "SELECT count(pg_terminate_backend(pid))::bigint FROM pg_stat_activity \
+            "SELECT pid::bigint FROM pg_stat_activity \
              WHERE application_name = '{name}' AND query ILIKE 'LISTEN%'"
         ),
     )
     .await;
-    assert_eq!(killed, 1, "one listening connection");
+    (store, id, pid)
+}
+
+/// Deletes `id`'s row behind the store's back.
+async fn delete_row(store: &PostgresStore, id: &session_store::SessionId) {
     execute(
         store.pool(),
-        &format!("DELETE FROM \"{table}\" WHERE id = '{}'", id.as_str()),
+        &format!(
+            "DELETE FROM \"{}\" WHERE id = '{}'",
+            store.table_name(),
+            id.as_str()
+        ),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listening_connection_empties_and_bypasses_the_cache_until_rearmed() {
+    let (store, id, pid) = with_one_cached_session().await;
+    let flushes = stats(&store).flushes;
+    // The listening connection dies; changes made meanwhile are announced to nobody.
+    let killed = scalar(
+        store.pool(),
+        &format!("SELECT pg_terminate_backend({pid})::int::bigint"),
+    )
+    .await;
+    assert_eq!(killed, 1, "the listening connection is terminated");
+    delete_row(&store, &id).await;
     eventually(
         DEADLINE,
         "the lost connection empties the cache",
@@ -382,20 +403,7 @@ impl Drop for Resume {
 async fn a_silent_listener_disarms_the_cache_within_the_heartbeat() {
     // The listening backend stops (as in a partition: its connection stays open but
     // delivers nothing); the cache's checks stop coming back.
-    let table = random_table();
-    let name = format!("near-cache-{}", &table[5..15]);
-    let store = cached_on(options(), &table, &name, 4).await;
-    let id = new_id();
-    store.set(&id, &sample_record(later())).await.unwrap();
-    assert!(store.get(&id).await.unwrap().is_some());
-    let pid = scalar(
-        store.pool(),
-        &format!(
-            "SELECT pid::bigint FROM pg_stat_activity \
-             WHERE application_name = '{name}' AND query ILIKE 'LISTEN%'"
-        ),
-    )
-    .await;
+    let (store, id, pid) = with_one_cached_session().await;
     let flushes = stats(&store).flushes;
     signal(pid, "-STOP");
     let resume = Resume(pid);
@@ -412,11 +420,7 @@ async fn a_silent_listener_disarms_the_cache_within_the_heartbeat() {
         stopped.elapsed()
     );
     // A change made meanwhile is seen at once: the cache is bypassed.
-    execute(
-        store.pool(),
-        &format!("DELETE FROM \"{table}\" WHERE id = '{}'", id.as_str()),
-    )
-    .await;
+    delete_row(&store, &id).await;
     assert!(store.get(&id).await.unwrap().is_none());
     drop(resume);
     eventually(DEADLINE, "the cache is armed again", || async {

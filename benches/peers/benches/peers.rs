@@ -762,6 +762,22 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             Ours::new(Arc::new(store))
         })
         .await;
+        // The same store with the near-cache on (issue #21), in a table of its own (its
+        // announcing trigger would otherwise make the plain store's writes announce too).
+        add(&mut out, "postgres", "ours near-cache", async {
+            let store = session_store_sqlx::PostgresStore::connect(&url)
+                .await
+                .map_err(s)?
+                .with_table_name("sessions_near")
+                .map_err(s)?
+                .with_near_cache(session_store_sqlx::NearCacheConfig::new().max_entries(200_000))
+                .map_err(s)?;
+            store.migrate().await.map_err(s)?;
+            let store = Arc::new(store);
+            let _ = NEAR_CACHED_PG.set(store.clone());
+            Ours::new(store)
+        })
+        .await;
         add(&mut out, "postgres", "tower-sessions", async {
             let pool = tower_sessions_sqlx_store::sqlx::PgPool::connect(&url)
                 .await
@@ -852,6 +868,11 @@ fn sqlite_dir() -> std::path::PathBuf {
 
 /// The near-cached Redis store of the run, whose hit counters are reported at the end.
 static NEAR_CACHED: std::sync::OnceLock<Arc<session_store_redis::RedisStore>> =
+    std::sync::OnceLock::new();
+
+/// The near-cached PostgreSQL store of the run, likewise.
+#[cfg(feature = "sql")]
+static NEAR_CACHED_PG: std::sync::OnceLock<Arc<session_store_sqlx::PostgresStore>> =
     std::sync::OnceLock::new();
 
 async fn seed(lib: &Arc<dyn Lib>, n: usize) -> Res<Arc<Vec<String>>> {
@@ -1794,9 +1815,15 @@ fn main() {
                 throughput(&mut out, "manager", 64, rounds, run_secs, &libs).await;
             }
         }
-        if let Some(stats) = NEAR_CACHED.get().and_then(|s| s.near_cache_stats()) {
+        let redis = NEAR_CACHED.get().and_then(|s| s.near_cache_stats());
+        #[cfg(feature = "sql")]
+        let postgres = NEAR_CACHED_PG.get().and_then(|s| s.near_cache_stats());
+        #[cfg(not(feature = "sql"))]
+        let postgres = None;
+        for (backend, stats) in [("redis", redis), ("postgres", postgres)] {
+            let Some(stats) = stats else { continue };
             out.emit(json!({
-                "section": "near-cache", "backend": "redis", "hits": stats.hits,
+                "section": "near-cache", "backend": backend, "hits": stats.hits,
                 "misses": stats.misses, "invalidations": stats.invalidations,
                 "flushes": stats.flushes, "evictions": stats.evictions,
             }));

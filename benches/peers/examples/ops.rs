@@ -7,7 +7,7 @@
 //! Libraries: `ours`, `tower-sessions` (in-memory stores), `plain` and `plain-encoded` (our
 //! manager on the plain stores of `src/plain.rs`: `Record` clones, payload envelopes), `ours-redis`, `near-redis` (with the near-cache) and `floor-redis`
 //! (the raw `redis` client) against `REDIS_URL` (default `redis://127.0.0.1:6379`), and
-//! `ours-pg`, `tower-pg` (tower-sessions-sqlx-store) and `floor-pg` (raw sqlx) against
+//! `ours-pg`, `near-pg` (with the near-cache), `tower-pg` (tower-sessions-sqlx-store) and `floor-pg` (raw sqlx) against
 //! `POSTGRES_URL`, whose counts are the client's side only; `axum-ours` and `axum-none` (the HTTP bench's axum app
 //! with our `SessionLayer` on MemoryStore, and without a session layer), called in process
 //! with a request carrying the session cookie, so that their difference is everything the
@@ -59,6 +59,17 @@ fn main() {
                     .expect("postgres")
                     .with_table_name("ops_sessions")
                     .expect("table name");
+                store.migrate().await.expect("migrate");
+                ours(store, &workload, n).await
+            }
+            "near-pg" => {
+                let store = session_store_sqlx::PostgresStore::connect(&postgres_url())
+                    .await
+                    .expect("postgres")
+                    .with_table_name("ops_sessions_near")
+                    .expect("table name")
+                    .with_near_cache(session_store_sqlx::NearCacheConfig::new())
+                    .expect("near-cache");
                 store.migrate().await.expect("migrate");
                 ours(store, &workload, n).await
             }

@@ -232,6 +232,17 @@ pub struct Flight<'a> {
     /// The request changes the key: requests of the key still in flight when it ends
     /// must not cache what they read either (they may have read before it).
     local_change: bool,
+    /// The copy a local change took out of the cache.
+    replaced: Option<Record>,
+}
+
+impl Flight<'_> {
+    /// The copy of the key this local change took out of the cache when it began, if the
+    /// cache held one: a store whose write does not return the whole record (a touch) can
+    /// cache this copy, changed as the write changed it.
+    pub fn replaced(&self) -> Option<&Record> {
+        self.replaced.as_ref()
+    }
 }
 
 impl NearCache {
@@ -293,19 +304,19 @@ impl NearCache {
         let replaced = if local_change { state.take(&key) } else { None };
         let armed = state.armed;
         let flights = state.flights.entry(key.clone()).or_default();
+        let mut replaced_record = None;
         if local_change {
             flights.changes += 1;
-            // The change is sent after the cached version was committed: it writes over it.
-            if let Some(Cached {
-                tag: Some(tag),
-                superseded,
-                ..
-            }) = replaced
-            {
-                flights.superseded.extend(superseded);
-                flights.superseded.push(tag);
-                let excess = flights.superseded.len().saturating_sub(MAX_SUPERSEDED);
-                flights.superseded.drain(..excess);
+            if let Some(cached) = replaced {
+                // The change is sent after the cached version was committed: it writes over
+                // it.
+                if let Some(tag) = cached.tag {
+                    flights.superseded.extend(cached.superseded);
+                    flights.superseded.push(tag);
+                    let excess = flights.superseded.len().saturating_sub(MAX_SUPERSEDED);
+                    flights.superseded.drain(..excess);
+                }
+                replaced_record = Some(cached.record);
             }
         }
         flights.count += 1;
@@ -317,6 +328,7 @@ impl NearCache {
             armed,
             changes,
             local_change,
+            replaced: replaced_record,
         }
     }
 

@@ -1580,9 +1580,17 @@ mod web {
         let redis_url = env("REDIS_URL", "redis://127.0.0.1:6399");
         let mut variants: Vec<&str> =
             vec!["none", "noop-layer", "ours/memory", "tower-sessions/memory"];
-        variants.extend(["ours/redis", "tower-sessions/redis"]);
+        variants.extend([
+            "ours/redis",
+            "ours near-cache/redis",
+            "tower-sessions/redis",
+        ]);
         #[cfg(feature = "sql")]
-        variants.extend(["ours/postgres", "tower-sessions/postgres"]);
+        variants.extend([
+            "ours/postgres",
+            "ours near-cache/postgres",
+            "tower-sessions/postgres",
+        ]);
         variants.retain(|v| !v.split_once('/').is_some_and(|(_, b)| skipped(b)));
         variants.retain(|v| kept("BENCH_HTTP", v));
         for w in Workload::MAIN {
@@ -1606,7 +1614,7 @@ mod web {
                             ),
                             random_cookies(),
                         ),
-                        v if v.starts_with("ours/") => {
+                        v if v.starts_with("ours") => {
                             let store: Arc<dyn SessionStore> = match v {
                                 "ours/memory" => Arc::new(session_store::MemoryStore::new()),
                                 "ours/redis" => {
@@ -1614,6 +1622,36 @@ mod web {
                                         .map_err(s)?
                                         .with_prefix(prefix());
                                     st.connect().await.map_err(s)?;
+                                    Arc::new(st)
+                                }
+                                "ours near-cache/redis" => {
+                                    let st = session_store_redis::RedisStore::from_url(&redis_url)
+                                        .map_err(s)?
+                                        .with_prefix(prefix())
+                                        .with_near_cache(
+                                            session_store_redis::NearCacheConfig::new()
+                                                .max_entries(200_000),
+                                        )
+                                        .map_err(s)?;
+                                    st.connect().await.map_err(s)?;
+                                    Arc::new(st)
+                                }
+                                #[cfg(feature = "sql")]
+                                "ours near-cache/postgres" => {
+                                    let st = session_store_sqlx::PostgresStore::connect(&env(
+                                        "POSTGRES_URL",
+                                        "postgres://postgres@127.0.0.1:5432/session_bench",
+                                    ))
+                                    .await
+                                    .map_err(s)?
+                                    .with_table_name("sessions_near")
+                                    .map_err(s)?
+                                    .with_near_cache(
+                                        session_store_sqlx::NearCacheConfig::new()
+                                            .max_entries(200_000),
+                                    )
+                                    .map_err(s)?;
+                                    st.migrate().await.map_err(s)?;
                                     Arc::new(st)
                                 }
                                 #[cfg(feature = "sql")]

@@ -71,7 +71,7 @@ impl Tracked {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(error::from_redis)?;
-        let ((), stats): ((), String) = redis::pipe()
+        let ((), server, stats): ((), String, String) = redis::pipe()
             .cmd("CLIENT")
             .arg("SETNAME")
             .arg(self.cache.client_name())
@@ -81,10 +81,13 @@ impl Tracked {
             .arg("ON")
             .arg("NOLOOP")
             .cmd("INFO")
+            .arg("server")
+            .cmd("INFO")
             .arg("stats")
             .query_async(&mut conn)
             .await
             .map_err(error::from_redis)?;
+        check_version(&server)?;
         // Managed servers may refuse `CONFIG`: then the server's default limit is assumed.
         let limit = redis::cmd("CONFIG")
             .arg("GET")
@@ -195,6 +198,26 @@ impl ServerWatch {
             return Some("the server's tracking table is nearly full");
         }
         None
+    }
+}
+
+/// Refuses a server older than Redis 7, which does not track the keys a script reads for
+/// the script's caller (the near-cache's writes rely on it).
+fn check_version(info: &str) -> Result<()> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(major) if major >= 7 => Ok(()),
+        _ => Err(session_store::Error::Config(format!(
+            "redis near-cache: needs Redis 7 or later, the server is {version}"
+        ))),
     }
 }
 
@@ -363,6 +386,15 @@ mod tests {
             "# Stats\r\ntotal_connections_received:3\r\nevicted_keys:{evicted}\r\n\
              evicted_clients:0\r\ntracking_total_keys:{tracked}\r\ntracking_total_items:{tracked}\r\n"
         )
+    }
+
+    #[test]
+    fn servers_before_redis_7_are_refused() {
+        assert!(check_version("# Server\r\nredis_version:7.0.15\r\n").is_ok());
+        assert!(check_version("redis_version:8.2.1\r\n").is_ok());
+        let refused = check_version("redis_version:6.2.14\r\n").unwrap_err();
+        assert!(refused.to_string().contains("6.2.14"), "{refused}");
+        assert!(check_version("nothing").is_err());
     }
 
     #[test]

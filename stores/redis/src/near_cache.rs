@@ -4,9 +4,10 @@
 //! remembers the keys that connection read and pushes, on that same connection, the key of
 //! each of them that another client then writes, touches, deletes or lets expire. Every
 //! command of the store goes over that connection. Its own writes are not echoed back
-//! (`NOLOOP`), but they end the server's tracking of the key, so each write is followed by a
-//! `GET` of the key in the same pipeline: one round trip, and the cache keeps what the
-//! server holds after the write, tracked again.
+//! (`NOLOOP`), but they end the server's tracking of the key, so each write is a script that
+//! reads the key again (`EXISTS`) in the same atomic step: the server tracks keys read
+//! inside a script for the script's caller (Redis 7), no other client's write can come in
+//! between, and the cache keeps the record written.
 //!
 //! Why a read never serves data older than an invalidation the connection received: the
 //! server queues the invalidation of a key behind the reply of the read that tracked it, and

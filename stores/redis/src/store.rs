@@ -58,17 +58,12 @@ end
     };
 }
 
-/// A write in one `EVALSHA`: compare-and-set, and every write of a session with an owner
-/// on one node (the session and its owner index in one atomic step).
-///
-/// `KEYS[1]` the session, `KEYS[2]` (optional) its owner index; `ARGV`: mode (`cas`, `set`,
-/// `NX` or `XX`), value, expiry ms, expected version (8 bytes, `cas` only), then with an
-/// index the id and now (ms). Returns 2 = written; 0 = not written (`NX`/`XX`) or missing
-/// (`cas`); 1 = conflict (`cas`). Compare-and-set reads only the 8-byte version header
-/// (`GETRANGE`; a missing key reads as empty), never the payload.
-const WRITE_SCRIPT: &str = concat!(
-    index_lua!(),
-    r"
+/// The body of [`WRITE_SCRIPT`], up to its final `return 2`.
+macro_rules! write_lua {
+    () => {
+        concat!(
+            index_lua!(),
+            r"
 local key, mode, value, ms = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 if mode == 'cas' then
   local current = redis.call('GETRANGE', key, 0, 7)
@@ -87,24 +82,33 @@ end
 if KEYS[2] then
   index(KEYS[2], ARGV[5], ms, ARGV[6])
 end
-return 2
 "
-);
+        )
+    };
+}
 
-/// Touch in one `EVALSHA`: 0 = missing, 1 = touched. Rewrites the 8-byte expiry inside the
-/// value (`SETRANGE`, which keeps the key's TTL) and the key's TTL (`PEXPIREAT`, which
-/// removes the key if the time has passed), never the payload. The `GETRANGE` that finds
-/// the key also reads the owner section, if any.
+/// A write in one `EVALSHA`: compare-and-set, and every write of a session with an owner
+/// on one node (the session and its owner index in one atomic step).
 ///
-/// `KEYS[1]` the session; `ARGV`: expiry (8 bytes), expiry ms, mode, id, now (ms). Mode
-/// `i<index key prefix>` (one node): an owned session's index is updated in the same
-/// script, under the key named by the section (not in `KEYS`: one node only). Mode
-/// `c<section>` (Cluster, where the index is on another node): an owned session whose
-/// section differs is not touched and its section is returned, for the caller to update the
-/// index first and touch again with that section.
-const TOUCH_SCRIPT: &str = concat!(
-    index_lua!(),
-    r"
+/// `KEYS[1]` the session, `KEYS[2]` (optional) its owner index; `ARGV`: mode (`cas`, `set`,
+/// `NX` or `XX`), value, expiry ms, expected version (8 bytes, `cas` only), then with an
+/// index the id and now (ms). Returns 2 = written; 0 = not written (`NX`/`XX`) or missing
+/// (`cas`); 1 = conflict (`cas`). Compare-and-set reads only the 8-byte version header
+/// (`GETRANGE`; a missing key reads as empty), never the payload.
+const WRITE_SCRIPT: &str = concat!(write_lua!(), "return 2\n");
+
+/// [`WRITE_SCRIPT`] for the near-cache's connection: a write ends the connection's tracking
+/// of the key, so the script reads the key again (`EXISTS`, read-only: the server tracks it
+/// for the caller) in the same atomic step. No other client's write can come in between,
+/// so the value written is what the cache keeps.
+const WRITE_TRACKED_SCRIPT: &str = concat!(write_lua!(), "redis.call('EXISTS', key)\nreturn 2\n");
+
+/// The body of [`TOUCH_SCRIPT`], up to its final `return 1`.
+macro_rules! touch_lua {
+    () => {
+        concat!(
+            index_lua!(),
+            r"
 local section = redis.call('GETRANGE', KEYS[1], 16, 80)
 if section == '' then
   return 0
@@ -119,9 +123,28 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 if owned and mode == 'i' then
   index(string.sub(ARGV[3], 2) .. string.sub(section, 2), ARGV[4], ARGV[2], ARGV[5])
 end
-return 1
 "
-);
+        )
+    };
+}
+
+/// Touch in one `EVALSHA`: 0 = missing, 1 = touched. Rewrites the 8-byte expiry inside the
+/// value (`SETRANGE`, which keeps the key's TTL) and the key's TTL (`PEXPIREAT`, which
+/// removes the key if the time has passed), never the payload. The `GETRANGE` that finds
+/// the key also reads the owner section, if any.
+///
+/// `KEYS[1]` the session; `ARGV`: expiry (8 bytes), expiry ms, mode, id, now (ms). Mode
+/// `i<index key prefix>` (one node): an owned session's index is updated in the same
+/// script, under the key named by the section (not in `KEYS`: one node only). Mode
+/// `c<section>` (Cluster, where the index is on another node): an owned session whose
+/// section differs is not touched and its section is returned, for the caller to update the
+/// index first and touch again with that section.
+const TOUCH_SCRIPT: &str = concat!(touch_lua!(), "return 1\n");
+
+/// [`TOUCH_SCRIPT`] for the near-cache's connection, which reads the key again in the same
+/// atomic step (as [`WRITE_TRACKED_SCRIPT`]).
+const TOUCH_TRACKED_SCRIPT: &str =
+    concat!(touch_lua!(), "redis.call('EXISTS', KEYS[1])\nreturn 1\n");
 
 /// The owner index update alone, for Redis Cluster: `KEYS[1]` the index; `ARGV`: id,
 /// expiry ms, now (ms).
@@ -283,7 +306,9 @@ struct Near {
 /// The store's Lua scripts, loaded by [`RedisStore::connect`] (and on `NOSCRIPT`).
 struct Scripts {
     write: Script,
+    write_tracked: Script,
     touch: Script,
+    touch_tracked: Script,
     index: Script,
     list: Script,
 }
@@ -323,7 +348,9 @@ impl RedisStore {
             layout: Arc::new(Layout::Native),
             scripts: Arc::new(Scripts {
                 write: Script::new(WRITE_SCRIPT),
+                write_tracked: Script::new(WRITE_TRACKED_SCRIPT),
                 touch: Script::new(TOUCH_SCRIPT),
+                touch_tracked: Script::new(TOUCH_TRACKED_SCRIPT),
                 index: Script::new(INDEX_SCRIPT),
                 list: Script::new(LIST_SCRIPT),
             }),
@@ -458,12 +485,13 @@ impl RedisStore {
     /// conditional write.
     ///
     /// How it stays coherent: the store's connection uses RESP3 and
-    /// `CLIENT TRACKING ON NOLOOP` (Redis 6 or later), so the server pushes the key of every
+    /// `CLIENT TRACKING ON NOLOOP` (Redis 7 or later), so the server pushes the key of every
     /// session this process read that another client then writes, touches, deletes or lets
     /// expire, and the cached copy is dropped when the push arrives. A read started before
-    /// such a push is not cached. The store's own writes read the session back in the same
-    /// pipeline, so what is cached is what the server holds, and tracked again. When the connection is lost or replaced, the cache is
-    /// emptied and bypassed until a new connection has tracking on. The guarantee: once this
+    /// such a push is not cached. The store's own writes are scripts that read the key again
+    /// in the same atomic step, so the key stays tracked and what is cached is what the
+    /// server holds. When the connection is lost or replaced, the cache is emptied and
+    /// bypassed until a new connection has tracking on. The guarantee: once this
     /// process has received the server's invalidation of a session, it never serves the
     /// older data; between another process's write and that push (a loopback round trip,
     /// see RELIABILITY.md) this process may still serve the data it had, as it would had
@@ -636,7 +664,9 @@ impl RedisStore {
         let scripts = &self.scripts;
         for script in [
             &scripts.write,
+            &scripts.write_tracked,
             &scripts.touch,
+            &scripts.touch_tracked,
             &scripts.index,
             &scripts.list,
         ] {
@@ -745,42 +775,14 @@ impl RedisStore {
         }
     }
 
-    /// Sends a write. With `after` (the near-cache), sends `GET key` behind it in the same
-    /// pipeline (one round trip) and puts there what the session holds once the write is
-    /// done: a connection's own write ends the server's tracking of the key for that
-    /// connection, and reading the key tracks it again, so the cached copy keeps receiving
-    /// other clients' invalidations.
-    ///
-    /// `written`: the value the request writes and its record; when the key holds exactly
-    /// that value afterwards, the record is cached as it is, without decoding the value.
-    async fn send_write<T: FromRedisValue>(
-        &self,
-        request: Request<'_>,
-        id: &SessionId,
-        after: Option<&mut Option<Record>>,
-        written: Option<(&[u8], &Record)>,
-    ) -> Result<(T, bool)> {
-        let Some(after) = after else {
-            return self.send_noting_retry(request).await;
-        };
-        let key = self.key(id);
-        let mut pipe = redis::pipe();
-        match request {
-            Request::Cmd(cmd) => pipe.add_command(cmd.clone()),
-            Request::Script(invocation) => pipe.invoke_script(invocation),
-            Request::Pipe(_) => unreachable!("writes are one command or one script"),
-        };
-        pipe.cmd("GET").arg(&key);
-        let ((reply, value), retried): ((T, Option<Vec<u8>>), bool) =
-            self.send_noting_retry(Request::Pipe(&pipe)).await?;
-        *after = match (value, written) {
-            (Some(value), Some((sent, record))) if value == sent => Some(record.clone()),
-            (Some(value), _) => {
-                Layout::decode_native(&value, OffsetDateTime::now_utc()).unwrap_or(None)
-            }
-            (None, _) => None,
-        };
-        Ok((reply, retried))
+    /// The write script: on the near-cache's connection (`tracked`), the one that reads
+    /// the key again in the same atomic step, so the connection keeps tracking it.
+    fn write_script(&self, tracked: bool) -> &Script {
+        if tracked {
+            &self.scripts.write_tracked
+        } else {
+            &self.scripts.write
+        }
     }
 
     /// `SET key value PXAT ms [NX|XX]`: whether the key was written. A session with an owner
@@ -805,8 +807,9 @@ impl RedisStore {
         written
     }
 
-    /// [`RedisStore::write`] without the near-cache; with `after`, also reads the session
-    /// back in the same round trip ([`RedisStore::send_write`]).
+    /// [`RedisStore::write`] without the near-cache; with `after` (the near-cache's
+    /// connection), writes through [`WRITE_TRACKED_SCRIPT`] and sets `after` to the record,
+    /// if it was written.
     async fn write_key(
         &self,
         id: &SessionId,
@@ -817,26 +820,28 @@ impl RedisStore {
         let owner = self.owner_of(record);
         let value = self.layout.encode(record, owner.as_ref())?;
         let ms = expiry_ms(record.expires);
+        let tracked = after.is_some();
         let (written, retried) = match owner {
-            Some(owner) if !self.connector.is_cluster() => {
-                let mut invocation = self.scripts.write.prepare_invoke();
+            // The near-cache's connection writes through the script even without an owner:
+            // the script keeps the key tracked.
+            owner if tracked || (owner.is_some() && !self.connector.is_cluster()) => {
+                let mut invocation = self.write_script(tracked).prepare_invoke();
+                invocation.key(self.key(id));
+                if let Some(owner) = &owner {
+                    invocation.key(self.index_key(owner));
+                }
                 invocation
-                    .key(self.key(id))
-                    .key(self.index_key(&owner))
                     .arg(condition.unwrap_or("set"))
                     .arg(&value)
-                    .arg(ms)
-                    .arg("")
-                    .arg(id.as_str())
-                    .arg(expiry_ms(OffsetDateTime::now_utc()));
-                let (outcome, retried): (i64, bool) = self
-                    .send_write(
-                        Request::Script(&invocation),
-                        id,
-                        after,
-                        Some((&value, record)),
-                    )
-                    .await?;
+                    .arg(ms);
+                if owner.is_some() {
+                    invocation
+                        .arg("")
+                        .arg(id.as_str())
+                        .arg(expiry_ms(OffsetDateTime::now_utc()));
+                }
+                let (outcome, retried): (i64, bool) =
+                    self.send_noting_retry(Request::Script(&invocation)).await?;
                 (outcome == 2, retried)
             }
             owner => {
@@ -848,16 +853,17 @@ impl RedisStore {
                 if let Some(condition) = condition {
                     cmd.arg(condition);
                 }
-                let (reply, retried): (Value, bool) = self
-                    .send_write(Request::Cmd(&cmd), id, after, Some((&value, record)))
-                    .await?;
+                let (reply, retried): (Value, bool) =
+                    self.send_noting_retry(Request::Cmd(&cmd)).await?;
                 (!matches!(reply, Value::Nil), retried)
             }
         };
-        if !written && retried && condition == Some("NX") {
-            // The lost first `SET NX` may have been carried out: then the key holds exactly
-            // this value (a fresh random id, so no one else wrote it).
-            return self.holds(id, &value).await;
+        // The lost first `SET NX` may have been carried out: then the key holds exactly this
+        // value (a fresh random id, so no one else wrote it).
+        let written =
+            written || (retried && condition == Some("NX") && self.holds(id, &value).await?);
+        if let Some(after) = after {
+            *after = written.then(|| record.clone());
         }
         Ok(written)
     }
@@ -942,7 +948,7 @@ impl SessionStore for RedisStore {
             return self.touch_key(id, expires, None).await;
         };
         let flight = cache.begin(&self.key(id), true);
-        let mut after = None;
+        let mut after = flight.replaced().cloned();
         let found = self.touch_key(id, expires, Some(&mut after)).await;
         cache.end(flight, after.as_ref());
         found
@@ -991,7 +997,10 @@ impl RedisStore {
         }
     }
 
-    /// [`SessionStore::touch`] without the near-cache.
+    /// [`SessionStore::touch`] without the near-cache; with `after` (the near-cache's
+    /// connection, holding the copy the cache had), touches through
+    /// [`TOUCH_TRACKED_SCRIPT`] and leaves in `after` that copy with its new expiry, if the
+    /// session was touched.
     async fn touch_key(
         &self,
         id: &SessionId,
@@ -1009,7 +1018,11 @@ impl RedisStore {
         if !self.connector.is_cluster() {
             let mut mode = self.index_prefix();
             mode.insert(0, 'i');
-            let mut invocation = self.scripts.touch.prepare_invoke();
+            let script = match after {
+                Some(_) => &self.scripts.touch_tracked,
+                None => &self.scripts.touch,
+            };
+            let mut invocation = script.prepare_invoke();
             invocation
                 .key(&key)
                 .arg(&ms.to_be_bytes()[..])
@@ -1017,10 +1030,24 @@ impl RedisStore {
                 .arg(mode)
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
-            let (found, _): (i64, bool) = self
-                .send_write(Request::Script(&invocation), id, after, None)
-                .await?;
+            let (found, _): (i64, bool) =
+                self.send_noting_retry(Request::Script(&invocation)).await?;
+            if let Some(after) = after {
+                // What a read would now return: the copy this process had, with the new
+                // expiry as the value keeps it (milliseconds).
+                let touched = after.take().filter(|_| found == 1);
+                *after = touched.map(|record| Record {
+                    expires: expires
+                        .replace_millisecond(expires.millisecond())
+                        .unwrap_or(expires),
+                    ..record
+                });
+            }
             return Ok(found == 1);
+        }
+        if let Some(after) = after {
+            // Not near-cached (the near-cache is refused on Redis Cluster).
+            *after = None;
         }
         // Cluster: an owned session's index is updated before its expiry moves, with the
         // owner read by a first attempt that touches only sessions without owner.
@@ -1050,7 +1077,9 @@ impl RedisStore {
         ))
     }
 
-    /// [`SessionStore::compare_and_set`] without the near-cache.
+    /// [`SessionStore::compare_and_set`] without the near-cache; with `after` (the
+    /// near-cache's connection), writes through [`WRITE_TRACKED_SCRIPT`] and sets `after`
+    /// to the record, if it was written.
     async fn compare_and_set_key(
         &self,
         id: &SessionId,
@@ -1067,7 +1096,7 @@ impl RedisStore {
         let owner = self.owner_of(record);
         let value = self.layout.encode(record, owner.as_ref())?;
         let ms = expiry_ms(record.expires);
-        let mut invocation = self.scripts.write.prepare_invoke();
+        let mut invocation = self.write_script(after.is_some()).prepare_invoke();
         invocation.key(self.key(id));
         let owner = match owner {
             Some(owner) if self.connector.is_cluster() => {
@@ -1089,26 +1118,26 @@ impl RedisStore {
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
         }
-        let (outcome, retried): (i64, bool) = self
-            .send_write(
-                Request::Script(&invocation),
-                id,
-                after,
-                Some((&value, record)),
-            )
-            .await?;
-        match outcome {
-            0 => Ok(CasOutcome::Missing),
+        let (outcome, retried): (i64, bool) =
+            self.send_noting_retry(Request::Script(&invocation)).await?;
+        let outcome = match outcome {
+            0 => CasOutcome::Missing,
             // A lost first attempt may have written: then the key holds exactly this value
             // (its version is the one this write set).
-            1 if retried && self.holds(id, &value).await? => Ok(CasOutcome::Written),
-            1 => Ok(CasOutcome::Conflict),
-            2 => Ok(CasOutcome::Written),
-            _ => Err(Error::backend(
-                NAME,
-                "compare-and-set script returned an unknown outcome",
-            )),
+            1 if retried && self.holds(id, &value).await? => CasOutcome::Written,
+            1 => CasOutcome::Conflict,
+            2 => CasOutcome::Written,
+            _ => {
+                return Err(Error::backend(
+                    NAME,
+                    "compare-and-set script returned an unknown outcome",
+                ));
+            }
+        };
+        if let Some(after) = after {
+            *after = (outcome == CasOutcome::Written).then(|| record.clone());
         }
+        Ok(outcome)
     }
 
     /// [`SessionStore::owned`].

@@ -595,3 +595,50 @@ async fn a_session_untracked_by_a_full_tracking_table_is_not_served_for_long() {
         start.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_this_process_wrote_stays_tracked() {
+    // The store's own writes end the server's tracking of the key; the write scripts read
+    // the key again in the same step, so another client's later change is still announced.
+    let store = cached(&common::random_prefix("near-own")).await;
+    let mut conn = raw().await;
+    let write_then_delete_elsewhere = |step: &'static str| {
+        let store = store.clone();
+        let mut conn = conn.clone();
+        async move {
+            let id = new_id();
+            let mut record = sample_record(later());
+            assert!(store.create(&id, &record).await.unwrap());
+            match step {
+                "create" => {}
+                "compare_and_set" => {
+                    record.version = 1;
+                    assert_eq!(
+                        store.compare_and_set(&id, &record, 0).await.unwrap(),
+                        CasOutcome::Written
+                    );
+                }
+                "set" => store.set(&id, &record).await.unwrap(),
+                _ => assert!(store.touch(&id, later()).await.unwrap()),
+            }
+            let hits = stats(&store).hits;
+            assert!(store.get(&id).await.unwrap().is_some());
+            assert_eq!(
+                stats(&store).hits,
+                hits + 1,
+                "{step}: served from the cache"
+            );
+            let key = format!("{}{}", store.prefix(), id.as_str());
+            let () = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            eventually(step, || async { store.get(&id).await.unwrap().is_none() }).await;
+        }
+    };
+    for step in ["create", "compare_and_set", "set", "touch"] {
+        write_then_delete_elsewhere(step).await;
+    }
+    let _ = &mut conn;
+}

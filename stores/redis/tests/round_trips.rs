@@ -475,12 +475,12 @@ async fn near_cache_reads_cost_nothing_and_writes_one_round_trip() {
         }};
     }
 
-    // A write is followed by a GET in the same round trip: the connection tracks the key
-    // again and the cache keeps what the server holds.
+    // A write is a script that reads the key again (EXISTS) in the same atomic step: the
+    // connection tracks the key again and the cache keeps the record written.
     assert!(op!(
         "create",
         1,
-        ["SET", "GET"],
+        ["EVALSHA", "LUA:SET", "LUA:EXISTS"],
         store.create(&id, &record).await.unwrap()
     ));
     for _ in 0..3 {
@@ -493,7 +493,7 @@ async fn near_cache_reads_cost_nothing_and_writes_one_round_trip() {
     let outcome = op!(
         "compare_and_set",
         1,
-        ["EVALSHA", "LUA:GETRANGE", "LUA:SET", "GET"],
+        ["EVALSHA", "LUA:GETRANGE", "LUA:SET", "LUA:EXISTS"],
         store.compare_and_set(&id, &next, 1).await.unwrap()
     );
     assert_eq!(outcome, CasOutcome::Written);
@@ -507,7 +507,7 @@ async fn near_cache_reads_cost_nothing_and_writes_one_round_trip() {
             "LUA:GETRANGE",
             "LUA:SETRANGE",
             "LUA:PEXPIREAT",
-            "GET"
+            "LUA:EXISTS"
         ],
         store.touch(&id, later).await.unwrap()
     ));

@@ -411,6 +411,9 @@ impl<D: Dialect> SqlStore<D> {
         drop(conn);
         match row {
             Some((row, tag)) => {
+                if local_change {
+                    near.announce(values.id, Some(tag as u64));
+                }
                 let record = self.decode(row)?;
                 near.cache
                     .end_tagged(flight, Some((&record, Some(tag as u64))));
@@ -440,6 +443,7 @@ impl<D: Dialect> SqlStore<D> {
         drop(conn);
         match tag {
             Some(tag) => {
+                near.announce(values.id, Some(tag as u64));
                 // As a read would return it: the column keeps microseconds.
                 let expires = record.expires;
                 let stored = Record {
@@ -563,14 +567,16 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
         if !D::storable(id.as_str()) {
             return Ok(());
         }
-        let flight = self
-            .near()
-            .map(|near| (near, near.cache.begin(id.as_str(), true)));
-        self.write(&self.inner.sql.destroy, Values::id(id.as_str()))
+        let Some(near) = self.near() else {
+            self.write(&self.inner.sql.destroy, Values::id(id.as_str()))
+                .await?;
+            return Ok(());
+        };
+        let flight = near.cache.begin(id.as_str(), true);
+        self.write(&self.tagged()?.destroy, Values::id(id.as_str()))
             .await?;
-        if let Some((near, flight)) = flight {
-            near.cache.end(flight, None);
-        }
+        near.announce(id.as_str(), None);
+        near.cache.end(flight, None);
         Ok(())
     }
 

@@ -194,7 +194,8 @@ pub struct Statements {
 
 /// The statements of a near-cached store: they also read or return the tag of the row
 /// version they read or wrote (PostgreSQL: the id of the transaction that wrote it), the
-/// tag the server's announcements of changed rows carry.
+/// tag the server's announcements of changed rows carry. Its writes keep the table's
+/// trigger from announcing them: the store announces each once it has committed.
 #[derive(Debug)]
 pub struct Tagged {
     /// The announcements' channel.
@@ -214,4 +215,6 @@ pub struct Tagged {
     pub(crate) cas: Statement,
     /// `touch`, returning the row it changed (`data, expires, version`, tag).
     pub(crate) touch: Statement,
+    /// `destroy`.
+    pub(crate) destroy: Statement,
 }

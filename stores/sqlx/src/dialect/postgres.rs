@@ -291,18 +291,37 @@ fn native(t: String, table: &str, mut migrate: Vec<Step>) -> Statements {
             ),
             &[Owner, Now],
         )),
-        tagged: Some(tagged(&t, table, &upsert, &update)),
+        tagged: Some(tagged(&t, table)),
     }
 }
 
 /// The row version's tag: the 32-bit id of the transaction that wrote it.
 const TAG: &str = "xmin::text::bigint";
 
+/// The setting a near-cached store's write sets for its own transaction: the trigger then
+/// announces nothing, and the store announces the write itself once it has committed.
+const QUIET: &str = "session_store.announced_by_writer";
+
+/// A one-row `FROM` item that sets [`QUIET`] for the statement's transaction (before any
+/// row is written, so before the statement's `AFTER` triggers run).
+const QUIET_FROM: &str =
+    "(SELECT set_config('session_store.announced_by_writer', 'on', true)) AS quiet";
+
 /// The near-cache's statements for the native table `t` (named `table`), and the trigger
 /// that announces every change of its rows on the channel: `<tag> <id>` for a row written,
 /// `- <id>` for a row deleted. In a trigger, `txid_current()` modulo 2^32 is the `xmin`
 /// of the row the statement writes.
-fn tagged(t: &str, table: &str, upsert: &str, update: &str) -> Tagged {
+fn tagged(t: &str, table: &str) -> Tagged {
+    // The writes set [`QUIET`] first: the store announces them after they commit.
+    let upsert = format!(
+        "INSERT INTO {t} AS s (id, data, expires, version, owner) \
+         SELECT $1, $2, $3, $4, $5 FROM {QUIET_FROM} \
+         ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires, \
+         version = EXCLUDED.version, owner = EXCLUDED.owner"
+    );
+    let update = format!(
+        "UPDATE {t} SET data = $2, expires = $3, version = $4, owner = $5 FROM {QUIET_FROM}"
+    );
     let channel = channel_name(t);
     let function = format!("{}_announce", table.trim_matches('"'));
     // In the table's schema, if it has one (`t` is `"schema"."table"` or `"table"`).
@@ -316,10 +335,12 @@ fn tagged(t: &str, table: &str, upsert: &str, update: &str) -> Tagged {
             format!(
                 "CREATE OR REPLACE FUNCTION {qualified}() RETURNS trigger LANGUAGE plpgsql AS $$ \
                  BEGIN \
+                 IF current_setting('{QUIET}', true) = 'on' THEN RETURN NULL; END IF; \
                  IF TG_OP = 'DELETE' THEN \
-                 PERFORM pg_notify('{channel}', '- ' || OLD.id); \
+                 PERFORM pg_notify('{channel}', '- ' || octet_length(OLD.id) || ' ' || OLD.id); \
                  ELSE \
-                 PERFORM pg_notify('{channel}', (txid_current() % 4294967296)::text || ' ' || NEW.id); \
+                 PERFORM pg_notify('{channel}', (txid_current() % 4294967296)::text || ' ' \
+                 || octet_length(NEW.id) || ' ' || NEW.id); \
                  END IF; \
                  RETURN NULL; \
                  END $$"
@@ -363,10 +384,14 @@ fn tagged(t: &str, table: &str, upsert: &str, update: &str) -> Tagged {
         ),
         touch: Statement::new(
             format!(
-                "UPDATE {t} SET expires = $2 WHERE id = $1 AND expires > $3 \
+                "UPDATE {t} SET expires = $2 FROM {QUIET_FROM} WHERE id = $1 AND expires > $3 \
                  RETURNING data, expires, version, {TAG}"
             ),
             &[Id, Expires, Now],
+        ),
+        destroy: Statement::new(
+            format!("DELETE FROM {t} USING {QUIET_FROM} WHERE id = $1"),
+            &[Id],
         ),
     }
 }

@@ -545,24 +545,28 @@ impl PostgresStore {
     /// server announces that another client changed them. A commit of a cached session is
     /// then one conditional `UPDATE`, a touch one `UPDATE`.
     ///
-    /// How it stays coherent: [`SqlStore::migrate`] on a store with the near-cache on
-    /// installs a trigger on the table that announces every written or deleted row with
-    /// `pg_notify` when its transaction commits, naming the row and the transaction that
-    /// wrote it. The store listens (`LISTEN`) on a connection of its own, opened with the
-    /// pool's options, and drops a cached copy when an announcement names its row and
-    /// another version; every statement of the store also reads the version it saw, so the
-    /// announcement of the store's own write keeps the copy it just cached. A read that an
-    /// announcement overtook is not cached. The guarantee: once this process has received
-    /// the announcement of a change, it never serves the older data; before (a loopback
-    /// round trip after the commit, see RELIABILITY.md) it may, as it would had its read
-    /// come a moment earlier. Compare-and-set still checks every commit on the server, so
-    /// a commit from a stale copy is refused and merged, never lost.
+    /// How it stays coherent: every change of a row is announced with `pg_notify`, naming
+    /// the row and the transaction that wrote it. This store announces its own writes right
+    /// after they commit, in batches on a connection of its own; [`SqlStore::migrate`] on a
+    /// store with the near-cache on installs a trigger that announces every other writer's
+    /// changes (PostgreSQL serializes the commits of notifying transactions, so the store
+    /// keeps the trigger quiet for its own writes). The store listens (`LISTEN`) on a
+    /// connection of its own, opened with the pool's options, and drops a cached copy when
+    /// an announcement names its row and another version; every statement of the store also
+    /// reads the version it saw, so the announcement of the store's own write keeps the copy
+    /// it just cached. A read that an announcement overtook is not cached. The guarantee:
+    /// once this process has received the announcement of a change, it never serves the
+    /// older data; before (a loopback round trip after the commit, see RELIABILITY.md) it
+    /// may, as it would had its read come a moment earlier. Compare-and-set still checks
+    /// every commit on the server, so a commit from a stale copy is refused and merged,
+    /// never lost. A process that dies between a commit and its announcement (under a
+    /// millisecond) leaves other processes' copies of that session to age out
+    /// ([`NearCacheConfig::max_age`]).
     ///
     /// When the listening connection is lost, or a check it sends itself every second has
     /// not come back within 2 s (a frozen server, a partition), the cache is emptied and
     /// bypassed until a new connection listens. Without the trigger (migrate not run), the
-    /// cache stays off and a warning is logged. Every writer of the table announces once
-    /// the trigger is installed, including processes without the near-cache.
+    /// cache stays off and a warning is logged.
     ///
     /// Native layout only: [`Error::Config`](session_store::Error::Config) in
     /// connect-pg-simple's (and a later [`PostgresStore::with_layout`] to it turns the cache

@@ -312,7 +312,8 @@ const QUIET_FROM: &str =
 /// `- <id>` for a row deleted. In a trigger, `txid_current()` modulo 2^32 is the `xmin`
 /// of the row the statement writes.
 fn tagged(t: &str, table: &str) -> Tagged {
-    // The writes set [`QUIET`] first: the store announces them after they commit.
+    // The writes set [`QUIET`] first: the store announces them after they commit, and the
+    // trigger's `WHEN` skips them without queueing an event or calling the function.
     let upsert = format!(
         "INSERT INTO {t} AS s (id, data, expires, version, owner) \
          SELECT $1, $2, $3, $4, $5 FROM {QUIET_FROM} \
@@ -352,7 +353,9 @@ fn tagged(t: &str, table: &str) -> Tagged {
             Statement::new(
                 format!(
                     "CREATE TRIGGER \"{trigger}\" AFTER INSERT OR UPDATE OR DELETE ON {t} \
-                     FOR EACH ROW EXECUTE FUNCTION {qualified}()"
+                     FOR EACH ROW \
+                     WHEN (current_setting('{QUIET}', true) IS DISTINCT FROM 'on') \
+                     EXECUTE FUNCTION {qualified}()"
                 ),
                 &[],
             ),

@@ -115,8 +115,9 @@ mod listen {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Instant;
 
+    use sqlx::Connection;
     use sqlx::PgPool;
-    use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+    use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPoolOptions};
 
     use super::*;
 
@@ -126,18 +127,16 @@ mod listen {
         let options = (*pool.connect_options())
             .clone()
             .application_name(near.cache.client_name());
-        let announcing = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .acquire_timeout(PATIENCE)
-            .connect_lazy_with(options.clone());
-        tokio::spawn(announce_batches(Arc::downgrade(near), announcing));
+        tokio::spawn(announce_batches(Arc::downgrade(near), options.clone()));
         tokio::spawn(supervise(Arc::downgrade(near), options));
     }
 
-    /// Sends this process's announcements in batches, until the store is dropped.
-    async fn announce_batches(near: Weak<Near>, pool: PgPool) {
+    /// Sends this process's announcements in batches, until the store is dropped, on a
+    /// connection of its own (not pooled: a pool checks every connection it takes back, one
+    /// more round trip before the next batch could go).
+    async fn announce_batches(near: Weak<Near>, options: PgConnectOptions) {
         let mut pending: Vec<String> = Vec::new();
+        let mut conn: Option<PgConnection> = None;
         loop {
             let Some(strong) = near.upgrade() else { return };
             if pending.is_empty() {
@@ -165,15 +164,25 @@ mod listen {
                 payload.push_str(entry);
                 taken += 1;
             }
-            let sent = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&channel)
-                .bind(&payload)
-                .execute(&pool);
-            match tokio::time::timeout(PATIENCE, sent).await {
+            let sent = tokio::time::timeout(PATIENCE, async {
+                let conn = match &mut conn {
+                    Some(conn) => conn,
+                    None => conn.insert(PgConnection::connect_with(&options).await?),
+                };
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(&channel)
+                    .bind(&payload)
+                    .execute(conn)
+                    .await
+            })
+            .await;
+            match sent {
                 Ok(Ok(_)) => {
                     pending.drain(..taken);
                 }
                 failed => {
+                    // A connection in an unknown state is not reused.
+                    conn = None;
                     tracing::debug!(
                         ?failed,
                         "postgres near-cache: announcement not sent; retrying"

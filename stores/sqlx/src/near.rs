@@ -18,7 +18,8 @@
 //! to no one, so other processes may serve their copy until [`NearCacheConfig::max_age`].
 //!
 //! Announcement payloads are entries `<tag or -> <length of the id in bytes> <id>`, each
-//! followed by a newline in batches; `-` is a deleted row.
+//! followed by a newline in batches; `-` is a deleted row, and `* 0 ` asks every process to
+//! empty its cache (a write of an id too long for a notification).
 //!
 //! A task per store keeps a dedicated connection listening (`LISTEN`) and hands the
 //! announcements to the cache ([`session_store::near_cache`]). Every second it sends itself
@@ -85,7 +86,12 @@ impl Near {
     /// `None`: deleted) to every process's near-cache, this one's included.
     pub(crate) fn announce(&self, key: &str, tag: Option<u64>) {
         let tag = tag.map_or_else(|| "-".to_owned(), |tag| tag.to_string());
-        let entry = format!("{tag} {} {key}\n", key.len());
+        let mut entry = format!("{tag} {} {key}\n", key.len());
+        if entry.len() > MAX_PAYLOAD {
+            // An id too long for a notification (only possible outside the manager, which
+            // bounds ids): every process empties its cache instead.
+            entry = "* 0 \n".to_owned();
+        }
         let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
         if outbox.len() >= MAX_OUTBOX {
             // The announcing connection is failing: the oldest are given up (other
@@ -342,12 +348,11 @@ mod listen {
                 cache.flush(generation);
                 return;
             };
-            let tag = if tag == "-" {
-                None
-            } else {
-                tag.parse::<u64>().ok()
-            };
-            cache.invalidate(generation, id.as_bytes(), tag);
+            match tag {
+                "*" => cache.flush(generation),
+                "-" => cache.invalidate(generation, id.as_bytes(), None),
+                tag => cache.invalidate(generation, id.as_bytes(), tag.parse::<u64>().ok()),
+            }
             rest = after.strip_prefix('\n').unwrap_or(after);
         }
     }
@@ -387,10 +392,13 @@ mod listen {
             keep(&cache, 9);
             announce(&cache, 3, "9 3 a b\n", &echoed);
             assert!(cached(&cache).is_some());
-            // Unreadable: everything goes.
+            // Everything goes: announced so, or unreadable.
+            keep(&cache, 9);
+            announce(&cache, 3, "* 0 \n", &echoed);
+            assert!(cached(&cache).is_none());
             announce(&cache, 3, "9 99 a b", &echoed);
             assert!(cached(&cache).is_none());
-            assert_eq!(cache.stats().flushes, 1);
+            assert_eq!(cache.stats().flushes, 2);
             announce(&cache, 3, "ping 2 5", &echoed);
             assert_eq!(
                 echoed.load(Ordering::Relaxed),
@@ -400,7 +408,7 @@ mod listen {
             announce(&cache, 3, "ping 3 5", &echoed);
             assert_eq!(echoed.load(Ordering::Relaxed), 5);
             announce(&cache, 3, "nonsense", &echoed);
-            assert_eq!(cache.stats().flushes, 2);
+            assert_eq!(cache.stats().flushes, 3);
         }
     }
 }

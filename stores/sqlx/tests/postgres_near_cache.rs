@@ -439,3 +439,28 @@ async fn a_silent_listener_disarms_the_cache_within_the_heartbeat() {
     .await;
     drop_table(&store).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_too_long_for_a_notification_empties_every_cache() {
+    // Only possible outside the manager (it bounds ids): the write still succeeds, on the
+    // near-cached store and through the trigger alike.
+    let table = random_table();
+    let a = cached(&table).await;
+    let b = cached(&table).await;
+    let plain = PostgresStore::new(a.pool().clone())
+        .with_table_name(&table)
+        .unwrap();
+    let id = new_id();
+    a.set(&id, &sample_record(later())).await.unwrap();
+    assert!(b.get(&id).await.unwrap().is_some());
+    for writer in [&a, &plain] {
+        let flushes = stats(&b).flushes;
+        let long = session_store::SessionId::new("x".repeat(9000));
+        writer.set(&long, &sample_record(later())).await.unwrap();
+        eventually(DEADLINE, "every cache is emptied", || async {
+            stats(&b).flushes > flushes
+        })
+        .await;
+    }
+    drop_table(&a).await;
+}

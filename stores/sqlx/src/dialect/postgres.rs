@@ -308,9 +308,10 @@ const QUIET_FROM: &str =
     "(SELECT set_config('session_store.announced_by_writer', 'on', true)) AS quiet";
 
 /// The near-cache's statements for the native table `t` (named `table`), and the trigger
-/// that announces every change of its rows on the channel: `<tag> <id>` for a row written,
-/// `- <id>` for a row deleted. In a trigger, `txid_current()` modulo 2^32 is the `xmin`
-/// of the row the statement writes.
+/// that announces the other writers' changes of its rows on the channel: `<tag> <length>
+/// <id>` for a row written, `- <length> <id>` for a row deleted, `* 0 ` (empty every cache)
+/// for an id too long for a notification. In a trigger, `txid_current()` modulo 2^32 is the
+/// `xmin` of the row the statement writes.
 fn tagged(t: &str, table: &str) -> Tagged {
     // The writes set [`QUIET`] first: the store announces them after they commit, and the
     // trigger's `WHEN` skips them without queueing an event or calling the function.
@@ -337,7 +338,9 @@ fn tagged(t: &str, table: &str) -> Tagged {
                 "CREATE OR REPLACE FUNCTION {qualified}() RETURNS trigger LANGUAGE plpgsql AS $$ \
                  BEGIN \
                  IF current_setting('{QUIET}', true) = 'on' THEN RETURN NULL; END IF; \
-                 IF TG_OP = 'DELETE' THEN \
+                 IF octet_length(COALESCE(NEW.id, OLD.id)) > 7000 THEN \
+                 PERFORM pg_notify('{channel}', '* 0 '); \
+                 ELSIF TG_OP = 'DELETE' THEN \
                  PERFORM pg_notify('{channel}', '- ' || octet_length(OLD.id) || ' ' || OLD.id); \
                  ELSE \
                  PERFORM pg_notify('{channel}', (txid_current() % 4294967296)::text || ' ' \

@@ -49,6 +49,7 @@ die() {
 
 # The server, launched through its Python API: the `secantusd-py` CLI has no flag for the
 # TTL sweep interval (its config file has the key, but the CLI does not pass it on).
+# shellcheck disable=SC2016 # Python source: nothing in it is for the shell to expand
 LAUNCHER='
 import signal, sys
 from secantus.server import SecantusDBServer

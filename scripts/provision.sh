@@ -135,7 +135,13 @@ have apt-get || { log "missing:"; names >&2; die "no apt-get here: install the p
 log "installing: ${pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q || die "apt-get update failed"
-apt-get install -y -q --no-install-recommends "${pkgs[@]}" || die "apt-get install ${pkgs[*]} failed"
+if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}"; then
+    # Ubuntu keeps nodejs, npm and redis-server in its universe component.
+    if grep -qx 'ID=ubuntu' /etc/os-release 2>/dev/null; then
+        log "on Ubuntu, nodejs, npm and redis-server come from universe: add-apt-repository universe"
+    fi
+    die "apt-get install ${pkgs[*]} failed"
+fi
 for piece in "${missing[@]}"; do
     present "$piece" || die "$(describe "$piece") still missing after installing $(packages "$piece")"
 done
@@ -143,7 +149,8 @@ done
 # First-time set-up of the servers installed just now (never of one that was already there).
 installed() { [[ " ${missing[*]} " == *" $1 "* ]]; }
 if installed postgres; then
-    version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
+    version=$(find /etc/postgresql -mindepth 2 -maxdepth 2 -name main -printf '%h\n' | sort -V | tail -n1)
+    version=${version##*/}
     hba="/etc/postgresql/$version/main/pg_hba.conf"
     if ! grep -q 'session-store tests' "$hba"; then
         log "PostgreSQL $version: trust auth on loopback ($hba)"

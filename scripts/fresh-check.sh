@@ -24,11 +24,12 @@
 # Not run by CI: it takes 20 to 40 minutes on 2 cores (two full builds of the workspace).
 # As root on a Debian or Ubuntu machine, with debootstrap (apt-get install debootstrap):
 #
-#   sudo bash scripts/fresh-check.sh
+#   sudo bash scripts/fresh-check.sh                      # Debian 12 (bookworm)
+#   sudo FRESH_SUITE=trixie bash scripts/fresh-check.sh   # Debian 13
 #
 # Environment: FRESH_ROOT (working folder, default /var/tmp/session-store-fresh; the root is
 # FRESH_ROOT/root, removed and built anew on each run, the log is FRESH_ROOT/fresh-check.log),
-# FRESH_SUITE (default bookworm), FRESH_MIRROR (default http://deb.debian.org/debian),
+# FRESH_SUITE (a Debian suite the mirror has and this debootstrap knows; default bookworm), FRESH_MIRROR (default http://deb.debian.org/debian),
 # FRESH_COMMAND (run this in the root instead of the two commands, when debugging a step, e.g.
 # 'bash scripts/provision.sh && bash scripts/services.sh').
 # Mounts, the namespace, the relay and every process started in the root are removed on exit,

@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # Starts or stops a MongoDB-wire-compatible test server for the `session-store-mongodb`
-# tests: SecantusDB (PyPI `secantusdb`, a CPython 3.11 wheel) in a virtualenv, in-memory
-# storage, standalone topology, TTL monitor sweeping every second.
+# tests: SecantusDB (PyPI `secantusdb`) in a virtualenv, in-memory storage, standalone
+# topology, TTL monitor sweeping every second. The pinned release is a compiled extension with
+# wheels for CPython 3.10 to 3.13 only (tags cp310 ... cp313, manylinux x86_64 and aarch64;
+# Requires-Python >=3.10): the system's Python 3 serves on Debian 12 (3.11), Debian 13 (3.13)
+# and Ubuntu 24.04 (3.12), with its venv module (Debian, Ubuntu: python3-venv).
 #
 #   scripts/mongo.sh start   # install (first time) and start; waits until it answers
 #   scripts/mongo.sh stop    # stop the server started by `start`
 #   scripts/mongo.sh status  # exit 0 if the server answers
 #   scripts/mongo.sh url     # print the connection string for MONGODB_URL
 #   scripts/mongo.sh venv-path  # print the virtualenv's folder
+#   scripts/mongo.sh python  # print the interpreter the virtualenv would be made with (exit 1,
+#                            # saying why, when there is none: scripts/provision.sh asks this)
 #
 # Environment (all optional):
 #   MONGO_PORT               port (default 27917, away from a real mongod's 27017)
 #   MONGO_TTL_SWEEP_SECONDS  TTL monitor interval (default 1; mongod's is 60)
 #   SECANTUS_VENV            virtualenv (default ${XDG_CACHE_HOME:-$HOME/.cache}/session-store/secantus-venv)
 #   MONGO_STATE_DIR          pid and log files (default <repo>/target/mongo-<port>)
-#   PYTHON                   interpreter to build the venv with (default: python3.11, else python3)
+#   PYTHON                   interpreter to build the venv with (default: the first of python3,
+#                            python3.13, python3.12, python3.11, python3.10 that is one of the
+#                            versions above and has venv and ensurepip)
 #
 # The tests read MONGODB_URL (default mongodb://127.0.0.1:27917/?directConnection=true).
 set -euo pipefail
 
 SECANTUS_VERSION="0.7.0b3"
+# The CPython versions the pinned release has wheels for (its sdist needs a native build).
+PYTHON_VERSIONS="3.10 3.11 3.12 3.13"
 HOST="127.0.0.1"
 PORT="${MONGO_PORT:-27917}"
 SWEEP="${MONGO_TTL_SWEEP_SECONDS:-1}"
@@ -40,6 +49,7 @@ die() {
 
 # The server, launched through its Python API: the `secantusd-py` CLI has no flag for the
 # TTL sweep interval (its config file has the key, but the CLI does not pass it on).
+# shellcheck disable=SC2016 # Python source: nothing in it is for the shell to expand
 LAUNCHER='
 import signal, sys
 from secantus.server import SecantusDBServer
@@ -95,6 +105,37 @@ sys.exit(version("secantusdb") != sys.argv[1])
 EOF
 }
 
+# python_version PYTHON: its major.minor, or nothing when it does not run.
+python_version() {
+    "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null
+}
+
+# find_python: prints the interpreter to make the virtualenv with, or says why there is none.
+find_python() {
+    local candidates=(python3 python3.13 python3.12 python3.11 python3.10) python version
+    local seen=() no_venv=""
+    [[ -n "${PYTHON:-}" ]] && candidates=("$PYTHON")
+    for python in "${candidates[@]}"; do
+        command -v "$python" >/dev/null 2>&1 || continue
+        version=$(python_version "$python")
+        [[ -n "$version" ]] || continue
+        seen+=("$python ($version)")
+        [[ " $PYTHON_VERSIONS " == *" $version "* ]] || continue
+        if "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+            echo "$python"
+            return 0
+        fi
+        no_venv="$python ($version)"
+    done
+    if [[ -n "$no_venv" ]]; then
+        echo "mongo.sh: ERROR: $no_venv lacks the venv module (Debian, Ubuntu: apt-get install python3-venv)" >&2
+    else
+        echo "mongo.sh: ERROR: secantusdb $SECANTUS_VERSION needs CPython ${PYTHON_VERSIONS// /, } (wheels only);" \
+            "found: ${seen[*]:-none of ${candidates[*]}} (set PYTHON=/path/to/python3.X)" >&2
+    fi
+    return 1
+}
+
 ensure_venv() {
     if [[ -x "$VENV/bin/python" ]] &&
         "$VENV/bin/python" -c 'import secantus.server, pymongo' 2>/dev/null; then
@@ -104,16 +145,11 @@ ensure_venv() {
         echo "mongo.sh: $VENV holds another secantusdb than $SECANTUS_VERSION; making it anew" >&2
         rm -rf "$VENV"
     fi
-    local python="${PYTHON:-}"
-    if [[ -z "$python" ]]; then
-        if command -v python3.11 >/dev/null; then python=python3.11; else python=python3; fi
-    fi
-    command -v "$python" >/dev/null || die "no $python found; SecantusDB needs CPython 3.11"
-    "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
-        die "$python is $("$python" --version 2>&1); secantusdb $SECANTUS_VERSION ships only a CPython 3.11 wheel (set PYTHON=/path/to/python3.11)"
+    local python
+    python=$(find_python) || exit 1
     echo "mongo.sh: creating $VENV with secantusdb==$SECANTUS_VERSION" >&2
     mkdir -p "$(dirname "$VENV")"
-    "$python" -m venv "$VENV" || die "could not create a virtualenv at $VENV (apt-get install python3-venv?)"
+    "$python" -m venv "$VENV" || die "could not create a virtualenv at $VENV with $python"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "secantusdb==$SECANTUS_VERSION" ||
         die "pip could not install secantusdb==$SECANTUS_VERSION into $VENV"
     "$VENV/bin/python" -c 'import secantus.server, pymongo' ||
@@ -198,8 +234,9 @@ status)
     ;;
 url) echo "$URL" ;;
 venv-path) echo "$VENV" ;;
+python) find_python ;;
 *)
-    echo "usage: $0 start|stop|status|url|venv-path" >&2
+    echo "usage: $0 start|stop|status|url|venv-path|python" >&2
     exit 2
     ;;
 esac

@@ -21,7 +21,7 @@ check() { # name, expected exit status, text the output must contain, command...
 
 check "dry run names a missing server" 0 "PostgreSQL server (postgresql)" \
     env PROVISION_PRETEND_MISSING="postgres" bash scripts/provision.sh --dry-run
-check "dry run lists every missing piece's packages" 0 "nodejs npm python3.11 python3.11-venv" \
+check "dry run lists every missing piece's packages" 0 "nodejs npm python3 python3-venv" \
     env PROVISION_PRETEND_MISSING="node npm python" bash scripts/provision.sh --dry-run
 check "unknown option" 1 "usage" bash scripts/provision.sh --frobnicate
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then

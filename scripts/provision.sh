@@ -2,8 +2,11 @@
 # Installs what scripts/test.sh needs and this machine lacks, through the system package
 # manager (apt, Debian and Ubuntu): a PostgreSQL server (database `test`, trust auth on
 # loopback), redis-server and redis-cli, a MariaDB server (database `test`, root without a
-# password on loopback), Node.js and npm, and Python 3.11 with venv for the MongoDB-compatible
-# test server (scripts/mongo.sh installs that server itself from PyPI).
+# password on loopback), Node.js and npm, and Python 3 with venv for the MongoDB-compatible
+# test server (scripts/mongo.sh installs that server itself from PyPI, and says which Python
+# versions it takes: 3.10 to 3.13, the system's python3 on Debian 12 and 13 and Ubuntu 24.04).
+# The package names are the same on those three; the PostgreSQL version is whichever the
+# system's `postgresql` package brings (15, 17, 16).
 #
 #   bash scripts/provision.sh            # install what is missing (as root), else fail naming it
 #   bash scripts/provision.sh --dry-run  # print what is missing and the command that installs it
@@ -48,7 +51,7 @@ describe() {
         mariadb-client) echo "MariaDB client (mariadb)" ;;
         node) echo "Node.js >= 18" ;;
         npm) echo "npm" ;;
-        python) echo "Python 3.11 with venv (for the MongoDB-compatible server)" ;;
+        python) echo "Python 3 with venv (for the MongoDB-compatible server)" ;;
         cc) echo "C compiler and linker (cc, for Rust's build scripts)" ;;
     esac
 }
@@ -62,7 +65,7 @@ packages() {
         mariadb-client) echo mariadb-client ;;
         node) echo nodejs ;;
         npm) echo npm ;;
-        python) echo python3.11 python3.11-venv ;;
+        python) echo python3 python3-venv ;;
         cc) echo gcc libc6-dev ;;
     esac
 }
@@ -80,8 +83,9 @@ present() {
         node) have "${NODE:-node}" && [ "$("${NODE:-node}" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge 18 ] ;;
         npm) have npm ;;
         python)
-            # The virtualenv scripts/mongo.sh keeps is enough on its own.
-            mongo_venv_ready || { have python3.11 && python3.11 -c 'import ensurepip, venv' 2>/dev/null; } ;;
+            # The virtualenv scripts/mongo.sh keeps is enough on its own; else an interpreter
+            # it can make one with.
+            mongo_venv_ready || bash scripts/mongo.sh python >/dev/null 2>&1 ;;
         cc) have cc ;;
     esac
 }
@@ -131,7 +135,13 @@ have apt-get || { log "missing:"; names >&2; die "no apt-get here: install the p
 log "installing: ${pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q || die "apt-get update failed"
-apt-get install -y -q --no-install-recommends "${pkgs[@]}" || die "apt-get install ${pkgs[*]} failed"
+if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}"; then
+    # Ubuntu keeps nodejs, npm and redis-server in its universe component.
+    if grep -qx 'ID=ubuntu' /etc/os-release 2>/dev/null; then
+        log "on Ubuntu, nodejs, npm and redis-server come from universe: add-apt-repository universe"
+    fi
+    die "apt-get install ${pkgs[*]} failed"
+fi
 for piece in "${missing[@]}"; do
     present "$piece" || die "$(describe "$piece") still missing after installing $(packages "$piece")"
 done
@@ -139,7 +149,8 @@ done
 # First-time set-up of the servers installed just now (never of one that was already there).
 installed() { [[ " ${missing[*]} " == *" $1 "* ]]; }
 if installed postgres; then
-    version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
+    version=$(find /etc/postgresql -mindepth 2 -maxdepth 2 -name main -printf '%h\n' | sort -V | tail -n1)
+    version=${version##*/}
     hba="/etc/postgresql/$version/main/pg_hba.conf"
     if ! grep -q 'session-store tests' "$hba"; then
         log "PostgreSQL $version: trust auth on loopback ($hba)"

@@ -28,7 +28,12 @@ start_postgres() {
   if ! tcp_open 127.0.0.1 5432; then
     log "starting PostgreSQL"
     command -v pg_ctlcluster >/dev/null || die "PostgreSQL is not installed (pg_ctlcluster missing)"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    # The newest version with a cluster `main` (one on a fresh install: Debian 12 has 15,
+    # Ubuntu 24.04 16, Debian 13 17; scripts/provision.sh sets up the same one).
+    local version
+    version=$(find /etc/postgresql -mindepth 2 -maxdepth 2 -name main -printf '%h\n' 2>/dev/null | sort -V | tail -n1)
+    [ -n "$version" ] || die "PostgreSQL has no cluster main under /etc/postgresql"
+    pg_ctlcluster --skip-systemctl-redirect "${version##*/}" main start || true
   fi
   wait_for PostgreSQL 60 pg_isready -q -h 127.0.0.1 -p 5432
   $up_only || wait_for PostgreSQL 60 psql -h 127.0.0.1 -U postgres -d test -c 'select 1'
@@ -58,9 +63,11 @@ start_mariadb() {
     start-stop-daemon --start --oknodo --background --pidfile /run/mysqld/mysqld.pid \
       --exec /usr/sbin/mariadbd -- --user=mysql --pid-file=/run/mysqld/mysqld.pid
   fi
-  # `ping` succeeds as soon as the server answers, whether or not it lets us in.
-  wait_for MariaDB 60 mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 ping
-  $up_only || wait_for MariaDB 60 mariadb -h 127.0.0.1 -u root -e 'select 1' test
+  # `ping` succeeds as soon as the server answers, whether or not it lets us in. No check of
+  # the server's certificate: MariaDB 11.4 and later (Debian 13) make a self-signed one, which
+  # their clients verify by default and cannot for a user without a password.
+  wait_for MariaDB 60 mariadb-admin --skip-ssl-verify-server-cert --protocol=tcp -h 127.0.0.1 -P 3306 ping
+  $up_only || wait_for MariaDB 60 mariadb --skip-ssl-verify-server-cert -h 127.0.0.1 -u root -e 'select 1' test
   log "MariaDB up"
 }
 

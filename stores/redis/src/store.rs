@@ -269,6 +269,9 @@ pub struct RedisStore {
     url: Option<Arc<str>>,
     /// The near-cache and its bounds, once [`RedisStore::with_near_cache`] turned it on.
     near: Option<(Arc<NearCache>, NearCacheConfig)>,
+    /// Replicas that must acknowledge a write, and how long to wait for them, once
+    /// [`RedisStore::with_replica_ack`] asked for it.
+    replica_ack: Option<(u32, Duration)>,
 }
 
 /// The store's Lua scripts, loaded by [`RedisStore::connect`] (and on `NOSCRIPT`).
@@ -320,6 +323,7 @@ impl RedisStore {
             }),
             url: None,
             near: None,
+            replica_ack: None,
         }
     }
 
@@ -523,6 +527,55 @@ impl RedisStore {
         Ok(self)
     }
 
+    /// Makes every write of a session's value (`set`, `create`, `update`,
+    /// `compare_and_set`, and `touch` outside Redis Cluster) wait until at least `replicas`
+    /// replicas acknowledged it, for at most `timeout`: the write is followed by
+    /// `WAIT replicas timeout` in the same pipeline, on the same connection. On Redis Cluster
+    /// the pipeline goes to the node that owns the session's key, so the `WAIT` counts that
+    /// node's replicas. When fewer replicas acknowledge in time the operation fails with
+    /// [`Error::Backend`]: the write is on the master but may be lost if the master dies
+    /// before a replica has it, and the caller is told so rather than told it is safe.
+    ///
+    /// What it buys: a write acknowledged to the app survives the loss of the master when a
+    /// replica that acknowledged it is promoted (RELIABILITY.md has the failover figures).
+    /// What it costs: one replication round trip per write (BENCHMARKS.md). It does not
+    /// cover `destroy` nor, on Redis Cluster, the owner index (a separate key on another
+    /// node); Redis replication stays asynchronous, so a promoted replica that had not
+    /// acknowledged can still miss writes.
+    ///
+    /// `timeout` must stay below the store's response timeout (2 s for the stores built by
+    /// this crate), or a slow acknowledgement reads as a lost connection. Refused with
+    /// [`Error::Config`] for 0 replicas or a zero timeout (`WAIT` with 0 ms would block
+    /// forever). Works with the near-cache ([`RedisStore::with_near_cache`]): the cached copy
+    /// is the one read back after the acknowledgement.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_store_redis::RedisStore;
+    ///
+    /// # fn main() -> Result<(), session_store::Error> {
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379")?
+    ///     .with_replica_ack(1, Duration::from_millis(500))?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_replica_ack(mut self, replicas: u32, timeout: Duration) -> Result<Self> {
+        if replicas == 0 {
+            return Err(Error::Config(
+                "redis replica ack: at least one replica must acknowledge".into(),
+            ));
+        }
+        if timeout.as_millis() == 0 {
+            return Err(Error::Config(
+                "redis replica ack: the timeout must be at least 1 ms (WAIT 0 blocks forever)"
+                    .into(),
+            ));
+        }
+        self.replica_ack = Some((replicas, timeout));
+        Ok(self)
+    }
+
     /// The near-cache's counters, if [`RedisStore::with_near_cache`] turned it on.
     pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
         self.near.as_ref().map(|(cache, _)| cache.stats())
@@ -712,7 +765,9 @@ impl RedisStore {
         }
     }
 
-    /// Sends a write. With `after` (the near-cache), sends `GET key` behind it in the same
+    /// Sends a write. With [`RedisStore::with_replica_ack`], sends `WAIT` behind it in the
+    /// same pipeline and fails when too few replicas acknowledged. With `after` (the
+    /// near-cache), sends `GET key` behind it in the same
     /// pipeline (one round trip) and puts there what the session holds once the write is
     /// done: a connection's own write ends the server's tracking of the key for that
     /// connection, and reading the key tracks it again, so the cached copy keeps receiving
@@ -727,9 +782,9 @@ impl RedisStore {
         after: Option<&mut Option<Record>>,
         written: Option<(&[u8], &Record)>,
     ) -> Result<(T, bool)> {
-        let Some(after) = after else {
+        if after.is_none() && self.replica_ack.is_none() {
             return self.send_noting_retry(request).await;
-        };
+        }
         let key = self.key(id);
         let mut pipe = redis::pipe();
         match request {
@@ -737,16 +792,47 @@ impl RedisStore {
             Request::Script(invocation) => pipe.invoke_script(invocation),
             Request::Pipe(_) => unreachable!("writes are one command or one script"),
         };
-        pipe.cmd("GET").arg(&key);
-        let ((reply, value), retried): ((T, Option<Vec<u8>>), bool) =
+        if let Some((replicas, timeout)) = self.replica_ack {
+            // No key: on a cluster the pipeline goes where the write's key lives.
+            pipe.cmd("WAIT")
+                .arg(replicas)
+                .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        }
+        if after.is_some() {
+            pipe.cmd("GET").arg(&key);
+        }
+        let (replies, retried): (Vec<Value>, bool) =
             self.send_noting_retry(Request::Pipe(&pipe)).await?;
-        *after = match (value, written) {
-            (Some(value), Some((sent, record))) if value == sent => Some(record.clone()),
-            (Some(value), _) => {
-                Layout::decode_native(&value, OffsetDateTime::now_utc()).unwrap_or(None)
-            }
-            (None, _) => None,
+        let mut replies = replies.into_iter();
+        let mut next = || {
+            replies
+                .next()
+                .ok_or_else(|| Error::backend(NAME, "a write pipeline gave too few replies"))
         };
+        let reply = T::from_redis_value(next()?).map_err(|e| Error::backend(NAME, e))?;
+        if let Some((replicas, timeout)) = self.replica_ack {
+            let acked = i64::from_redis_value(next()?).map_err(|e| Error::backend(NAME, e))?;
+            if acked < i64::from(replicas) {
+                return Err(Error::backend(
+                    NAME,
+                    format!(
+                        "write acknowledged by {acked} of the {replicas} replicas required \
+                         within {timeout:?}"
+                    ),
+                ));
+            }
+        }
+        if let Some(after) = after {
+            let value = Option::<Vec<u8>>::from_redis_value(next()?)
+                .map_err(|e| Error::backend(NAME, e))?;
+            *after = match (value, written) {
+                (Some(value), Some((sent, record))) if value == sent => Some(record.clone()),
+                (Some(value), _) => {
+                    Layout::decode_native(&value, OffsetDateTime::now_utc()).unwrap_or(None)
+                }
+                (None, _) => None,
+            };
+        }
         Ok((reply, retried))
     }
 

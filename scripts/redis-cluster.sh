@@ -9,11 +9,13 @@
 #   REDIS_CLUSTER_BASE_PORT  first port (default 7000; nodes use BASE..BASE+5)
 #   REDIS_CLUSTER_DIR        node folders (default ${TMPDIR:-/tmp}/session-store-redis-cluster)
 #   REDIS_CLUSTER_TIMEOUT    seconds to wait for the cluster (default 60)
+#   REDIS_CLUSTER_NODE_TIMEOUT  cluster-node-timeout in ms (default 5000)
 set -euo pipefail
 
 BASE_PORT=${REDIS_CLUSTER_BASE_PORT:-7000}
 DIR=${REDIS_CLUSTER_DIR:-${TMPDIR:-/tmp}/session-store-redis-cluster}
 TIMEOUT=${REDIS_CLUSTER_TIMEOUT:-60}
+NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-5000}
 PORTS=()
 for i in 0 1 2 3 4 5; do PORTS+=($((BASE_PORT + i))); done
 
@@ -74,7 +76,7 @@ start() {
         mkdir -p "$DIR/$port"
         redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
             --dir "$DIR/$port" --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log" \
-            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$NODE_TIMEOUT" \
             --save '' --appendonly no \
             || die "redis-server on port $port did not start (see $DIR/$port/redis.log)"
     done

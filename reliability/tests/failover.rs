@@ -1,4 +1,4 @@
-//! Redis Sentinel loses its master under the 32-client HTTP load: `SIGKILL` of the master,
+//! Redis Sentinel, then Redis Cluster, loses a master under the 32-client HTTP load: `SIGKILL` of the master,
 //! the sentinels promote a replica, the store follows without a restart of the app. Then
 //! the old master is started again: it rejoins as a replica of the new master and holds
 //! what the new master holds (nothing stale is served from it).
@@ -76,19 +76,21 @@ fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// The current master of the sentinel setup, seen as a server to crash: `kill` is a
-/// `SIGKILL` of its process, `restart` waits until the sentinels promoted a replica (the
-/// old master stays down; the test revives it afterwards).
-struct SentinelMaster {
+/// A master seen as a server to crash: `kill` is a `SIGKILL` of its process, `restart`
+/// waits until `promoted` says a replica took over from the old master's port (the old
+/// master stays down; the test revives it afterwards).
+struct Master {
+    name: &'static str,
     port: u16,
     pid: Option<u32>,
+    promoted: fn(u16) -> bool,
     killed_at: Option<Instant>,
     promoted_after: Option<Duration>,
 }
 
-impl Crashable for SentinelMaster {
+impl Crashable for Master {
     fn name(&self) -> &'static str {
-        "redis-sentinel"
+        self.name
     }
 
     fn kill(&mut self) {
@@ -104,10 +106,8 @@ impl Crashable for SentinelMaster {
     }
 
     fn restart(&mut self) {
-        let old = self.port;
-        wait_until("the sentinels promote a replica", 60, || {
-            master_port().is_some_and(|p| p != old)
-        });
+        let (old, promoted) = (self.port, self.promoted);
+        wait_until("a replica takes over", 60, || promoted(old));
         self.promoted_after = self.killed_at.map(|at| at.elapsed());
     }
 
@@ -151,9 +151,11 @@ async fn failover_under_load(replica_ack: bool) {
         .build()
         .expect("manager");
     let app = serve(manager).await;
-    let mut server = SentinelMaster {
+    let mut server = Master {
+        name: "redis-sentinel",
         port,
         pid: Some(pid),
+        promoted: |old| master_port().is_some_and(|p| p != old),
         killed_at: None,
         promoted_after: None,
     };
@@ -215,4 +217,125 @@ async fn sentinel_master_killed_under_load() {
 #[ignore = "starts scripts/redis-sentinel.sh on ports 6590-6592 / 26590-26592; about a minute"]
 async fn sentinel_master_killed_under_load_with_replica_ack() {
     failover_under_load(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis Cluster: 3 masters and 3 replicas from `scripts/redis-cluster.sh` on ports
+// 7200-7205 with `cluster-node-timeout` 1000 ms.
+
+const CLUSTER_PORT: u16 = 7200;
+
+fn cluster_dir() -> String {
+    std::env::temp_dir()
+        .join("session-store-failover-cluster")
+        .display()
+        .to_string()
+}
+
+fn cluster_script(args: &[&str]) {
+    let status = Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-cluster.sh"))
+        .args(args)
+        .env("REDIS_CLUSTER_BASE_PORT", CLUSTER_PORT.to_string())
+        .env("REDIS_CLUSTER_NODE_TIMEOUT", "1000")
+        .env("REDIS_CLUSTER_DIR", cluster_dir())
+        .status()
+        .expect("run redis-cluster.sh");
+    assert!(status.success(), "redis-cluster.sh {args:?} failed");
+}
+
+/// The port of the master that owns slot 0, asked of node `from`.
+fn owner_of_slot_zero(from: u16) -> Option<u16> {
+    cli(from, &["CLUSTER", "NODES"]).lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let owns = fields.iter().skip(8).any(|r| r.starts_with("0-"));
+        let live = fields.get(2)?.contains("master") && !fields.get(2)?.contains("fail");
+        (owns && live).then(|| fields[1].split([':', '@']).nth(1)?.parse().ok())?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "starts scripts/redis-cluster.sh on ports 7200-7205; about a minute"]
+async fn cluster_master_killed_under_load() {
+    cluster_script(&["stop"]);
+    cluster_script(&["start"]);
+    // A replica that never synced refuses to take over: wait for every link.
+    wait_until("every replica in sync", 60, || {
+        (0..6)
+            .map(|i| cli(CLUSTER_PORT + i, &["INFO", "replication"]))
+            .filter(|info| info.contains("role:slave"))
+            .all(|info| info.contains("master_link_status:up"))
+    });
+    let port = owner_of_slot_zero(CLUSTER_PORT).expect("slot 0 has an owner");
+    let pid: u32 = std::fs::read_to_string(format!("{}/{port}/redis.pid", cluster_dir()))
+        .expect("master pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let store = RedisStore::cluster_from_urls(
+        (0..6).map(|i| format!("redis://127.0.0.1:{}", CLUSTER_PORT + i)),
+    )
+    .expect("store")
+    .with_prefix(format!("{}:", unique("failover")));
+    store.connect().await.expect("connect");
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    let manager = SessionManager::builder_arc(store.clone())
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .expect("manager");
+    let app = serve(manager).await;
+    let mut server = Master {
+        name: "redis-cluster",
+        port,
+        pid: Some(pid),
+        promoted: |old| {
+            let other = CLUSTER_PORT + u16::from(old == CLUSTER_PORT);
+            owner_of_slot_zero(other).is_some_and(|p| p != old)
+                && cli(other, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        },
+        killed_at: None,
+        promoted_after: None,
+    };
+    // Only the clients whose sessions live on the killed master see the outage.
+    let plan = Plan {
+        cycles: 1,
+        count_losses: true,
+        outage_answers: 0,
+        ..Plan::default()
+    };
+    let report = load::run(app.addr, &mut server, store, plan).await;
+    println!(
+        "{} promoted_after={:?}",
+        report.figures(),
+        server.promoted_after
+    );
+    assert!(
+        report.violations.is_empty(),
+        "{} violation(s):\n{}",
+        report.violations.len(),
+        report.violations.join("\n")
+    );
+    assert!(app.is_alive(), "the app's server task ended");
+
+    // The old master comes back over its folder and rejoins as a replica of the node that
+    // took over its slots, holding what that node holds.
+    let new = owner_of_slot_zero(CLUSTER_PORT + u16::from(port == CLUSTER_PORT)).expect("owner");
+    cluster_script(&["revive", &port.to_string()]);
+    wait_until("the old master rejoins as a replica", 60, || {
+        let info = cli(port, &["INFO", "replication"]);
+        info.contains("role:slave")
+            && info.contains(&format!("master_port:{new}"))
+            && info.contains("master_link_status:up")
+    });
+    assert_eq!(
+        cli(new, &["WAIT", "1", "10000"]),
+        "1",
+        "the replica acknowledges"
+    );
+    assert_eq!(
+        cli(port, &["DBSIZE"]),
+        cli(new, &["DBSIZE"]),
+        "the old master holds what the new master holds"
+    );
+    cluster_script(&["stop"]);
 }

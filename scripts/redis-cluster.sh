@@ -4,16 +4,20 @@
 #
 #   scripts/redis-cluster.sh start   # idempotent: leaves a healthy running cluster alone
 #   scripts/redis-cluster.sh stop    # stops the nodes and deletes their folders
+#   scripts/redis-cluster.sh revive PORT  # starts the node of PORT again after it died, over
+#                                         # its folder: it rejoins with its nodes.conf
 #
 # Environment:
 #   REDIS_CLUSTER_BASE_PORT  first port (default 7000; nodes use BASE..BASE+5)
 #   REDIS_CLUSTER_DIR        node folders (default ${TMPDIR:-/tmp}/session-store-redis-cluster)
 #   REDIS_CLUSTER_TIMEOUT    seconds to wait for the cluster (default 60)
+#   REDIS_CLUSTER_NODE_TIMEOUT  cluster-node-timeout in ms (default 5000)
 set -euo pipefail
 
 BASE_PORT=${REDIS_CLUSTER_BASE_PORT:-7000}
 DIR=${REDIS_CLUSTER_DIR:-${TMPDIR:-/tmp}/session-store-redis-cluster}
 TIMEOUT=${REDIS_CLUSTER_TIMEOUT:-60}
+NODE_TIMEOUT=${REDIS_CLUSTER_NODE_TIMEOUT:-5000}
 PORTS=()
 for i in 0 1 2 3 4 5; do PORTS+=($((BASE_PORT + i))); done
 
@@ -54,6 +58,16 @@ stop() {
     rm -rf "$DIR"
 }
 
+node() { # port: starts (or restarts) one node over its folder
+    local port=$1
+    mkdir -p "$DIR/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+        --dir "$DIR/$port" --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log" \
+        --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$NODE_TIMEOUT" \
+        --save '' --appendonly no \
+        || die "redis-server on port $port did not start (see $DIR/$port/redis.log)"
+}
+
 start() {
     need redis-server
     need redis-cli
@@ -70,14 +84,7 @@ start() {
         fi
     done
     mkdir -p "$DIR"
-    for port in "${PORTS[@]}"; do
-        mkdir -p "$DIR/$port"
-        redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
-            --dir "$DIR/$port" --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log" \
-            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
-            --save '' --appendonly no \
-            || die "redis-server on port $port did not start (see $DIR/$port/redis.log)"
-    done
+    for port in "${PORTS[@]}"; do node "$port"; done
     local deadline=$((SECONDS + TIMEOUT))
     for port in "${PORTS[@]}"; do
         until answers "$port"; do
@@ -99,6 +106,10 @@ start() {
 
 case "${1:-}" in
     start) start ;;
+    revive)
+        [ -n "${2:-}" ] && [ -d "$DIR/$2" ] || { echo "usage: $0 revive PORT (a node of this cluster)" >&2; exit 2; }
+        answers "$2" && die "revive: port $2 still answers"
+        node "$2"; say "revived node $2" ;;
     stop) stop; say "stopped" ;;
-    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|revive PORT" >&2; exit 2 ;;
 esac

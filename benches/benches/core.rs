@@ -146,6 +146,14 @@ fn memory_store_concurrency(c: &mut Criterion) {
     group.finish();
 }
 
+/// One write request: load the session, increment its counter, commit.
+async fn increment(manager: &SessionManager, headers: &HeaderMap) {
+    let session = manager.load(headers).await.unwrap();
+    let n: u64 = session.get("counter").unwrap().unwrap_or(0);
+    session.insert("counter", n + 1).unwrap();
+    session.commit().await.unwrap();
+}
+
 /// The cost of compare-and-set (the default) against a plain `update`, per write request:
 /// on `MemoryStore`, and on Redis (`EVALSHA` vs `SET XX`) when `REDIS_URL` answers.
 fn compare_and_set_cost(c: &mut Criterion) {
@@ -171,12 +179,7 @@ fn compare_and_set_cost(c: &mut Criterion) {
             let headers = existing_session(&rt, &manager);
             let label = if cas { "compare_and_set" } else { "update" };
             group.bench_function(BenchmarkId::new(name, label), |b| {
-                b.to_async(&rt).iter(|| async {
-                    let session = manager.load(&headers).await.unwrap();
-                    let n: u64 = session.get("counter").unwrap().unwrap_or(0);
-                    session.insert("counter", n + 1).unwrap();
-                    session.commit().await.unwrap();
-                })
+                b.to_async(&rt).iter(|| increment(&manager, &headers))
             });
         }
     }
@@ -210,12 +213,39 @@ fn at_rest_cost(c: &mut Criterion) {
             })
         });
         group.bench_function(BenchmarkId::new("write", label), |b| {
-            b.to_async(&rt).iter(|| async {
-                let session = manager.load(&headers).await.unwrap();
-                let n: u64 = session.get("counter").unwrap().unwrap_or(0);
-                session.insert("counter", n + 1).unwrap();
-                session.commit().await.unwrap();
-            })
+            b.to_async(&rt).iter(|| increment(&manager, &headers))
+        });
+    }
+    group.finish();
+}
+
+/// What `RedisStore::with_replica_ack` costs: the same session write (load, increment,
+/// commit) on a master with a replica, plain and waiting for one replica's
+/// acknowledgement, side by side in one run. `REDIS_REPLICATED_URL` names a master that has
+/// a replica (default: the master of `scripts/redis-sentinel.sh`, port 6390); skipped when
+/// it does not answer.
+fn replica_ack_cost(c: &mut Criterion) {
+    let rt = runtime();
+    let url =
+        std::env::var("REDIS_REPLICATED_URL").unwrap_or_else(|_| "redis://127.0.0.1:6390".into());
+    let prefix = format!("bench:{}:", new_id().as_str());
+    let Ok(plain) = rt.block_on(async {
+        let store = RedisStore::from_url(&url)?.with_prefix(prefix.clone());
+        store.connect().await.map(|()| store)
+    }) else {
+        eprintln!("skipping the replica ack cost: no master at {url}");
+        return;
+    };
+    let acked = plain
+        .clone()
+        .with_replica_ack(1, Duration::from_millis(500))
+        .unwrap();
+    let mut group = c.benchmark_group("replica_ack");
+    for (label, store) in [("plain write", plain), ("WAIT 1 replica", acked)] {
+        let manager = SessionManager::builder(store).build().unwrap();
+        let headers = existing_session(&rt, &manager);
+        group.bench_function(BenchmarkId::new("redis", label), |b| {
+            b.to_async(&rt).iter(|| increment(&manager, &headers))
         });
     }
     group.finish();
@@ -226,6 +256,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = manager_per_request, memory_store_concurrency, compare_and_set_cost, at_rest_cost
+    targets = manager_per_request, memory_store_concurrency, compare_and_set_cost, at_rest_cost,
+        replica_ack_cost
 }
 criterion_main!(benches);

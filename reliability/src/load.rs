@@ -55,6 +55,11 @@ pub struct Plan {
     pub deadline: Duration,
     /// Deadline for every client to get a 200 after the restart (or thaw).
     pub recovery_deadline: Duration,
+    /// Counts acknowledged increments that went missing (a counter lower than acknowledged,
+    /// a session replaced by a fresh one) in [`Report::acks_lost`] and
+    /// [`Report::sessions_replaced`] instead of failing the run: for failovers, where
+    /// asynchronous replication may lose the last writes.
+    pub count_losses: bool,
 }
 
 impl Default for Plan {
@@ -70,6 +75,7 @@ impl Default for Plan {
             outage_answer_limit: Duration::from_secs(10),
             deadline: Duration::from_secs(120),
             recovery_deadline: Duration::from_secs(60),
+            count_losses: false,
         }
     }
 }
@@ -121,6 +127,10 @@ pub struct Report {
     pub cycles: Vec<Cycle>,
     /// Sessions whose acknowledged counter was lost or went backwards (the test asserts 0).
     pub sessions_lost: usize,
+    /// Acknowledged increments seen lost by the clients ([`Plan::count_losses`]).
+    pub acks_lost: u64,
+    /// Sessions a client saw replaced by a fresh one ([`Plan::count_losses`]).
+    pub sessions_replaced: u64,
     /// Problems found (the test asserts none).
     pub violations: Vec<String>,
 }
@@ -139,7 +149,7 @@ impl Report {
         format!(
             "FIGURES store={} fault={:?} clients={} requests={} ok={} 503={} duration={:.1}s \
              rate={:.0}/s faults={} outage=[{}] slowest_503=[{}] server_start=[{}] first_recovery=[{}] \
-             full_recovery=[{}] sessions_lost={} violations={}",
+             full_recovery=[{}] sessions_lost={} acks_lost={} sessions_replaced={} violations={}",
             self.store,
             self.fault,
             self.clients,
@@ -155,6 +165,8 @@ impl Report {
             list(&|c| c.first_recovery),
             list(&|c| c.full_recovery),
             self.sessions_lost,
+            self.acks_lost,
+            self.sessions_replaced,
             self.violations.len(),
         )
     }
@@ -170,6 +182,8 @@ struct Progress {
     last_ack: AtomicU64,
     slowest_503_micros: AtomicU64,
     requests: AtomicU64,
+    acks_lost: AtomicU64,
+    sessions_replaced: AtomicU64,
 }
 
 struct Shared {
@@ -237,7 +251,10 @@ async fn client(index: usize, addr: SocketAddr, shared: Arc<Shared>, plan: Plan)
                     shared.violation(format!("client {index}: 200 with body {:?}", reply.text()));
                     break;
                 };
-                if value <= last_ack {
+                if value <= last_ack && plan.count_losses {
+                    me.acks_lost
+                        .fetch_add(last_ack + 1 - value, Ordering::SeqCst);
+                } else if value <= last_ack {
                     shared.violation(format!(
                         "client {index}: counter went from {last_ack} to {value} (lost update)"
                     ));
@@ -246,6 +263,10 @@ async fn client(index: usize, addr: SocketAddr, shared: Arc<Shared>, plan: Plan)
                 me.last_ack.store(value, Ordering::SeqCst);
                 match (&first_cookie, &http.cookie) {
                     (None, Some(cookie)) => first_cookie = Some(cookie.clone()),
+                    (Some(first), Some(now)) if first != now && plan.count_losses => {
+                        me.sessions_replaced.fetch_add(1, Ordering::SeqCst);
+                        first_cookie = Some(now.clone());
+                    }
                     (Some(first), Some(now)) if first != now => shared.violation(format!(
                         "client {index}: the session cookie was replaced (session lost)"
                     )),
@@ -514,6 +535,8 @@ pub async fn run(
         fault: plan.fault,
         cycles,
         sessions_lost: lost,
+        acks_lost: sum(&|p| p.acks_lost.load(Ordering::SeqCst)),
+        sessions_replaced: sum(&|p| p.sessions_replaced.load(Ordering::SeqCst)),
         violations,
     }
 }

@@ -292,6 +292,9 @@ pub struct RedisStore {
     url: Option<Arc<str>>,
     /// The near-cache, once [`RedisStore::with_near_cache`] turned it on.
     near: Option<Near>,
+    /// Replicas that must acknowledge a write, and how long to wait for them, once
+    /// [`RedisStore::with_replica_ack`] asked for it.
+    replica_ack: Option<(u32, Duration)>,
 }
 
 /// A store's near-cache.
@@ -356,6 +359,7 @@ impl RedisStore {
             }),
             url: None,
             near: None,
+            replica_ack: None,
         }
     }
 
@@ -574,6 +578,56 @@ impl RedisStore {
         Ok(self)
     }
 
+    /// Makes every write of a session's value (`set`, `create`, `update`,
+    /// `compare_and_set`, and `touch` outside Redis Cluster) wait until at least `replicas`
+    /// replicas acknowledged it, for at most `timeout`: the write is followed by
+    /// `WAIT replicas timeout` in the same pipeline, on the same connection. On Redis Cluster
+    /// the pipeline goes to the node that owns the session's key, so the `WAIT` counts that
+    /// node's replicas. When fewer replicas acknowledge in time the operation fails with
+    /// [`Error::Backend`]: the write is on the master but may be lost if the master dies
+    /// before a replica has it, and the caller is told so rather than told it is safe.
+    ///
+    /// What it buys: a write acknowledged to the app survives the loss of the master when a
+    /// replica that acknowledged it is promoted (RELIABILITY.md has the failover figures).
+    /// What it costs: one replication round trip per write (BENCHMARKS.md). It does not
+    /// cover `destroy` nor, on Redis Cluster, the owner index (a separate key on another
+    /// node); Redis replication stays asynchronous, so a promoted replica that had not
+    /// acknowledged can still miss writes.
+    ///
+    /// `timeout` must stay below the store's response timeout (2 s for the stores built by
+    /// this crate), or a slow acknowledgement reads as a lost connection. Refused with
+    /// [`Error::Config`] for 0 replicas or a zero timeout (`WAIT` with 0 ms would block
+    /// forever). Works with the near-cache ([`RedisStore::with_near_cache`]): a write is
+    /// cached once its acknowledgement came, and a write too few replicas acknowledged is
+    /// not cached.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use session_store_redis::RedisStore;
+    ///
+    /// # fn main() -> Result<(), session_store::Error> {
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379")?
+    ///     .with_replica_ack(1, Duration::from_millis(500))?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_replica_ack(mut self, replicas: u32, timeout: Duration) -> Result<Self> {
+        if replicas == 0 {
+            return Err(Error::Config(
+                "redis replica ack: at least one replica must acknowledge".into(),
+            ));
+        }
+        if timeout.as_millis() == 0 {
+            return Err(Error::Config(
+                "redis replica ack: the timeout must be at least 1 ms (WAIT 0 blocks forever)"
+                    .into(),
+            ));
+        }
+        self.replica_ack = Some((replicas, timeout));
+        Ok(self)
+    }
+
     /// The near-cache's counters, if [`RedisStore::with_near_cache`] turned it on.
     pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
         self.near.as_ref().map(|near| near.cache.stats())
@@ -785,6 +839,36 @@ impl RedisStore {
         }
     }
 
+    /// Sends a write of a session's value. With [`RedisStore::with_replica_ack`], sends
+    /// `WAIT` behind it in the same pipeline (on a cluster the pipeline goes to the node of
+    /// the write's key) and fails when too few replicas acknowledged.
+    async fn send_write<T: FromRedisValue>(&self, request: Request<'_>) -> Result<(T, bool)> {
+        let Some((replicas, timeout)) = self.replica_ack else {
+            return self.send_noting_retry(request).await;
+        };
+        let mut pipe = redis::pipe();
+        match request {
+            Request::Cmd(cmd) => pipe.add_command(cmd.clone()),
+            Request::Script(invocation) => pipe.invoke_script(invocation),
+            Request::Pipe(_) => unreachable!("writes are one command or one script"),
+        };
+        pipe.cmd("WAIT")
+            .arg(replicas)
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let ((reply, acked), retried): ((T, i64), bool) =
+            self.send_noting_retry(Request::Pipe(&pipe)).await?;
+        if acked < i64::from(replicas) {
+            return Err(Error::backend(
+                NAME,
+                format!(
+                    "write acknowledged by {acked} of the {replicas} replicas required within \
+                     {timeout:?}"
+                ),
+            ));
+        }
+        Ok((reply, retried))
+    }
+
     /// `SET key value PXAT ms [NX|XX]`: whether the key was written. A session with an owner
     /// is written with its index: in one [`WRITE_SCRIPT`] on one node, after
     /// [`RedisStore::index_on_cluster`] on a cluster.
@@ -841,7 +925,7 @@ impl RedisStore {
                         .arg(expiry_ms(OffsetDateTime::now_utc()));
                 }
                 let (outcome, retried): (i64, bool) =
-                    self.send_noting_retry(Request::Script(&invocation)).await?;
+                    self.send_write(Request::Script(&invocation)).await?;
                 (outcome == 2, retried)
             }
             owner => {
@@ -853,8 +937,7 @@ impl RedisStore {
                 if let Some(condition) = condition {
                     cmd.arg(condition);
                 }
-                let (reply, retried): (Value, bool) =
-                    self.send_noting_retry(Request::Cmd(&cmd)).await?;
+                let (reply, retried): (Value, bool) = self.send_write(Request::Cmd(&cmd)).await?;
                 (!matches!(reply, Value::Nil), retried)
             }
         };
@@ -1030,8 +1113,7 @@ impl RedisStore {
                 .arg(mode)
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
-            let (found, _): (i64, bool) =
-                self.send_noting_retry(Request::Script(&invocation)).await?;
+            let (found, _): (i64, bool) = self.send_write(Request::Script(&invocation)).await?;
             if let Some(after) = after {
                 // What a read would now return: the copy this process had, with the new
                 // expiry as the value keeps it (milliseconds).
@@ -1118,8 +1200,7 @@ impl RedisStore {
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
         }
-        let (outcome, retried): (i64, bool) =
-            self.send_noting_retry(Request::Script(&invocation)).await?;
+        let (outcome, retried): (i64, bool) = self.send_write(Request::Script(&invocation)).await?;
         let outcome = match outcome {
             0 => CasOutcome::Missing,
             // A lost first attempt may have written: then the key holds exactly this value

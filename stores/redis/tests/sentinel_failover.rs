@@ -32,12 +32,7 @@ fn master_port_by_sentinel(sentinel: u16, name: &str) -> Option<u16> {
 async fn store_follows_the_master_across_a_failover() {
     let name = "failover";
     let master = common::OwnServer::start();
-    let replica =
-        common::OwnServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
-    wait_until("replica in sync", 30, || {
-        common::raw_command(replica.port, "INFO replication")
-            .is_ok_and(|r| r.contains("master_link_status:up"))
-    });
+    let replica = common::OwnServer::replica_of(&master);
     let sentinel = common::OwnServer::sentinel(name, master.port);
     wait_until("sentinel sees the replica", 60, || {
         common::raw_command(sentinel.port, &format!("SENTINEL replicas {name}"))

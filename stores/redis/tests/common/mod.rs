@@ -108,6 +108,20 @@ impl OwnServer {
         server
     }
 
+    /// A replica of `master` on a free port, once its link to the master is up (deadline
+    /// 30 s).
+    pub fn replica_of(master: &OwnServer) -> Self {
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !raw_command(replica.port, "INFO replication")
+            .is_ok_and(|r| r.contains("master_link_status:up"))
+        {
+            assert!(Instant::now() < deadline, "replica in sync within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        replica
+    }
+
     /// A sentinel on a free port that monitors `master_port` as `name` (quorum 1). Its
     /// config file is its own and writable, as sentinel requires.
     pub fn sentinel(name: &str, master_port: u16) -> Self {

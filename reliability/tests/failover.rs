@@ -1,0 +1,341 @@
+//! Redis Sentinel, then Redis Cluster, loses a master under the 32-client HTTP load: `SIGKILL` of the master,
+//! the sentinels promote a replica, the store follows without a restart of the app. Then
+//! the old master is started again: it rejoins as a replica of the new master and holds
+//! what the new master holds (nothing stale is served from it).
+//!
+//! The setup is `scripts/redis-sentinel.sh` on private ports (master 6590, replicas 6591
+//! and 6592, sentinels 26590-26592, `down-after-milliseconds` 1000), started and stopped
+//! by the test. Run with `--nocapture` to see the `FIGURES` lines (RELIABILITY.md).
+//! Ignored in CI: it needs those ports and takes about a minute per run.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_reliability::app::serve;
+use session_reliability::load::{self, Plan};
+use session_reliability::servers::Crashable;
+use session_reliability::unique;
+use session_store::{SessionManager, SessionStore};
+use session_store_redis::RedisStore;
+
+const DATA_PORT: u16 = 6590;
+const SENTINEL_PORT: u16 = 26590;
+const MASTER: &str = "mymaster";
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-sentinel.sh")
+}
+
+fn dir() -> String {
+    std::env::temp_dir()
+        .join("session-store-failover-sentinel")
+        .display()
+        .to_string()
+}
+
+/// Runs `scripts/redis-sentinel.sh` with the private ports.
+fn sentinel_script(args: &[&str]) {
+    let status = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .env("REDIS_SENTINEL_DATA_PORT", DATA_PORT.to_string())
+        .env("REDIS_SENTINEL_PORT", SENTINEL_PORT.to_string())
+        .env("REDIS_SENTINEL_REPLICAS", "2")
+        .env("REDIS_SENTINEL_DOWN_AFTER", "1000")
+        .env("REDIS_SENTINEL_DIR", dir())
+        .status()
+        .expect("run redis-sentinel.sh");
+    assert!(status.success(), "redis-sentinel.sh {args:?} failed");
+}
+
+/// `redis-cli -p port args…`, its output trimmed (empty when the server does not answer).
+fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn master_port() -> Option<u16> {
+    let reply = cli(
+        SENTINEL_PORT,
+        &["SENTINEL", "get-master-addr-by-name", MASTER],
+    );
+    reply.lines().nth(1)?.trim().parse().ok()
+}
+
+fn wait_until(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A master seen as a server to crash: `kill` is a `SIGKILL` of its process, `restart`
+/// waits until `promoted` says a replica took over from the old master's port (the old
+/// master stays down; the test revives it afterwards).
+struct Master {
+    name: &'static str,
+    port: u16,
+    pid: Option<u32>,
+    promoted: fn(u16) -> bool,
+    killed_at: Option<Instant>,
+    promoted_after: Option<Duration>,
+}
+
+impl Crashable for Master {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn kill(&mut self) {
+        let pid = self.pid.take().expect("master running");
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        self.killed_at = Some(Instant::now());
+        let port = self.port;
+        wait_until("the killed master's port closes", 30, || {
+            cli(port, &["PING"]) != "PONG"
+        });
+    }
+
+    fn restart(&mut self) {
+        let (old, promoted) = (self.port, self.promoted);
+        wait_until("a replica takes over", 60, || promoted(old));
+        self.promoted_after = self.killed_at.map(|at| at.elapsed());
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+}
+
+fn node_name(port: u16) -> String {
+    match port - DATA_PORT {
+        0 => "master".to_owned(),
+        1 => "replica".to_owned(),
+        n => format!("replica{n}"),
+    }
+}
+
+async fn failover_under_load(replica_ack: bool) {
+    sentinel_script(&["stop"]);
+    sentinel_script(&["start"]);
+    let port = master_port().expect("sentinel names a master");
+    let pid: u32 = std::fs::read_to_string(format!("{}/{}/pid", dir(), node_name(port)))
+        .expect("master pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut store = RedisStore::sentinel_from_urls(
+        (0..3).map(|i| format!("redis://127.0.0.1:{}", SENTINEL_PORT + i)),
+        MASTER,
+    )
+    .expect("store")
+    .with_prefix(format!("{}:", unique("failover")));
+    if replica_ack {
+        store = store
+            .with_replica_ack(1, Duration::from_millis(500))
+            .expect("replica ack");
+    }
+    store.connect().await.expect("connect");
+    let store: Arc<dyn SessionStore> = Arc::new(store.clone());
+    let manager = SessionManager::builder_arc(store.clone())
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .expect("manager");
+    let app = serve(manager).await;
+    let mut server = Master {
+        name: "redis-sentinel",
+        port,
+        pid: Some(pid),
+        promoted: |old| master_port().is_some_and(|p| p != old),
+        killed_at: None,
+        promoted_after: None,
+    };
+    let plan = Plan {
+        cycles: 1,
+        count_losses: true,
+        ..Plan::default()
+    };
+    let report = load::run(app.addr, &mut server, store, plan).await;
+    println!(
+        "{} replica_ack={replica_ack} promoted_after={:?}",
+        report.figures(),
+        server.promoted_after
+    );
+    assert!(
+        report.violations.is_empty(),
+        "{} violation(s):\n{}",
+        report.violations.len(),
+        report.violations.join("\n")
+    );
+    assert!(app.is_alive(), "the app's server task ended");
+    if replica_ack {
+        assert_eq!(report.acks_lost, 0, "an acknowledged write was lost");
+        assert_eq!(report.sessions_replaced, 0, "a session was lost");
+    }
+
+    // The old master comes back: the sentinels make it a replica of the new master, and it
+    // holds the same sessions as the new master once in sync.
+    let new = master_port().expect("new master");
+    sentinel_script(&["revive", &node_name(port)]);
+    wait_until("the old master rejoins as a replica", 60, || {
+        let info = cli(port, &["INFO", "replication"]);
+        info.contains("role:slave")
+            && info.contains(&format!("master_port:{new}"))
+            && info.contains("master_link_status:up")
+    });
+    let synced = cli(new, &["WAIT", "2", "10000"]);
+    assert_eq!(synced, "2", "both replicas acknowledge the new master");
+    assert_eq!(
+        cli(port, &["DBSIZE"]),
+        cli(new, &["DBSIZE"]),
+        "the old master holds what the new master holds"
+    );
+    let written = cli(port, &["SET", "probe", "1"]);
+    assert!(
+        written.starts_with("READONLY"),
+        "old master accepts writes: {written}"
+    );
+    sentinel_script(&["stop"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "starts scripts/redis-sentinel.sh on ports 6590-6592 / 26590-26592; about a minute"]
+async fn sentinel_master_killed_under_load() {
+    failover_under_load(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "starts scripts/redis-sentinel.sh on ports 6590-6592 / 26590-26592; about a minute"]
+async fn sentinel_master_killed_under_load_with_replica_ack() {
+    failover_under_load(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis Cluster: 3 masters and 3 replicas from `scripts/redis-cluster.sh` on ports
+// 7200-7205 with `cluster-node-timeout` 1000 ms.
+
+const CLUSTER_PORT: u16 = 7200;
+
+fn cluster_dir() -> String {
+    std::env::temp_dir()
+        .join("session-store-failover-cluster")
+        .display()
+        .to_string()
+}
+
+fn cluster_script(args: &[&str]) {
+    let status = Command::new("bash")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-cluster.sh"))
+        .args(args)
+        .env("REDIS_CLUSTER_BASE_PORT", CLUSTER_PORT.to_string())
+        .env("REDIS_CLUSTER_NODE_TIMEOUT", "1000")
+        .env("REDIS_CLUSTER_DIR", cluster_dir())
+        .status()
+        .expect("run redis-cluster.sh");
+    assert!(status.success(), "redis-cluster.sh {args:?} failed");
+}
+
+/// The port of the master that owns slot 0, asked of node `from`.
+fn owner_of_slot_zero(from: u16) -> Option<u16> {
+    cli(from, &["CLUSTER", "NODES"]).lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let owns = fields.iter().skip(8).any(|r| r.starts_with("0-"));
+        let live = fields.get(2)?.contains("master") && !fields.get(2)?.contains("fail");
+        (owns && live).then(|| fields[1].split([':', '@']).nth(1)?.parse().ok())?
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "starts scripts/redis-cluster.sh on ports 7200-7205; about a minute"]
+async fn cluster_master_killed_under_load() {
+    cluster_script(&["stop"]);
+    cluster_script(&["start"]);
+    // A replica that never synced refuses to take over: wait for every link.
+    wait_until("every replica in sync", 60, || {
+        (0..6)
+            .map(|i| cli(CLUSTER_PORT + i, &["INFO", "replication"]))
+            .filter(|info| info.contains("role:slave"))
+            .all(|info| info.contains("master_link_status:up"))
+    });
+    let port = owner_of_slot_zero(CLUSTER_PORT).expect("slot 0 has an owner");
+    let pid: u32 = std::fs::read_to_string(format!("{}/{port}/redis.pid", cluster_dir()))
+        .expect("master pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let store = RedisStore::cluster_from_urls(
+        (0..6).map(|i| format!("redis://127.0.0.1:{}", CLUSTER_PORT + i)),
+    )
+    .expect("store")
+    .with_prefix(format!("{}:", unique("failover")));
+    store.connect().await.expect("connect");
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    let manager = SessionManager::builder_arc(store.clone())
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .expect("manager");
+    let app = serve(manager).await;
+    let mut server = Master {
+        name: "redis-cluster",
+        port,
+        pid: Some(pid),
+        promoted: |old| {
+            let other = CLUSTER_PORT + u16::from(old == CLUSTER_PORT);
+            owner_of_slot_zero(other).is_some_and(|p| p != old)
+                && cli(other, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        },
+        killed_at: None,
+        promoted_after: None,
+    };
+    // Only the clients whose sessions live on the killed master see the outage.
+    let plan = Plan {
+        cycles: 1,
+        count_losses: true,
+        outage_answers: 0,
+        ..Plan::default()
+    };
+    let report = load::run(app.addr, &mut server, store, plan).await;
+    println!(
+        "{} promoted_after={:?}",
+        report.figures(),
+        server.promoted_after
+    );
+    assert!(
+        report.violations.is_empty(),
+        "{} violation(s):\n{}",
+        report.violations.len(),
+        report.violations.join("\n")
+    );
+    assert!(app.is_alive(), "the app's server task ended");
+
+    // The old master comes back over its folder and rejoins as a replica of the node that
+    // took over its slots, holding what that node holds.
+    let new = owner_of_slot_zero(CLUSTER_PORT + u16::from(port == CLUSTER_PORT)).expect("owner");
+    cluster_script(&["revive", &port.to_string()]);
+    wait_until("the old master rejoins as a replica", 60, || {
+        let info = cli(port, &["INFO", "replication"]);
+        info.contains("role:slave")
+            && info.contains(&format!("master_port:{new}"))
+            && info.contains("master_link_status:up")
+    });
+    assert_eq!(
+        cli(new, &["WAIT", "1", "10000"]),
+        "1",
+        "the replica acknowledges"
+    );
+    assert_eq!(
+        cli(port, &["DBSIZE"]),
+        cli(new, &["DBSIZE"]),
+        "the old master holds what the new master holds"
+    );
+    cluster_script(&["stop"]);
+}

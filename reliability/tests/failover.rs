@@ -116,6 +116,46 @@ impl Crashable for Master {
     }
 }
 
+/// Serves the reliability app on `store` and runs `plan`'s load while `master` is killed
+/// and a replica promoted; prints the figures (with `label`), checks that only the allowed
+/// statuses were seen and the app lives on.
+async fn kill_under_load(
+    store: Arc<dyn SessionStore>,
+    mut master: Master,
+    plan: Plan,
+    label: &str,
+) -> load::Report {
+    let manager = SessionManager::builder_arc(store.clone())
+        .store_timeout(Duration::from_secs(2))
+        .build()
+        .expect("manager");
+    let app = serve(manager).await;
+    let report = load::run(app.addr, &mut master, store, plan).await;
+    println!(
+        "{} {label} promoted_after={:?}",
+        report.figures(),
+        master.promoted_after
+    );
+    assert!(
+        report.violations.is_empty(),
+        "{} violation(s):\n{}",
+        report.violations.len(),
+        report.violations.join("\n")
+    );
+    assert!(app.is_alive(), "the app's server task ended");
+    report
+}
+
+/// Waits until the revived old master at `port` is a replica of `new`, in sync.
+fn rejoins_as_replica(port: u16, new: u16) {
+    wait_until("the old master rejoins as a replica", 60, || {
+        let info = cli(port, &["INFO", "replication"]);
+        info.contains("role:slave")
+            && info.contains(&format!("master_port:{new}"))
+            && info.contains("master_link_status:up")
+    });
+}
+
 fn node_name(port: u16) -> String {
     match port - DATA_PORT {
         0 => "master".to_owned(),
@@ -145,13 +185,7 @@ async fn failover_under_load(replica_ack: bool) {
             .expect("replica ack");
     }
     store.connect().await.expect("connect");
-    let store: Arc<dyn SessionStore> = Arc::new(store.clone());
-    let manager = SessionManager::builder_arc(store.clone())
-        .store_timeout(Duration::from_secs(2))
-        .build()
-        .expect("manager");
-    let app = serve(manager).await;
-    let mut server = Master {
+    let master = Master {
         name: "redis-sentinel",
         port,
         pid: Some(pid),
@@ -164,19 +198,8 @@ async fn failover_under_load(replica_ack: bool) {
         count_losses: true,
         ..Plan::default()
     };
-    let report = load::run(app.addr, &mut server, store, plan).await;
-    println!(
-        "{} replica_ack={replica_ack} promoted_after={:?}",
-        report.figures(),
-        server.promoted_after
-    );
-    assert!(
-        report.violations.is_empty(),
-        "{} violation(s):\n{}",
-        report.violations.len(),
-        report.violations.join("\n")
-    );
-    assert!(app.is_alive(), "the app's server task ended");
+    let label = format!("replica_ack={replica_ack}");
+    let report = kill_under_load(Arc::new(store), master, plan, &label).await;
     if replica_ack {
         assert_eq!(report.acks_lost, 0, "an acknowledged write was lost");
         assert_eq!(report.sessions_replaced, 0, "a session was lost");
@@ -186,12 +209,7 @@ async fn failover_under_load(replica_ack: bool) {
     // holds the same sessions as the new master once in sync.
     let new = master_port().expect("new master");
     sentinel_script(&["revive", &node_name(port)]);
-    wait_until("the old master rejoins as a replica", 60, || {
-        let info = cli(port, &["INFO", "replication"]);
-        info.contains("role:slave")
-            && info.contains(&format!("master_port:{new}"))
-            && info.contains("master_link_status:up")
-    });
+    rejoins_as_replica(port, new);
     let synced = cli(new, &["WAIT", "2", "10000"]);
     assert_eq!(synced, "2", "both replicas acknowledge the new master");
     assert_eq!(
@@ -208,13 +226,13 @@ async fn failover_under_load(replica_ack: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "starts scripts/redis-sentinel.sh on ports 6590-6592 / 26590-26592; about a minute"]
+#[ignore = "fixed private ports 6590-6592 / 26590-26592: scripts/test.sh runs it alone, after the rest"]
 async fn sentinel_master_killed_under_load() {
     failover_under_load(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "starts scripts/redis-sentinel.sh on ports 6590-6592 / 26590-26592; about a minute"]
+#[ignore = "fixed private ports 6590-6592 / 26590-26592: scripts/test.sh runs it alone, after the rest"]
 async fn sentinel_master_killed_under_load_with_replica_ack() {
     failover_under_load(true).await;
 }
@@ -255,7 +273,7 @@ fn owner_of_slot_zero(from: u16) -> Option<u16> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "starts scripts/redis-cluster.sh on ports 7200-7205; about a minute"]
+#[ignore = "fixed private ports 7200-7205: scripts/test.sh runs it alone, after the rest"]
 async fn cluster_master_killed_under_load() {
     cluster_script(&["stop"]);
     cluster_script(&["start"]);
@@ -278,13 +296,7 @@ async fn cluster_master_killed_under_load() {
     .expect("store")
     .with_prefix(format!("{}:", unique("failover")));
     store.connect().await.expect("connect");
-    let store: Arc<dyn SessionStore> = Arc::new(store);
-    let manager = SessionManager::builder_arc(store.clone())
-        .store_timeout(Duration::from_secs(2))
-        .build()
-        .expect("manager");
-    let app = serve(manager).await;
-    let mut server = Master {
+    let master = Master {
         name: "redis-cluster",
         port,
         pid: Some(pid),
@@ -303,30 +315,13 @@ async fn cluster_master_killed_under_load() {
         outage_answers: 0,
         ..Plan::default()
     };
-    let report = load::run(app.addr, &mut server, store, plan).await;
-    println!(
-        "{} promoted_after={:?}",
-        report.figures(),
-        server.promoted_after
-    );
-    assert!(
-        report.violations.is_empty(),
-        "{} violation(s):\n{}",
-        report.violations.len(),
-        report.violations.join("\n")
-    );
-    assert!(app.is_alive(), "the app's server task ended");
+    kill_under_load(Arc::new(store), master, plan, "cluster").await;
 
     // The old master comes back over its folder and rejoins as a replica of the node that
     // took over its slots, holding what that node holds.
     let new = owner_of_slot_zero(CLUSTER_PORT + u16::from(port == CLUSTER_PORT)).expect("owner");
     cluster_script(&["revive", &port.to_string()]);
-    wait_until("the old master rejoins as a replica", 60, || {
-        let info = cli(port, &["INFO", "replication"]);
-        info.contains("role:slave")
-            && info.contains(&format!("master_port:{new}"))
-            && info.contains("master_link_status:up")
-    });
+    rejoins_as_replica(port, new);
     assert_eq!(
         cli(new, &["WAIT", "1", "10000"]),
         "1",

@@ -722,19 +722,30 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             {
                 return Ok(CasOutcome::Written);
             }
-        } else {
-            let _write = self.inner.write_lock().await;
             let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
-            let done = D::Db::execute(&mut conn, cas, values)
-                .await
-                .map_err(err::<D>)?;
-            if D::rows_affected(&done) > 0 {
-                return Ok(CasOutcome::Written);
-            }
+            return self.conflict_or_missing(&mut conn, values).await;
         }
         let _write = self.inner.write_lock().await;
         let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
-        let live = D::Db::fetch_exists(&mut conn, &self.inner.sql.exists, values)
+        let done = D::Db::execute(&mut conn, cas, values)
+            .await
+            .map_err(err::<D>)?;
+        if D::rows_affected(&done) > 0 {
+            return Ok(CasOutcome::Written);
+        }
+        self.conflict_or_missing(&mut conn, values).await
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// After a compare-and-set that wrote nothing: whether a live row holds another
+    /// version, or none does.
+    async fn conflict_or_missing(
+        &self,
+        conn: &mut <D::Db as sqlx::Database>::Connection,
+        values: Values<'_, D::Time>,
+    ) -> Result<CasOutcome> {
+        let live = D::Db::fetch_exists(conn, &self.inner.sql.exists, values)
             .await
             .map_err(err::<D>)?;
         Ok(if live {

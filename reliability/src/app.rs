@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use session_store::SessionManager;
@@ -59,12 +60,34 @@ async fn read(session: Session) -> (StatusCode, String) {
     }
 }
 
-/// Serves `/count`, `/update` and `/read` over `manager` on a free loopback port.
+/// `GET /login/{user}`: logs `user` in: a new session id (the data is kept), the session
+/// bound to `user` as its owner, `user` stored in it.
+async fn login(session: Session, Path(user): Path<String>) -> (StatusCode, String) {
+    session.regenerate();
+    let bound = session
+        .set_owner(user.as_str())
+        .and_then(|()| session.insert("user", &user));
+    match bound {
+        Ok(()) => (StatusCode::OK, user),
+        Err(error) => (error.status_code(), "session error".into()),
+    }
+}
+
+/// `GET /logout`: destroys the session (its record, and the cookie on the answer).
+async fn logout(session: Session) -> StatusCode {
+    session.destroy();
+    StatusCode::OK
+}
+
+/// Serves `/count`, `/update`, `/read`, `/login/{user}` and `/logout` over `manager` on a
+/// free loopback port.
 pub async fn serve(manager: SessionManager) -> App {
     let app = Router::new()
         .route("/count", get(count))
         .route("/update", get(update))
         .route("/read", get(read))
+        .route("/login/{user}", get(login))
+        .route("/logout", get(logout))
         .layer(SessionLayer::new(manager));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

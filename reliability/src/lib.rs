@@ -7,6 +7,7 @@
 //!
 //! The tests live in `tests/`: `faults_*.rs` (a backend killed under HTTP load) and
 //! `hostile.rs` (hostile cookies and garbage records through HTTP against every store).
+//! The soak ([`soak`], binary `soak`) runs for half an hour and is not a test.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod hostile;
 pub mod load;
 pub mod raw_http;
 pub mod servers;
+pub mod soak;
 
 /// A name no other run uses (for key prefixes, collections, tables).
 pub fn unique(what: &str) -> String {

@@ -104,6 +104,14 @@ pub struct Cycle {
     pub first_recovery: Duration,
     /// From the restart command until every client had a 200.
     pub full_recovery: Duration,
+    /// Clients that saw a 503 in the cycle (those whose sessions the fault reached).
+    pub affected: usize,
+    /// From the kill (when `kill` returned) to the first 200 that ended an affected
+    /// client's 503s, timed as the answers came (also during the outage phase, so not
+    /// bounded below by [`Plan::min_outage`]); zero when none was affected.
+    pub first_served_again: Duration,
+    /// From the kill to the last affected client's first 200 after its last 503.
+    pub all_served_again: Duration,
 }
 
 /// What a fault run measured.
@@ -149,7 +157,7 @@ impl Report {
         format!(
             "FIGURES store={} fault={:?} clients={} requests={} ok={} 503={} duration={:.1}s \
              rate={:.0}/s faults={} outage=[{}] slowest_503=[{}] server_start=[{}] first_recovery=[{}] \
-             full_recovery=[{}] sessions_lost={} acks_lost={} sessions_replaced={} violations={}",
+             full_recovery=[{}] affected=[{}] served_again_first=[{}] served_again_all=[{}] sessions_lost={} acks_lost={} sessions_replaced={} violations={}",
             self.store,
             self.fault,
             self.clients,
@@ -164,6 +172,13 @@ impl Report {
             list(&|c| c.server_start),
             list(&|c| c.first_recovery),
             list(&|c| c.full_recovery),
+            self.cycles
+                .iter()
+                .map(|c| c.affected.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            list(&|c| c.first_served_again),
+            list(&|c| c.all_served_again),
             self.sessions_lost,
             self.acks_lost,
             self.sessions_replaced,
@@ -184,6 +199,11 @@ struct Progress {
     requests: AtomicU64,
     acks_lost: AtomicU64,
     sessions_replaced: AtomicU64,
+    /// A 503 came in this cycle.
+    saw_503: AtomicBool,
+    /// Microseconds since the run began of the first 200 after the client's latest 503 of
+    /// this cycle (0: none since).
+    served_again_at: AtomicU64,
 }
 
 struct Shared {
@@ -275,6 +295,14 @@ async fn client(index: usize, addr: SocketAddr, shared: Arc<Shared>, plan: Plan)
                     }
                     _ => {}
                 }
+                if me.saw_503.load(Ordering::SeqCst) {
+                    let _ = me.served_again_at.compare_exchange(
+                        0,
+                        shared.micros(),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
                 if received_phase == RECOVERING {
                     let _ = me.recovered_at.compare_exchange(
                         0,
@@ -299,6 +327,8 @@ async fn client(index: usize, addr: SocketAddr, shared: Arc<Shared>, plan: Plan)
                 }
                 me.slowest_503_micros
                     .fetch_max(took.as_micros() as u64, Ordering::SeqCst);
+                me.saw_503.store(true, Ordering::SeqCst);
+                me.served_again_at.store(0, Ordering::SeqCst);
                 me.unavailable.fetch_add(1, Ordering::SeqCst);
             }
             other => {
@@ -386,6 +416,8 @@ pub async fn run(
             for p in &shared.progress {
                 p.recovered_at.store(0, Ordering::SeqCst);
                 p.slowest_503_micros.store(0, Ordering::SeqCst);
+                p.saw_503.store(false, Ordering::SeqCst);
+                p.served_again_at.store(0, Ordering::SeqCst);
             }
             shared.phase.store(DOWN, Ordering::SeqCst);
             match plan.fault {
@@ -393,6 +425,7 @@ pub async fn run(
                 Fault::Freeze => server.freeze(),
             }
             let killed = Instant::now();
+            let killed_micros = shared.micros();
             wait_until(
                 &shared,
                 "503 answers during the outage",
@@ -446,6 +479,15 @@ pub async fn run(
                 .map(|p| p.slowest_503_micros.load(Ordering::SeqCst))
                 .max()
                 .unwrap_or(0);
+            let served_again: Vec<u64> = shared
+                .progress
+                .iter()
+                .filter(|p| p.saw_503.load(Ordering::SeqCst))
+                .map(|p| p.served_again_at.load(Ordering::SeqCst))
+                .collect();
+            let since_kill = |t: Option<&u64>| {
+                Duration::from_micros(t.map_or(0, |t| t.saturating_sub(killed_micros)))
+            };
             let c = Cycle {
                 outage,
                 unavailable,
@@ -453,6 +495,9 @@ pub async fn run(
                 server_start: ready - restart,
                 first_recovery: since_restart(*times.iter().min().unwrap_or(&0)),
                 full_recovery: since_restart(*times.iter().max().unwrap_or(&0)),
+                affected: served_again.len(),
+                first_served_again: since_kill(served_again.iter().min()),
+                all_served_again: since_kill(served_again.iter().max()),
             };
             println!("{} cycle {}: {c:?}", server.name(), cycle + 1);
             cycles.push(c);

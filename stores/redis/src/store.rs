@@ -584,8 +584,11 @@ impl RedisStore {
     /// `WAIT replicas timeout` in the same pipeline, on the same connection. On Redis Cluster
     /// the pipeline goes to the node that owns the session's key, so the `WAIT` counts that
     /// node's replicas. When fewer replicas acknowledge in time the operation fails with
-    /// [`Error::Backend`]: the write is on the master but may be lost if the master dies
-    /// before a replica has it, and the caller is told so rather than told it is safe.
+    /// [`Error::Unavailable`] (the middleware answers 503 with `Retry-After`): the write is
+    /// on the master but may be lost if the master dies before a replica has it, and the
+    /// caller is told so rather than told it is safe. After a Cluster failover the promoted
+    /// master has no replica until one joins it, so its sessions' writes answer 503 until
+    /// then: the price of not acknowledging what one more failure would lose.
     ///
     /// What it buys: a write acknowledged to the app survives the loss of the master when a
     /// replica that acknowledged it is promoted (RELIABILITY.md has the failover figures).
@@ -816,6 +819,11 @@ impl RedisStore {
                 if self.load_scripts(&mut conn).await.is_ok() {
                     continue;
                 }
+                // Right after a failover (Redis 7 does not replicate the script cache) the
+                // load can fail while the client still counts the dead node among the
+                // masters: transient, so the caller gets a 503, and the next request loads
+                // them again.
+                return Err(Error::unavailable(NAME, e));
             }
             if error::replace_connection(&e) {
                 tracing::debug!(kind = self.connector.kind(), error = %e, "replacing the redis connection");
@@ -858,7 +866,10 @@ impl RedisStore {
         let ((reply, acked), retried): ((T, i64), bool) =
             self.send_noting_retry(Request::Pipe(&pipe)).await?;
         if acked < i64::from(replicas) {
-            return Err(Error::backend(
+            // Unavailable, not a backend failure: the durability asked for cannot be had right
+            // now (a replica lags, or a failover left the master without one), and a retry
+            // may succeed; the middleware answers 503 with Retry-After.
+            return Err(Error::unavailable(
                 NAME,
                 format!(
                     "write acknowledged by {acked} of the {replicas} replicas required within \

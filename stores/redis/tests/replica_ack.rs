@@ -52,7 +52,10 @@ async fn writes_wait_for_the_replica_and_fail_without_it() {
         .with_replica_ack(2, Duration::from_millis(100))
         .unwrap();
     let failed = too_many.set(&new_id(), &record).await;
-    assert!(matches!(failed, Err(Error::Backend { .. })), "{failed:?}");
+    assert!(
+        matches!(failed, Err(Error::Unavailable { .. })),
+        "{failed:?}"
+    );
 
     // A frozen replica acknowledges nothing: the save is reported as failed, not swallowed.
     let short = RedisStore::from_url(&master.url())
@@ -63,7 +66,10 @@ async fn writes_wait_for_the_replica_and_fail_without_it() {
     replica.signal("-STOP");
     let failed = short.set(&id, &record).await;
     replica.signal("-CONT");
-    assert!(matches!(failed, Err(Error::Backend { .. })), "{failed:?}");
+    assert!(
+        matches!(failed, Err(Error::Unavailable { .. })),
+        "{failed:?}"
+    );
     // Thawed, it catches up and acknowledges again.
     short.set(&id, &record).await.unwrap();
 }

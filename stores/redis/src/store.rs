@@ -301,8 +301,8 @@ pub struct RedisStore {
 #[derive(Clone)]
 struct Near {
     cache: Arc<NearCache>,
-    /// The connector the store had before the cache, restored if a later setting rules
-    /// the cache out.
+    /// The connector the store had before the cache: creates new sessions (not cached), and
+    /// is restored if a later setting rules the cache out.
     uncached: Arc<Connector>,
 }
 
@@ -494,7 +494,10 @@ impl RedisStore {
     /// expire, and the cached copy is dropped when the push arrives. A read started before
     /// such a push is not cached. The store's own writes are scripts that read the key again
     /// in the same atomic step, so the key stays tracked and what is cached is what the
-    /// server holds. When the connection is lost or replaced, the cache is emptied and
+    /// server holds. A new session is the exception: it is created with a plain `SET` on an
+    /// ordinary connection and cached by its first read, since many new sessions are never
+    /// seen again (one-shot clients, bots) and would only evict those that come back. When
+    /// the connection is lost or replaced, the cache is emptied and
     /// bypassed until a new connection has tracking on. The guarantee: once this
     /// process has received the server's invalidation of a session, it never serves the
     /// older data; between another process's write and that push (a loopback round trip,
@@ -706,10 +709,19 @@ impl RedisStore {
     /// URL shows at start-up rather than on the first request. Optional: every operation
     /// connects on demand.
     pub async fn connect(&self) -> Result<()> {
-        let (generation, mut conn) = self.connector.get().await?;
+        self.connect_via(&self.connector).await?;
+        // With the near-cache, new sessions are written on an ordinary connection.
+        if let Some(near) = &self.near {
+            self.connect_via(&near.uncached).await?;
+        }
+        Ok(())
+    }
+
+    async fn connect_via(&self, connector: &Connector) -> Result<()> {
+        let (generation, mut conn) = connector.get().await?;
         if let Err(e) = self.load_scripts(&mut conn).await {
             if error::replace_connection(&e) {
-                self.connector.discard(generation);
+                connector.discard(generation);
             }
             return Err(error::from_redis(e));
         }
@@ -799,10 +811,19 @@ impl RedisStore {
         &self,
         request: Request<'_>,
     ) -> Result<(T, bool)> {
+        self.send_noting_retry_via(&self.connector, request).await
+    }
+
+    /// [`RedisStore::send_noting_retry`] on `connector`.
+    async fn send_noting_retry_via<T: FromRedisValue>(
+        &self,
+        connector: &Connector,
+        request: Request<'_>,
+    ) -> Result<(T, bool)> {
         let mut retried = false;
         let mut reloaded = false;
         loop {
-            let (generation, mut conn) = self.connector.get().await?;
+            let (generation, mut conn) = connector.get().await?;
             let result = match &request {
                 Request::Cmd(cmd) => cmd.query_async(&mut conn).await,
                 Request::Pipe(pipe) => pipe.query_async(&mut conn).await,
@@ -826,8 +847,8 @@ impl RedisStore {
                 return Err(Error::unavailable(NAME, e));
             }
             if error::replace_connection(&e) {
-                tracing::debug!(kind = self.connector.kind(), error = %e, "replacing the redis connection");
-                self.connector.discard(generation);
+                tracing::debug!(kind = connector.kind(), error = %e, "replacing the redis connection");
+                connector.discard(generation);
                 if !retried && error::worth_retrying(&e) {
                     retried = true;
                     continue;
@@ -850,9 +871,13 @@ impl RedisStore {
     /// Sends a write of a session's value. With [`RedisStore::with_replica_ack`], sends
     /// `WAIT` behind it in the same pipeline (on a cluster the pipeline goes to the node of
     /// the write's key) and fails when too few replicas acknowledged.
-    async fn send_write<T: FromRedisValue>(&self, request: Request<'_>) -> Result<(T, bool)> {
+    async fn send_write<T: FromRedisValue>(
+        &self,
+        connector: &Connector,
+        request: Request<'_>,
+    ) -> Result<(T, bool)> {
         let Some((replicas, timeout)) = self.replica_ack else {
-            return self.send_noting_retry(request).await;
+            return self.send_noting_retry_via(connector, request).await;
         };
         let mut pipe = redis::pipe();
         match request {
@@ -863,8 +888,9 @@ impl RedisStore {
         pipe.cmd("WAIT")
             .arg(replicas)
             .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        let ((reply, acked), retried): ((T, i64), bool) =
-            self.send_noting_retry(Request::Pipe(&pipe)).await?;
+        let ((reply, acked), retried): ((T, i64), bool) = self
+            .send_noting_retry_via(connector, Request::Pipe(&pipe))
+            .await?;
         if acked < i64::from(replicas) {
             // Unavailable, not a backend failure: the durability asked for cannot be had right
             // now (a replica lags, or a failover left the master without one), and a retry
@@ -889,24 +915,34 @@ impl RedisStore {
         record: &Record,
         condition: Option<&str>,
     ) -> Result<bool> {
-        let Some(cache) = self.cache() else {
-            return self.write_key(id, record, condition, None).await;
+        let Some(near) = &self.near else {
+            return self
+                .write_key(&self.connector, id, record, condition, None)
+                .await;
         };
         let key = self.key(id);
-        let flight = cache.begin(&key, true);
+        let flight = near.cache.begin(&key, true);
         let mut after = None;
-        let written = self
-            .write_key(id, record, condition, Some(&mut after))
-            .await;
-        cache.end(flight, after.as_ref());
+        let written = if condition == Some("NX") {
+            // A new session is written on an ordinary connection and not cached: many are
+            // never seen again (one-shot clients, bots), and caching them would evict the
+            // sessions that come back. Its first read caches it.
+            self.write_key(&near.uncached, id, record, condition, None)
+                .await
+        } else {
+            self.write_key(&self.connector, id, record, condition, Some(&mut after))
+                .await
+        };
+        near.cache.end(flight, after.as_ref());
         written
     }
 
-    /// [`RedisStore::write`] without the near-cache; with `after` (the near-cache's
-    /// connection), writes through [`WRITE_TRACKED_SCRIPT`] and sets `after` to the record,
-    /// if it was written.
+    /// [`RedisStore::write`] on `connector`, without the near-cache; with `after` (the
+    /// near-cache's connection), writes through [`WRITE_TRACKED_SCRIPT`] and sets `after` to
+    /// the record, if it was written.
     async fn write_key(
         &self,
+        connector: &Connector,
         id: &SessionId,
         record: &Record,
         condition: Option<&str>,
@@ -935,8 +971,9 @@ impl RedisStore {
                         .arg(id.as_str())
                         .arg(expiry_ms(OffsetDateTime::now_utc()));
                 }
-                let (outcome, retried): (i64, bool) =
-                    self.send_write(Request::Script(&invocation)).await?;
+                let (outcome, retried): (i64, bool) = self
+                    .send_write(connector, Request::Script(&invocation))
+                    .await?;
                 (outcome == 2, retried)
             }
             owner => {
@@ -948,7 +985,8 @@ impl RedisStore {
                 if let Some(condition) = condition {
                     cmd.arg(condition);
                 }
-                let (reply, retried): (Value, bool) = self.send_write(Request::Cmd(&cmd)).await?;
+                let (reply, retried): (Value, bool) =
+                    self.send_write(connector, Request::Cmd(&cmd)).await?;
                 (!matches!(reply, Value::Nil), retried)
             }
         };
@@ -1124,7 +1162,9 @@ impl RedisStore {
                 .arg(mode)
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
-            let (found, _): (i64, bool) = self.send_write(Request::Script(&invocation)).await?;
+            let (found, _): (i64, bool) = self
+                .send_write(&self.connector, Request::Script(&invocation))
+                .await?;
             if let Some(after) = after {
                 // What a read would now return: the copy this process had, with the new
                 // expiry as the value keeps it (milliseconds).
@@ -1211,7 +1251,9 @@ impl RedisStore {
                 .arg(id.as_str())
                 .arg(expiry_ms(OffsetDateTime::now_utc()));
         }
-        let (outcome, retried): (i64, bool) = self.send_write(Request::Script(&invocation)).await?;
+        let (outcome, retried): (i64, bool) = self
+            .send_write(&self.connector, Request::Script(&invocation))
+            .await?;
         let outcome = match outcome {
             0 => CasOutcome::Missing,
             // A lost first attempt may have written: then the key holds exactly this value

@@ -610,7 +610,8 @@ async fn a_session_this_process_wrote_stays_tracked() {
             let mut record = sample_record(later());
             assert!(store.create(&id, &record).await.unwrap());
             match step {
-                "create" => {}
+                // A new session is not cached by its creation: its first read caches it.
+                "create" => assert!(store.get(&id).await.unwrap().is_some()),
                 "compare_and_set" => {
                     record.version = 1;
                     assert_eq!(
@@ -619,7 +620,12 @@ async fn a_session_this_process_wrote_stays_tracked() {
                     );
                 }
                 "set" => store.set(&id, &record).await.unwrap(),
-                _ => assert!(store.touch(&id, later()).await.unwrap()),
+                // A touch caches the copy it extends: read (and cache) it first, as the
+                // manager does.
+                _ => {
+                    assert!(store.get(&id).await.unwrap().is_some());
+                    assert!(store.touch(&id, later()).await.unwrap());
+                }
             }
             let hits = stats(&store).hits;
             assert!(store.get(&id).await.unwrap().is_some());

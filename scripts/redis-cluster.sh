@@ -41,6 +41,18 @@ all_ok() {
     for port in "${PORTS[@]}"; do cluster_ok "$port" || return 1; done
 }
 
+# Every replica has synced with its master (a write then reaches it, and WAIT counts it;
+# a replica that never synced also refuses to take over in a failover).
+replicas_synced() {
+    local port info
+    for port in "${PORTS[@]}"; do
+        info=$(cli "$port" info replication 2>/dev/null) || return 1
+        if grep -q '^role:slave' <<<"$info"; then
+            grep -q '^master_link_status:up' <<<"$info" || return 1
+        fi
+    done
+}
+
 stop() {
     local port pid deadline
     for port in "${PORTS[@]}"; do
@@ -72,6 +84,11 @@ start() {
     need redis-server
     need redis-cli
     if all_ok; then
+        local deadline=$((SECONDS + TIMEOUT))
+        until replicas_synced; do
+            [ $SECONDS -lt $deadline ] || die "replicas not in sync within ${TIMEOUT}s"
+            sleep 0.2
+        done
         say "already running on ports ${PORTS[0]}-${PORTS[5]}"
         return 0
     fi
@@ -99,6 +116,10 @@ start() {
     local started=$SECONDS
     until all_ok; do
         [ $SECONDS -lt $deadline ] || die "cluster_state:ok not reached within ${TIMEOUT}s"
+        sleep 0.2
+    done
+    until replicas_synced; do
+        [ $SECONDS -lt $deadline ] || die "replicas not in sync within ${TIMEOUT}s (see $DIR/*/redis.log)"
         sleep 0.2
     done
     say "cluster up on 127.0.0.1:${PORTS[0]}-${PORTS[5]} (ok after ~$((SECONDS - started))s); data in $DIR"

@@ -241,6 +241,21 @@ fn node_name(port: u16) -> String {
     }
 }
 
+/// The test's store: a prefix of its own, replica acknowledgement (1 replica, 500 ms) if
+/// asked, connected.
+async fn connected(built: session_store::Result<RedisStore>, replica_ack: bool) -> RedisStore {
+    let mut store = built
+        .expect("store")
+        .with_prefix(format!("{}:", unique("failover")));
+    if replica_ack {
+        store = store
+            .with_replica_ack(1, Duration::from_millis(500))
+            .expect("replica ack");
+    }
+    store.connect().await.expect("connect");
+    store
+}
+
 /// The pid in a server's pid file.
 fn pid_in(file: &str) -> u32 {
     std::fs::read_to_string(file)
@@ -269,18 +284,14 @@ async fn failover_under_load(replica_ack: bool, lagging: bool) {
             .collect(),
         hold: Duration::from_secs(2),
     });
-    let mut store = RedisStore::sentinel_from_urls(
-        (0..3).map(|i| format!("redis://127.0.0.1:{}", SENTINEL_PORT + i)),
-        MASTER,
+    let store = connected(
+        RedisStore::sentinel_from_urls(
+            (0..3).map(|i| format!("redis://127.0.0.1:{}", SENTINEL_PORT + i)),
+            MASTER,
+        ),
+        replica_ack,
     )
-    .expect("store")
-    .with_prefix(format!("{}:", unique("failover")));
-    if replica_ack {
-        store = store
-            .with_replica_ack(1, Duration::from_millis(500))
-            .expect("replica ack");
-    }
-    store.connect().await.expect("connect");
+    .await;
     let master = Master {
         name: "redis-sentinel",
         port,
@@ -409,26 +420,16 @@ async fn cluster_master_killed_under_load_with_replica_ack() {
 async fn cluster_failover_under_load(replica_ack: bool) {
     cluster_script(&["stop"]);
     cluster_script(&["start"]);
-    // A replica that never synced refuses to take over: wait for every link.
-    wait_until("every replica in sync", 60, || {
-        (0..6)
-            .map(|i| cli(CLUSTER_PORT + i, &["INFO", "replication"]))
-            .filter(|info| info.contains("role:slave"))
-            .all(|info| info.contains("master_link_status:up"))
-    });
+    // `start` returns once every replica has synced (one that never did refuses to take over).
     let port = owner_of_slot_zero(CLUSTER_PORT).expect("slot 0 has an owner");
     let pid = pid_in(&format!("{}/{port}/redis.pid", cluster_dir()));
-    let mut store = RedisStore::cluster_from_urls(
-        (0..6).map(|i| format!("redis://127.0.0.1:{}", CLUSTER_PORT + i)),
+    let store = connected(
+        RedisStore::cluster_from_urls(
+            (0..6).map(|i| format!("redis://127.0.0.1:{}", CLUSTER_PORT + i)),
+        ),
+        replica_ack,
     )
-    .expect("store")
-    .with_prefix(format!("{}:", unique("failover")));
-    if replica_ack {
-        store = store
-            .with_replica_ack(1, Duration::from_millis(500))
-            .expect("replica ack");
-    }
-    store.connect().await.expect("connect");
+    .await;
     let master = Master {
         name: "redis-cluster",
         port,

@@ -6,6 +6,8 @@
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod common;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+mod conns;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod dialect;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 mod driver;

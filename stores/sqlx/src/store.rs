@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::common::{
     CleanupTask, map_sqlx_error, spawn_cleanup, validate_identifier, version_from_db, version_to_db,
 };
+use crate::conns::{Conns, Share};
 use crate::dialect::{Dialect, Statement, Statements, Step, Tagged};
 use crate::driver::{Driver, RecordRow, Values};
 use crate::near::Near;
@@ -43,7 +44,9 @@ pub struct SqlStore<D: Dialect> {
 }
 
 struct Inner<D: Dialect> {
-    pool: Pool<D::Db>,
+    /// The pool, and the connections kept between statements; shared by every store built
+    /// from one `new` or `connect`.
+    conns: Arc<Conns<D::Db>>,
     /// `Some` where the dialect serializes this process's writes (SQLite), shared by every
     /// store built from one `new` or `connect`.
     writes: Option<Arc<Mutex<()>>>,
@@ -103,10 +106,26 @@ impl std::error::Error for Unstorable {}
 impl<D: Dialect> SqlStore<D> {
     /// A store on `pool`, table `sessions` (or the layout's default), on the system clock.
     /// Call [`SqlStore::migrate`] once to create the table.
+    ///
+    /// The store keeps the connections it used between its statements (sqlx would test
+    /// each one returned to the pool with one more round trip); of a pool given here it
+    /// holds at most three quarters of `max_connections`, so your own statements on the
+    /// same pool always find the rest. A connection it kept unused for a second goes back
+    /// to the pool.
     pub fn new(pool: Pool<D::Db>) -> Self {
+        Self::on(Conns::new(pool, Share::WithOthers))
+    }
+
+    /// A store on a pool it opened itself (the `connect` constructors), which may use every
+    /// connection of it.
+    pub(crate) fn on_own_pool(pool: Pool<D::Db>) -> Self {
+        Self::on(Conns::new(pool, Share::Own))
+    }
+
+    fn on(conns: Arc<Conns<D::Db>>) -> Self {
         let writes = D::SERIALIZE_WRITES.then(Arc::default);
         Self::build(
-            pool,
+            conns,
             writes,
             None,
             None,
@@ -117,7 +136,7 @@ impl<D: Dialect> SqlStore<D> {
     }
 
     fn build(
-        pool: Pool<D::Db>,
+        conns: Arc<Conns<D::Db>>,
         writes: Option<Arc<Mutex<()>>>,
         schema: Option<String>,
         table: Option<String>,
@@ -145,7 +164,7 @@ impl<D: Dialect> SqlStore<D> {
         });
         Self {
             inner: Arc::new(Inner {
-                pool,
+                conns,
                 writes,
                 schema,
                 table,
@@ -161,7 +180,7 @@ impl<D: Dialect> SqlStore<D> {
     pub(crate) fn with_near(&self, config: Option<NearCacheConfig>) -> Self {
         let i = &self.inner;
         Self::build(
-            i.pool.clone(),
+            i.conns.clone(),
             i.writes.clone(),
             i.schema.clone(),
             i.table.clone(),
@@ -185,7 +204,7 @@ impl<D: Dialect> SqlStore<D> {
     fn near(&self) -> Option<&Near> {
         let near = self.inner.near.as_ref()?;
         if near.starting() {
-            D::listen(near, &self.inner.pool);
+            D::listen(near, self.inner.conns.pool());
         }
         Some(near)
     }
@@ -209,7 +228,7 @@ impl<D: Dialect> SqlStore<D> {
     ) -> Self {
         let i = &self.inner;
         Self::build(
-            i.pool.clone(),
+            i.conns.clone(),
             i.writes.clone(),
             schema,
             table,
@@ -240,9 +259,12 @@ impl<D: Dialect> SqlStore<D> {
         self.rebuild(i.schema.clone(), i.table.clone(), clock, i.layout.clone())
     }
 
-    /// The connection pool.
+    /// The connection pool. Statements you run on it share it with the store, which keeps
+    /// the connections it used between its own statements (see [`SqlStore::new`]; a store
+    /// from a `connect` constructor may keep all of them while it is busy) and hands each
+    /// back after a second unused.
     pub fn pool(&self) -> &Pool<D::Db> {
-        &self.inner.pool
+        self.inner.conns.pool()
     }
 
     /// The table name.
@@ -291,7 +313,10 @@ impl<D: Dialect> SqlStore<D> {
     /// is only read, never altered.
     pub async fn migrate(&self) -> Result<()> {
         let _write = self.inner.write_lock().await;
-        let mut tx = self.inner.pool.begin().await.map_err(err::<D>)?;
+        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(err::<D>)?;
         let announcing = match (&self.inner.near, &self.inner.sql.tagged) {
             (Some(_), Some(tagged)) => tagged.migrate.as_slice(),
             _ => &[],
@@ -299,7 +324,9 @@ impl<D: Dialect> SqlStore<D> {
         for step in self.inner.sql.migrate.iter().chain(announcing) {
             run_step::<D>(&mut tx, step).await.map_err(err::<D>)?;
         }
-        tx.commit().await.map_err(err::<D>)
+        tx.commit().await.map_err(err::<D>)?;
+        conn.release();
+        Ok(())
     }
 
     /// Deletes every expired row (expiry at or before now); returns how many.
@@ -404,11 +431,11 @@ impl<D: Dialect> SqlStore<D> {
         local_change: bool,
     ) -> Result<Option<Record>> {
         let flight = near.cache.begin(values.id, local_change);
-        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
         let row = D::Db::fetch_tagged(&mut conn, statement, values)
             .await
             .map_err(err::<D>)?;
-        drop(conn);
+        conn.release();
         match row {
             Some((row, tag)) => {
                 if local_change {
@@ -436,11 +463,11 @@ impl<D: Dialect> SqlStore<D> {
         record: &Record,
     ) -> Result<bool> {
         let flight = near.cache.begin(values.id, true);
-        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
         let tag = D::Db::fetch_tag(&mut conn, statement, values)
             .await
             .map_err(err::<D>)?;
-        drop(conn);
+        conn.release();
         match tag {
             Some(tag) => {
                 near.announce(values.id, Some(tag as u64));
@@ -492,14 +519,15 @@ impl<D: Dialect> Inner<D> {
         }
     }
 
-    /// Runs `statement` on a pooled connection; rows changed.
+    /// Runs `statement` on a connection of its own; rows changed.
     async fn execute(&self, statement: &Statement, values: Values<'_, D::Time>) -> Result<u64> {
         // An explicit acquire keeps the pool's acquire future out of the statement's boxed
         // future (measured: fewer instructions per statement than executing on `&Pool`).
-        let mut conn = self.pool.acquire().await.map_err(err::<D>)?;
+        let mut conn = self.conns.acquire().await.map_err(err::<D>)?;
         let done = D::Db::execute(&mut conn, statement, values)
             .await
             .map_err(err::<D>)?;
+        conn.release();
         Ok(D::rows_affected(&done))
     }
 
@@ -541,11 +569,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             now: Some(self.now()),
             ..Values::id(id.as_str())
         };
-        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
         let row = D::Db::fetch_record(&mut conn, &self.inner.sql.get, values)
             .await
             .map_err(err::<D>)?;
-        drop(conn);
+        conn.release();
         row.map(|row| self.decode(row)).transpose()
     }
 
@@ -612,14 +640,18 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             return Ok(self.inner.execute(&sql.create, values).await? > 0);
         };
         // A plain INSERT: one statement when the id is free, as it nearly always is.
-        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
         match D::Db::execute(&mut conn, &sql.create, values).await {
-            Ok(_) => return Ok(true),
+            Ok(_) => {
+                conn.release();
+                return Ok(true);
+            }
             Err(e) if is_duplicate_key(&e) => {}
             Err(e) => return Err(err::<D>(e)),
         }
         // Taken: an expired row must not block the id. Remove it (only if still expired)
-        // and try once more; a duplicate key now means a live row.
+        // and try once more; a duplicate key now means a live row. (The connection goes
+        // back to the pool, which tests it after the error.)
         D::Db::execute(&mut conn, reclaim, values)
             .await
             .map_err(err::<D>)?;
@@ -664,11 +696,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             owner: Some(owner),
             ..Values::none()
         };
-        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
         let rows = D::Db::fetch_records(&mut conn, statement, values)
             .await
             .map_err(err::<D>)?;
-        drop(conn);
+        conn.release();
         let mut owned = Vec::with_capacity(rows.len());
         for (id, row) in rows {
             let decoded = String::from_utf8(id)
@@ -722,18 +754,23 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             {
                 return Ok(CasOutcome::Written);
             }
-            let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
-            return self.conflict_or_missing(&mut conn, values).await;
+            let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
+            let outcome = self.conflict_or_missing(&mut conn, values).await?;
+            conn.release();
+            return Ok(outcome);
         }
         let _write = self.inner.write_lock().await;
-        let mut conn = self.inner.pool.acquire().await.map_err(err::<D>)?;
+        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
         let done = D::Db::execute(&mut conn, cas, values)
             .await
             .map_err(err::<D>)?;
-        if D::rows_affected(&done) > 0 {
-            return Ok(CasOutcome::Written);
-        }
-        self.conflict_or_missing(&mut conn, values).await
+        let outcome = if D::rows_affected(&done) > 0 {
+            CasOutcome::Written
+        } else {
+            self.conflict_or_missing(&mut conn, values).await?
+        };
+        conn.release();
+        Ok(outcome)
     }
 }
 

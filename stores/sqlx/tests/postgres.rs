@@ -8,11 +8,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use common::*;
-use session_store::testing::{SuiteOptions, new_id, now_ms, run, sample_record};
+use session_store::testing::{Relay, SuiteOptions, new_id, now_ms, run, sample_record};
 use session_store::time::OffsetDateTime;
 use session_store::{Capabilities, Error, Record, SessionId, SessionStore};
 use session_store_sqlx::PostgresStore;
-use session_store_sqlx::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use session_store_sqlx::sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use session_store_sqlx::sqlx::{self, Row};
 
 fn url() -> String {
@@ -497,5 +497,164 @@ async fn garbage_rows_are_corrupt() {
         store.table_name()
     );
     garbage_payload_is_corrupt(&store, store.pool(), &update).await;
+    drop_table(&store).await;
+}
+
+/// sqlx tests every connection given back to its pool with one more round trip (a lone
+/// `Sync`); the store keeps the connections it used instead, so a statement is one round
+/// trip, counted on the wire by a relay.
+#[tokio::test]
+async fn a_statement_is_one_round_trip() {
+    let target = PgConnectOptions::from_str(&url()).unwrap();
+    let relay = Relay::filtered(target.get_port(), None, |_| true);
+    let relayed = target
+        .host("127.0.0.1")
+        .port(relay.port)
+        .ssl_mode(PgSslMode::Disable);
+    // Two connections, of which the store holds one: every statement runs on it, and sqlx
+    // prepares each statement once, on its first use there.
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(relayed)
+        .await
+        .expect("PostgreSQL unreachable: set POSTGRES_URL");
+    let store = PostgresStore::new(pool)
+        .with_table_name(&random_table())
+        .unwrap();
+    store.migrate().await.unwrap();
+    let id = new_id();
+    let later = now_ms() + Duration::from_secs(60);
+    let record = sample_record(later);
+    store.set(&id, &record).await.unwrap();
+    store.get(&id).await.unwrap().unwrap();
+    store.touch(&id, later).await.unwrap();
+    let before = relay.count();
+    for _ in 0..10 {
+        assert_eq!(store.get(&id).await.unwrap().unwrap().data, record.data);
+    }
+    for _ in 0..10 {
+        store.set(&id, &record).await.unwrap();
+    }
+    for _ in 0..10 {
+        assert!(store.touch(&id, later).await.unwrap());
+    }
+    let trips = relay.count() - before;
+    assert_eq!(trips, 30, "30 statements took {trips} round trips");
+    drop_table(&store).await;
+}
+
+/// A statement whose future is dropped part way (a timeout) may leave its answer unread on
+/// the connection: that connection goes back to sqlx's pool, which drains it, and no later
+/// read is answered with another statement's row.
+#[tokio::test]
+async fn a_statement_cut_short_leaves_no_answer_behind() {
+    let store = store().await;
+    let later = now_ms() + Duration::from_secs(60);
+    let mut ids = Vec::new();
+    for n in 0..8u8 {
+        let id = new_id();
+        let mut record = sample_record(later);
+        record.data.insert("n".into(), vec![n]);
+        store.set(&id, &record).await.unwrap();
+        ids.push(id);
+    }
+    let mut cut = 0;
+    for round in 0..60u64 {
+        let id = &ids[round as usize % ids.len()];
+        // Polled once (the statement goes out), in odd rounds again after a while (its
+        // answer may have come back in part or whole), then dropped.
+        let mut read = Box::pin(store.get(id));
+        let mut pending = true;
+        let pauses: &[u64] = if round % 2 == 0 {
+            &[0]
+        } else {
+            &[0, round * 25]
+        };
+        for &pause in pauses {
+            tokio::time::sleep(Duration::from_micros(pause)).await;
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+            if polled.is_ready() {
+                pending = false;
+                break;
+            }
+        }
+        drop(read);
+        if pending {
+            cut += 1;
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let record = store.get(id).await.unwrap().expect("a stored session");
+            assert_eq!(record.data["n"], vec![n as u8], "round {round}");
+        }
+    }
+    assert!(cut > 0, "no read was cut short");
+    drop_table(&store).await;
+}
+
+/// The store holds all but one connection of the pool it opened, so a statement of the
+/// application's own on `pool()` is served while the store is busy; once the store is
+/// quiet, every connection it kept goes back to the pool.
+#[tokio::test]
+async fn kept_connections_leave_room_and_go_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let store = PostgresStore::connect(&url())
+        .await
+        .unwrap()
+        .with_table_name(&random_table())
+        .unwrap();
+    store.migrate().await.unwrap();
+    let id = new_id();
+    store
+        .set(&id, &sample_record(now_ms() + Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let max = store.pool().options().get_max_connections() as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut busy = tokio::task::JoinSet::new();
+    for _ in 0..(2 * max) {
+        let (store, id, stop) = (store.clone(), id.clone(), stop.clone());
+        busy.spawn(async move {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                store.get(&id).await.unwrap().unwrap();
+                reads += 1;
+            }
+            reads
+        });
+    }
+    // Wait until the store holds every connection it may.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.pool().size() < (max - 1) as u32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store never got busy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..5 {
+        let one: i32 = sqlx::query("SELECT 1")
+            .fetch_one(store.pool())
+            .await
+            .expect("the application's own statement got a connection")
+            .get(0);
+        assert_eq!(one, 1);
+    }
+    stop.store(true, Ordering::Relaxed);
+    while let Some(reads) = busy.join_next().await {
+        assert!(reads.unwrap() > 0);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.pool().num_idle() < store.pool().size() as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kept connections not back: {} idle of {}",
+            store.pool().num_idle(),
+            store.pool().size()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop_table(&store).await;
 }

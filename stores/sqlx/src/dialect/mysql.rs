@@ -194,7 +194,7 @@ impl MySqlStore {
     /// cannot be reached (naming the address and the reason) and
     /// [`Error::Backend`](session_store::Error::Backend) for a malformed URL.
     pub async fn connect(url: &str) -> Result<Self> {
-        Ok(Self::new(
+        Ok(Self::on_own_pool(
             crate::common::connect_network::<MySql>(url, 3306).await?,
         ))
     }

@@ -501,7 +501,7 @@ impl PostgresStore {
     /// 127.0.0.1:5432") and [`Error::Backend`](session_store::Error::Backend) for a
     /// malformed URL.
     pub async fn connect(url: &str) -> Result<Self> {
-        Ok(Self::new(
+        Ok(Self::on_own_pool(
             crate::common::connect_network::<Postgres>(url, 5432).await?,
         ))
     }

@@ -226,7 +226,7 @@ impl SqliteStore {
         .connect_with(options)
         .await
         .map_err(err)?;
-        Ok(Self::new(pool))
+        Ok(Self::on_own_pool(pool))
     }
 }
 

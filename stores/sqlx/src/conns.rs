@@ -1,0 +1,274 @@
+//! The connections a store keeps between its statements.
+//!
+//! sqlx 0.8 tests every connection handed back to its pool with one more exchange with the
+//! database (a `Sync` on PostgreSQL, `COM_PING` on MySQL, a message to the connection's
+//! worker thread on SQLite), on a task it spawns for the purpose: a second round trip for
+//! every statement, which the server pays for as much as the client. The store therefore
+//! keeps a connection whose statement completed on a stack of its own and gives the newest
+//! one to the next statement, without the test. The test is only needed when a statement
+//! did not complete (an error, or its future dropped by a timeout): such a connection goes
+//! back to the pool, whose test drains it or closes it, and is never kept.
+//!
+//! The pool still opens every connection (and pings one that sat idle in the pool, see
+//! `network_pool_options`), and bounds them: the stack and the statements running hold at
+//! most `max_connections` between them, counted by a semaphore, so a statement never waits
+//! on the pool while the stack holds a connection. A kept connection goes back to the pool
+//! after [`IDLE_FOR`] unused (checked as statements finish, and by a task while the store is
+//! quiet), so other users of a shared pool get it back, and after [`KEEP_FOR`] kept, so the
+//! pool's test and `max_lifetime` still see every connection regularly.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, Pool};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// How long a kept connection may go unused before it returns to the pool.
+pub(crate) const IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// How long a connection is kept, from when the pool handed it out, before it returns to
+/// the pool (and its test) once.
+pub(crate) const KEEP_FOR: Duration = Duration::from_secs(60);
+
+/// Whose the pool is, which sets how many of its connections the store may hold.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Share {
+    /// The store opened it: it holds all but one connection (statements run on
+    /// [`SqlStore::pool`](crate::SqlStore::pool) always find that one).
+    Own,
+    /// Given to the store, and maybe used for other statements too: it holds at most three
+    /// quarters of them.
+    WithOthers,
+}
+
+impl Share {
+    /// How many of `max` connections the store may hold (0: it keeps none, and every
+    /// statement takes its connection from the pool and hands it back).
+    fn limit(self, max: usize) -> usize {
+        match self {
+            Share::Own => max.saturating_sub(1),
+            Share::WithOthers => max - max.div_ceil(4),
+        }
+    }
+}
+
+/// The pool and the connections kept out of it.
+pub(crate) struct Conns<DB: Database> {
+    pool: Pool<DB>,
+    /// One permit per connection the store may hold (kept or in use); `None`: it keeps none.
+    permits: Option<Semaphore>,
+    /// Newest last.
+    kept: Mutex<Vec<Kept<DB>>>,
+    /// Whether the task returning idle connections runs.
+    reaping: AtomicBool,
+}
+
+struct Kept<DB: Database> {
+    conn: PoolConnection<DB>,
+    /// When the pool handed it out.
+    taken: Instant,
+    /// When its last statement completed.
+    used: Instant,
+}
+
+impl<DB: Database> Kept<DB> {
+    fn new(conn: PoolConnection<DB>) -> Self {
+        let taken = Instant::now();
+        Self {
+            conn,
+            taken,
+            used: taken,
+        }
+    }
+
+    fn fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.used) < IDLE_FOR
+            && now.saturating_duration_since(self.taken) < KEEP_FOR
+    }
+}
+
+impl<DB: Database> Conns<DB> {
+    pub(crate) fn new(pool: Pool<DB>, share: Share) -> Arc<Self> {
+        let limit = share.limit(pool.options().get_max_connections() as usize);
+        Arc::new(Self {
+            pool,
+            permits: (limit > 0).then(|| Semaphore::new(limit)),
+            kept: Mutex::new(Vec::new()),
+            reaping: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// A connection for one or more statements: the newest kept one, else one from the
+    /// pool. Waits at most the pool's acquire timeout for a permit, then as the pool does.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Conn<'_, DB>, sqlx::Error> {
+        let Some(permits) = &self.permits else {
+            return Ok(Conn {
+                conns: self,
+                kept: Kept::new(self.pool.acquire().await?),
+                permit: None,
+            });
+        };
+        let permit = match permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let wait = self.pool.options().get_acquire_timeout();
+                match tokio::time::timeout(wait, permits.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(sqlx::Error::PoolClosed),
+                    Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                }
+            }
+        };
+        if self.pool.is_closed() {
+            drop(self.take_all());
+            return Err(sqlx::Error::PoolClosed);
+        }
+        let now = Instant::now();
+        loop {
+            let top = self.lock().pop();
+            match top {
+                Some(kept) if kept.fresh(now) => {
+                    return Ok(Conn {
+                        conns: self,
+                        kept,
+                        permit: Some(permit),
+                    });
+                }
+                // Back to the pool, which tests it on the way.
+                Some(stale) => drop(stale),
+                None => break,
+            }
+        }
+        Ok(Conn {
+            conns: self,
+            kept: Kept::new(self.pool.acquire().await?),
+            permit: Some(permit),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept<DB>>> {
+        // Nothing panics while holding the lock; a poisoned stack is still a valid stack.
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_all(&self) -> Vec<Kept<DB>> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Keeps `kept`, whose statement completed, and hands back to the pool what has been
+    /// idle too long (the oldest, at the bottom of the stack).
+    fn keep(self: &Arc<Self>, mut kept: Kept<DB>) {
+        let now = Instant::now();
+        kept.used = now;
+        let stale = {
+            let mut stack = self.lock();
+            stack.push(kept);
+            let fresh_from = stack
+                .iter()
+                .position(|k| k.fresh(now))
+                .unwrap_or(stack.len());
+            stack.drain(..fresh_from).collect::<Vec<_>>()
+        };
+        drop(stale);
+        if !self.reaping.load(Ordering::Relaxed) {
+            self.start_reaping();
+        }
+    }
+
+    /// Starts the task that hands idle kept connections back to the pool while no statement
+    /// runs; it ends with the store.
+    fn start_reaping(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let conns: Weak<Self> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(IDLE_FOR).await;
+                let Some(conns) = conns.upgrade() else { return };
+                if conns.pool.is_closed() {
+                    drop(conns.take_all());
+                    continue;
+                }
+                let now = Instant::now();
+                let stale = {
+                    let mut stack = conns.lock();
+                    let mut stale = Vec::new();
+                    let mut i = 0;
+                    while i < stack.len() {
+                        if stack[i].fresh(now) {
+                            i += 1;
+                        } else {
+                            stale.push(stack.remove(i));
+                        }
+                    }
+                    stale
+                };
+                drop(stale);
+            }
+        });
+    }
+}
+
+impl<DB: Database> Drop for Conns<DB> {
+    fn drop(&mut self) {
+        let kept = self.take_all();
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Without a runtime the pool cannot take them back (it spawns a task for
+            // that): close them here instead.
+            for kept in kept {
+                drop(kept.conn.detach());
+            }
+        }
+    }
+}
+
+/// A connection in use by the store. [`Conn::release`] after the statements completed keeps
+/// it for the next; dropped without it, the connection goes back to the pool.
+pub(crate) struct Conn<'a, DB: Database> {
+    conns: &'a Arc<Conns<DB>>,
+    kept: Kept<DB>,
+    /// `None` where the store keeps no connection.
+    permit: Option<SemaphorePermit<'a>>,
+}
+
+impl<DB: Database> Conn<'_, DB> {
+    /// Every statement on this connection completed: keep it for the next one. The permit
+    /// is returned after the connection is on the stack, so a statement waiting for one
+    /// finds it there.
+    pub(crate) fn release(self) {
+        let Conn {
+            conns,
+            kept,
+            permit,
+        } = self;
+        if permit.is_some() {
+            conns.keep(kept);
+        }
+        drop(permit);
+    }
+}
+
+impl<DB: Database> Deref for Conn<'_, DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        &self.kept.conn
+    }
+}
+
+impl<DB: Database> DerefMut for Conn<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.kept.conn
+    }
+}

@@ -219,7 +219,7 @@ out.append("Caveats: the machine has 2 cores shared by the load generator, the s
            "an actix-web middleware: it is measured at the store and manager levels, not under axum. "
            "MongoDB has no peer store here (tower-sessions' Mongo store is on bson 2). SQLite (a WAL file "
            "on local disk) and MySQL (MariaDB) are compared with tower-sessions-sqlx-store; the raw "
-           "floor is measured on Redis and Postgres, round trips on every network backend.\n")
+           "floor is measured on Redis and the SQL backends, round trips on every network backend.\n")
 
 # cost per request
 out.append("## Manager cost per request, MemoryStore, one task\n")
@@ -318,8 +318,8 @@ for level, title in (("manager", "Manager level, 64 concurrent tasks"), ("store"
                "workload, each starting with the next library). ops/s is ours' median slice (absolute, "
                "noisy); a ratio is the median over rounds of ours ÷ the other in the same round, so drift "
                "in machine load cancels out. Targets: Redis ≥ 1.5× tower-sessions and ≥ 0.9× the raw "
-               "floor; Postgres ≥ 1.1× tower-sessions on read and write, ≥ 1× on new and touch, and "
-               "≥ 0.95× the raw floor.\n")
+               "floor; Postgres, SQLite and MySQL ≥ 1.1× tower-sessions on read and write, ≥ 1× on new "
+               "and touch, and ≥ 0.95× the raw floor.\n")
     out.append("| backend | workload | ours ops/s | ÷ tower-sessions | ÷ actix-session | ÷ raw floor | errors |")
     out.append("|---|---|---|---|---|---|---|")
     for backend in ("memory", "redis", "postgres", "sqlite", "mysql", "mongo"):
@@ -330,31 +330,34 @@ for level, title in (("manager", "Manager level, 64 concurrent tasks"), ("store"
             t = one(level, backend=backend, lib="tower-sessions", workload=w)
             a = one(level, backend=backend, lib="actix-session", workload=w)
             f = one(level, backend=backend, lib="raw floor", workload=w)
-            target = backend in ("redis", "postgres")
+            target = backend in ("redis", "postgres", "sqlite", "mysql")
             def cell(other, need):
                 if not other or not other["ops_per_sec"]:
                     return "n/a"
                 r = paired(o, other)
                 return mark(f"{r:.2f}x", r >= need) if (target and need) else f"{r:.2f}x"
             errs = sum((x or {}).get("errors", 0) for x in (o, t, a, f))
-            need_t = {"redis": 1.5, "postgres": 1.1 if w in ("read", "write") else 1.0}.get(backend)
-            need_f = {"redis": 0.9, "postgres": 0.95}.get(backend)
+            sql_t = 1.1 if w in ("read", "write") else 1.0
+            need_t = {"redis": 1.5, "postgres": sql_t, "sqlite": sql_t, "mysql": sql_t}.get(backend)
+            need_f = {"redis": 0.9, "postgres": 0.95, "sqlite": 0.95, "mysql": 0.95}.get(backend)
             out.append(f"| {backend} | {w} | {o['ops_per_sec']:.0f} | {cell(t, need_t)} | {cell(a, None)} | {cell(f, need_f)} | {errs} |")
             if level == "manager" and t and t["ops_per_sec"]:
                 chart.append((f"{backend} {w}", paired(o, t)))
     out.append("")
-    if one(level, backend="postgres", lib="raw floor", workload="read"):
-        out.append("Postgres: ours and tower-sessions-sqlx-store run on the same sqlx (0.8) as the raw "
-                   "floor, in the same rounds, so each library's own client cost shows against one "
+    sql = [b for b in ("postgres", "sqlite", "mysql") if one(level, backend=b, lib="raw floor", workload="read")]
+    if sql:
+        out.append("SQL backends: ours, tower-sessions-sqlx-store and the raw floor run on the same sqlx "
+                   "(0.8), in the same rounds, so each library's own client cost shows against one "
                    "driver.\n")
-        out.append("| workload | ours ÷ floor | tower-sessions ÷ floor | ours ÷ tower-sessions |")
-        out.append("|---|---|---|---|")
-        for w in WL:
-            f = one(level, backend="postgres", lib="raw floor", workload=w)
-            o = one(level, backend="postgres", lib="ours", workload=w)
-            t = one(level, backend="postgres", lib="tower-sessions", workload=w)
-            ratio = lambda a, b: f"{paired(a, b):.2f}x" if a and b and b["ops_per_sec"] else "n/a"
-            out.append(f"| {w} | {ratio(o, f)} | {ratio(t, f)} | {ratio(o, t)} |")
+        out.append("| backend | workload | ours ÷ floor | tower-sessions ÷ floor | ours ÷ tower-sessions |")
+        out.append("|---|---|---|---|---|")
+        for backend in sql:
+            for w in WL:
+                f = one(level, backend=backend, lib="raw floor", workload=w)
+                o = one(level, backend=backend, lib="ours", workload=w)
+                t = one(level, backend=backend, lib="tower-sessions", workload=w)
+                ratio = lambda a, b: f"{paired(a, b):.2f}x" if a and b and b["ops_per_sec"] else "n/a"
+                out.append(f"| {backend} | {w} | {ratio(o, f)} | {ratio(t, f)} | {ratio(o, t)} |")
         out.append("")
 
 # HTTP

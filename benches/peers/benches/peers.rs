@@ -489,22 +489,159 @@ impl Lib for RawRedis {
     }
 }
 
-// ---------------------------------------------------------------- raw Postgres
+// ---------------------------------------------------------------- raw SQL
 
-/// The raw Postgres floor, on the sqlx that our store and tower-sessions-sqlx-store share.
+/// The raw SQL floors, on the sqlx that our store and tower-sessions-sqlx-store share: the
+/// same work per request in the fewest statements, neither encoding nor decoding a session.
 /// Each statement runs on an explicitly acquired connection, the cheapest way to use the
-/// driver (executing on `&Pool` boxes the pool's acquire future into the statement's).
+/// driver's pool (executing on `&Pool` boxes the pool's acquire future into the
+/// statement's).
 #[cfg(feature = "sql")]
-mod raw_pg {
+mod raw_sql {
     use sqlx::pool::PoolConnection;
 
     use super::{IdGenerator, Lib, Res, Workload, async_trait, s};
 
-    pub(crate) struct RawPg {
-        pool: sqlx::PgPool,
-        payload: Vec<u8>,
-        ids: IdGenerator,
+    /// One floor: its pool, its statements (`select`, `upsert`, `touch`, each binding the
+    /// id first and `upsert` the payload second) and, for SQLite, a lock that serializes
+    /// writes as our store does (concurrent writers would otherwise wait out
+    /// `SQLITE_BUSY`).
+    macro_rules! raw_floor {
+        ($name:ident, $db:ty, select: $select:expr, upsert: $upsert:expr, touch: $touch:expr) => {
+            pub(crate) struct $name {
+                pool: sqlx::Pool<$db>,
+                payload: Vec<u8>,
+                ids: IdGenerator,
+                writes: Option<tokio::sync::Mutex<()>>,
+                /// `select`, `upsert` and `touch` on this floor's table.
+                sql: [String; 3],
+            }
+
+            impl $name {
+                fn with(
+                    pool: sqlx::Pool<$db>,
+                    payload: Vec<u8>,
+                    writes: Option<tokio::sync::Mutex<()>>,
+                    table: &str,
+                ) -> Self {
+                    Self {
+                        pool,
+                        payload,
+                        ids: IdGenerator::nanoid(),
+                        writes,
+                        sql: [
+                            format!($select, t = table),
+                            format!($upsert, t = table),
+                            format!($touch, t = table),
+                        ],
+                    }
+                }
+
+                async fn conn(&self) -> Res<PoolConnection<$db>> {
+                    self.pool.acquire().await.map_err(s)
+                }
+
+                async fn select(&self, id: &str) -> Res {
+                    let row: Option<(Vec<u8>,)> = sqlx::query_as(&self.sql[0])
+                        .bind(id)
+                        .fetch_optional(&mut *self.conn().await?)
+                        .await
+                        .map_err(s)?;
+                    row.ok_or("missing")?;
+                    Ok(())
+                }
+
+                async fn upsert(&self, id: &str) -> Res {
+                    let _write = match &self.writes {
+                        Some(lock) => Some(lock.lock().await),
+                        None => None,
+                    };
+                    sqlx::query(&self.sql[1])
+                        .bind(id)
+                        .bind(&self.payload)
+                        .execute(&mut *self.conn().await?)
+                        .await
+                        .map_err(s)?;
+                    Ok(())
+                }
+
+                async fn touch(&self, id: &str) -> Res {
+                    let _write = match &self.writes {
+                        Some(lock) => Some(lock.lock().await),
+                        None => None,
+                    };
+                    sqlx::query(&self.sql[2])
+                        .bind(id)
+                        .execute(&mut *self.conn().await?)
+                        .await
+                        .map_err(s)?;
+                    Ok(())
+                }
+            }
+
+            #[async_trait]
+            impl Lib for $name {
+                async fn seed(&self) -> Res<String> {
+                    let id = self.ids.generate().as_str().to_owned();
+                    self.upsert(&id).await?;
+                    Ok(id)
+                }
+
+                /// The floor: read = SELECT; write = SELECT + upsert; new = upsert; touch =
+                /// SELECT + UPDATE expires.
+                async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
+                    match w {
+                        Workload::Read | Workload::NotDue => self.select(cookie).await,
+                        Workload::Write => {
+                            self.select(cookie).await?;
+                            self.upsert(cookie).await
+                        }
+                        Workload::New => self.upsert(self.ids.generate().as_str()).await,
+                        Workload::Touch => {
+                            self.select(cookie).await?;
+                            self.touch(cookie).await
+                        }
+                    }
+                }
+
+                async fn store(&self, w: Workload, cookie: &str, i: u64) -> Res {
+                    match w {
+                        Workload::Read | Workload::NotDue => self.select(cookie).await,
+                        Workload::Write => self.upsert(cookie).await,
+                        Workload::New => self.manager(w, cookie, i).await,
+                        Workload::Touch => self.touch(cookie).await,
+                    }
+                }
+            }
+        };
     }
+
+    raw_floor!(
+        RawPg,
+        sqlx::Postgres,
+        select: "SELECT data FROM {t} WHERE id = $1 AND expires > now()",
+        upsert: "INSERT INTO {t} (id, data, expires) VALUES ($1, $2, now() + interval '1 hour') \
+                 ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires",
+        touch: "UPDATE {t} SET expires = now() + interval '1 hour' WHERE id = $1"
+    );
+
+    raw_floor!(
+        RawSqlite,
+        sqlx::Sqlite,
+        select: "SELECT data FROM {t} WHERE id = ?1 AND expires > unixepoch()",
+        upsert: "INSERT INTO {t} (id, data, expires) VALUES (?1, ?2, unixepoch() + 3600) \
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires = excluded.expires",
+        touch: "UPDATE {t} SET expires = unixepoch() + 3600 WHERE id = ?1"
+    );
+
+    raw_floor!(
+        RawMySql,
+        sqlx::MySql,
+        select: "SELECT data FROM {t} WHERE id = ? AND expires > NOW(6)",
+        upsert: "INSERT INTO {t} (id, data, expires) VALUES (?, ?, NOW(6) + INTERVAL 1 HOUR) \
+                 ON DUPLICATE KEY UPDATE data = VALUES(data), expires = VALUES(expires)",
+        touch: "UPDATE {t} SET expires = NOW(6) + INTERVAL 1 HOUR WHERE id = ?"
+    );
 
     impl RawPg {
         pub(crate) async fn new(url: &str, payload: Vec<u8>) -> Res<Self> {
@@ -522,86 +659,59 @@ mod raw_pg {
             .execute(&pool)
             .await
             .map_err(s)?;
-            Ok(Self {
-                pool,
-                payload,
-                ids: IdGenerator::nanoid(),
-            })
-        }
-
-        async fn conn(&self) -> Res<PoolConnection<sqlx::Postgres>> {
-            self.pool.acquire().await.map_err(s)
-        }
-
-        async fn select(&self, id: &str) -> Res {
-            let row: Option<(Vec<u8>,)> =
-                sqlx::query_as("SELECT data FROM raw_sessions WHERE id = $1 AND expires > now()")
-                    .bind(id)
-                    .fetch_optional(&mut *self.conn().await?)
-                    .await
-                    .map_err(s)?;
-            row.ok_or("missing")?;
-            Ok(())
-        }
-
-        async fn upsert(&self, id: &str) -> Res {
-            sqlx::query(
-                "INSERT INTO raw_sessions (id, data, expires) \
-                 VALUES ($1, $2, now() + interval '1 hour') ON CONFLICT (id) \
-                 DO UPDATE SET data = EXCLUDED.data, expires = EXCLUDED.expires",
-            )
-            .bind(id)
-            .bind(&self.payload)
-            .execute(&mut *self.conn().await?)
-            .await
-            .map_err(s)?;
-            Ok(())
-        }
-
-        async fn touch(&self, id: &str) -> Res {
-            sqlx::query(
-                "UPDATE raw_sessions SET expires = now() + interval '1 hour' WHERE id = $1",
-            )
-            .bind(id)
-            .execute(&mut *self.conn().await?)
-            .await
-            .map_err(s)?;
-            Ok(())
+            Ok(Self::with(pool, payload, None, "raw_sessions"))
         }
     }
 
-    #[async_trait]
-    impl Lib for RawPg {
-        async fn seed(&self) -> Res<String> {
-            let id = self.ids.generate().as_str().to_owned();
-            self.upsert(&id).await?;
-            Ok(id)
-        }
+    impl RawSqlite {
+        /// On the database file `url` names, in WAL mode with `synchronous = NORMAL`, as
+        /// our store opens it.
+        pub(crate) async fn new(url: &str, payload: Vec<u8>) -> Res<Self> {
+            use std::str::FromStr;
 
-        /// The floor: read = SELECT; write = SELECT + upsert; new = upsert; touch = SELECT +
-        /// UPDATE expires.
-        async fn manager(&self, w: Workload, cookie: &str, _i: u64) -> Res {
-            match w {
-                Workload::Read | Workload::NotDue => self.select(cookie).await,
-                Workload::Write => {
-                    self.select(cookie).await?;
-                    self.upsert(cookie).await
-                }
-                Workload::New => self.upsert(self.ids.generate().as_str()).await,
-                Workload::Touch => {
-                    self.select(cookie).await?;
-                    self.touch(cookie).await
-                }
-            }
+            use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(s)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .test_before_acquire(false)
+                .connect_with(options)
+                .await
+                .map_err(s)?;
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS raw_sessions (id TEXT PRIMARY KEY NOT NULL, \
+                 data BLOB NOT NULL, expires INTEGER NOT NULL)",
+            )
+            .execute(&pool)
+            .await
+            .map_err(s)?;
+            Ok(Self::with(
+                pool,
+                payload,
+                Some(tokio::sync::Mutex::new(())),
+                "raw_sessions",
+            ))
         }
+    }
 
-        async fn store(&self, w: Workload, cookie: &str, i: u64) -> Res {
-            match w {
-                Workload::Read | Workload::NotDue => self.select(cookie).await,
-                Workload::Write => self.upsert(cookie).await,
-                Workload::New => self.manager(w, cookie, i).await,
-                Workload::Touch => self.touch(cookie).await,
-            }
+    impl RawMySql {
+        /// In a table of this process's own (`table`).
+        pub(crate) async fn new(url: &str, table: &str, payload: Vec<u8>) -> Res<Self> {
+            let pool = sqlx::mysql::MySqlPoolOptions::new()
+                .test_before_acquire(false)
+                .connect(url)
+                .await
+                .map_err(s)?;
+            sqlx::query(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (id VARBINARY(256) NOT NULL PRIMARY KEY, \
+                 data LONGBLOB NOT NULL, expires DATETIME(6) NOT NULL)"
+            ))
+            .execute(&pool)
+            .await
+            .map_err(s)?;
+            Ok(Self::with(pool, payload, None, table))
         }
     }
 }
@@ -791,7 +901,7 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             &mut out,
             "postgres",
             "raw floor",
-            raw_pg::RawPg::new(&url, payload.clone()),
+            raw_sql::RawPg::new(&url, payload.clone()),
         )
         .await;
     }
@@ -818,6 +928,13 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             Res::Ok(Tower::new(store))
         })
         .await;
+        add(
+            &mut out,
+            "sqlite",
+            "raw floor",
+            raw_sql::RawSqlite::new(&url("raw.db"), payload.clone()),
+        )
+        .await;
     }
     #[cfg(feature = "sql")]
     if want("mysql") {
@@ -842,6 +959,17 @@ async fn libraries(names: &[&str]) -> Vec<(String, String, Arc<dyn Lib>)> {
             store.migrate().await.map_err(s)?;
             Res::Ok(Tower::new(store))
         })
+        .await;
+        add(
+            &mut out,
+            "mysql",
+            "raw floor",
+            raw_sql::RawMySql::new(
+                &url,
+                &format!("raw_bench_{}", std::process::id()),
+                payload.clone(),
+            ),
+        )
         .await;
     }
     if want("mongo") {

@@ -60,6 +60,9 @@ pub(crate) struct Conns<DB: Database> {
     pool: Pool<DB>,
     /// One permit per connection the store may hold (kept or in use); `None`: it keeps none.
     permits: Option<Semaphore>,
+    /// Where the store queues its writes (SQLite): one more permit, for the queue's holder,
+    /// which then never waits behind reads for a connection while the queue waits for it.
+    writer: Option<Semaphore>,
     /// Newest last.
     kept: Mutex<Vec<Kept<DB>>>,
     /// Whether the task returning idle connections runs.
@@ -91,11 +94,16 @@ impl<DB: Database> Kept<DB> {
 }
 
 impl<DB: Database> Conns<DB> {
-    pub(crate) fn new(pool: Pool<DB>, share: Share) -> Arc<Self> {
+    /// `queued_writes`: the store runs one write at a time, and one connection is set aside
+    /// for it where the pool has room.
+    pub(crate) fn new(pool: Pool<DB>, share: Share, queued_writes: bool) -> Arc<Self> {
         let limit = share.limit(pool.options().get_max_connections() as usize);
+        let writer = queued_writes && limit >= 2;
+        let readers = limit - usize::from(writer);
         Arc::new(Self {
             pool,
-            permits: (limit > 0).then(|| Semaphore::new(limit)),
+            permits: (readers > 0).then(|| Semaphore::new(readers)),
+            writer: writer.then(|| Semaphore::new(1)),
             kept: Mutex::new(Vec::new()),
             reaping: AtomicBool::new(false),
         })
@@ -108,7 +116,20 @@ impl<DB: Database> Conns<DB> {
     /// A connection for one or more statements: the newest kept one, else one from the
     /// pool. Waits at most the pool's acquire timeout for a permit, then as the pool does.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Conn<'_, DB>, sqlx::Error> {
-        let Some(permits) = &self.permits else {
+        self.acquire_for(false).await
+    }
+
+    /// As [`Conns::acquire`], for the holder of the store's write queue (`writing`), which
+    /// takes the permit set aside for it where there is one.
+    pub(crate) async fn acquire_for(
+        self: &Arc<Self>,
+        writing: bool,
+    ) -> Result<Conn<'_, DB>, sqlx::Error> {
+        let permits = match &self.writer {
+            Some(writer) if writing => Some(writer),
+            _ => self.permits.as_ref(),
+        };
+        let Some(permits) = permits else {
             return Ok(Conn {
                 conns: self,
                 kept: Kept::new(self.pool.acquire().await?),

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::common::{
     CleanupTask, map_sqlx_error, spawn_cleanup, validate_identifier, version_from_db, version_to_db,
 };
-use crate::conns::{Conns, Share};
+use crate::conns::{Conn, Conns, Share};
 use crate::dialect::{Dialect, Statement, Statements, Step, Tagged};
 use crate::driver::{Driver, RecordRow, Values};
 use crate::near::Near;
@@ -113,13 +113,13 @@ impl<D: Dialect> SqlStore<D> {
     /// same pool always find the rest. A connection it kept unused for a second goes back
     /// to the pool.
     pub fn new(pool: Pool<D::Db>) -> Self {
-        Self::on(Conns::new(pool, Share::WithOthers))
+        Self::on(Conns::new(pool, Share::WithOthers, D::SERIALIZE_WRITES))
     }
 
     /// A store on a pool it opened itself (the `connect` constructors), which may use every
     /// connection of it.
     pub(crate) fn on_own_pool(pool: Pool<D::Db>) -> Self {
-        Self::on(Conns::new(pool, Share::Own))
+        Self::on(Conns::new(pool, Share::Own, D::SERIALIZE_WRITES))
     }
 
     fn on(conns: Arc<Conns<D::Db>>) -> Self {
@@ -312,8 +312,7 @@ impl<D: Dialect> SqlStore<D> {
     /// (Postgres serializes it with an advisory lock); a table that is already up to date
     /// is only read, never altered.
     pub async fn migrate(&self) -> Result<()> {
-        let _write = self.inner.write_lock().await;
-        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
+        let (_write, mut conn) = self.inner.writing().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(err::<D>)?;
@@ -403,7 +402,6 @@ impl<D: Dialect> SqlStore<D> {
     /// Runs `statement` on a pooled connection, in this process's write queue where the
     /// dialect has one; rows changed.
     async fn write(&self, statement: &Statement, values: Values<'_, D::Time>) -> Result<u64> {
-        let _write = self.inner.write_lock().await;
         self.inner.execute(statement, values).await
     }
 
@@ -519,11 +517,24 @@ impl<D: Dialect> Inner<D> {
         }
     }
 
-    /// Runs `statement` on a connection of its own; rows changed.
+    /// This process's write queue where the dialect has one, then a connection for the
+    /// write (where the queue exists, the one set aside for its holder).
+    async fn writing(&self) -> Result<(Option<MutexGuard<'_, ()>>, Conn<'_, D::Db>)> {
+        let queue = self.write_lock().await;
+        let conn = self
+            .conns
+            .acquire_for(queue.is_some())
+            .await
+            .map_err(err::<D>)?;
+        Ok((queue, conn))
+    }
+
+    /// Runs the write `statement` (in the write queue, see [`Inner::writing`]); rows
+    /// changed.
     async fn execute(&self, statement: &Statement, values: Values<'_, D::Time>) -> Result<u64> {
         // An explicit acquire keeps the pool's acquire future out of the statement's boxed
         // future (measured: fewer instructions per statement than executing on `&Pool`).
-        let mut conn = self.conns.acquire().await.map_err(err::<D>)?;
+        let (_write, mut conn) = self.writing().await?;
         let done = D::Db::execute(&mut conn, statement, values)
             .await
             .map_err(err::<D>)?;
@@ -532,7 +543,6 @@ impl<D: Dialect> Inner<D> {
     }
 
     async fn delete_expired(&self) -> Result<u64> {
-        let _write = self.write_lock().await;
         let values = Values {
             now: Some(D::time_to_db(self.clock.now())),
             ..Values::none()
@@ -635,12 +645,11 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
                 .write_cached(near, &self.tagged()?.create, values, record)
                 .await;
         }
-        let _write = self.inner.write_lock().await;
         let Some(reclaim) = &sql.reclaim else {
             return Ok(self.inner.execute(&sql.create, values).await? > 0);
         };
         // A plain INSERT: one statement when the id is free, as it nearly always is.
-        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
+        let (_write, mut conn) = self.inner.writing().await?;
         match D::Db::execute(&mut conn, &sql.create, values).await {
             Ok(_) => {
                 conn.release();
@@ -759,8 +768,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             conn.release();
             return Ok(outcome);
         }
-        let _write = self.inner.write_lock().await;
-        let mut conn = self.inner.conns.acquire().await.map_err(err::<D>)?;
+        let (_write, mut conn) = self.inner.writing().await?;
         let done = D::Db::execute(&mut conn, cas, values)
             .await
             .map_err(err::<D>)?;

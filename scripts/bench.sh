@@ -298,7 +298,7 @@ of all client instructions of the 0.9 run. Pool options, statement caching, logg
 messages and row decoding were compared in both versions' sources and are the same; no 0.9
 setting removes the difference. 0.9.0 also stopped setting `TCP_NODELAY` (0.9.1 sets it
 again), which does not matter for one-segment statements on loopback. So the workspace is on
-sqlx 0.8.6, and every statement of `SqlStore` runs on an explicitly acquired connection.
+sqlx 0.8.6, and every statement of `SqlStore` runs on an explicitly acquired connection (one the store keeps between statements: `stores/sqlx/src/conns.rs`).
 
 The 1.17-1.39× gap between the two raw floors in earlier runs of this file had a second cause:
 the floor built on sqlx 0.8 (and tower-sessions-sqlx-store, which enables no TLS feature) talked

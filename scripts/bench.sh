@@ -545,7 +545,39 @@ if any(r.get("lib") in ("plain", "plain-encoded") for r in rows):
                "store shares its one allocation and decodes lazily. Both plain stores hash each id twice (shard, "
                "then map).\n")
 
-open("BENCHMARKS.md", "w").write("\n".join(out) + "\n")
+def sections(text):
+    """(title, text) of each `## ` section, the part before the first one titled ""."""
+    parts, title, lines = [], "", []
+    for line in text.split("\n"):
+        if line.startswith("## "):
+            parts.append((title, "\n".join(lines)))
+            title, lines = line, []
+        lines.append(line)
+    parts.append((title, "\n".join(lines)))
+    return parts
+
+# Sections written by hand (measurements this script does not make, e.g. the near-caches')
+# are carried over from the previous BENCHMARKS.md, each after the section it followed.
+rendered = sections("\n".join(out) + "\n")
+generated = {t for t, _ in rendered}
+try:
+    previous = sections(open("BENCHMARKS.md").read())
+except FileNotFoundError:
+    previous = []
+after = {}
+anchor = ""
+for title, text in previous:
+    if title in generated:
+        anchor = title
+    elif title:
+        after.setdefault(anchor, []).append(text)
+merged = []
+for title, text in rendered:
+    merged.append(text)
+    merged.extend(after.pop(title, []))
+for rest in after.values():
+    merged.extend(rest)
+open("BENCHMARKS.md", "w").write("\n".join(m.rstrip("\n") + "\n" for m in merged))
 
 # chart: horizontal bars of ours ÷ tower-sessions
 W, bar, gap, left = 720, 18, 6, 170

@@ -11,8 +11,9 @@
 //!
 //! The pool still opens every connection (and pings one that sat idle in the pool, see
 //! `network_pool_options`), and bounds them: the stack and the statements running hold at
-//! most `max_connections` between them, counted by a semaphore, so a statement never waits
-//! on the pool while the stack holds a connection. A kept connection goes back to the pool
+//! most the share of `max_connections` that [`Share`] allows, counted by a semaphore, so a
+//! statement never waits on the pool while the stack holds a connection, and statements run
+//! on the pool by others always find the rest. A kept connection goes back to the pool
 //! after [`IDLE_FOR`] unused (checked as statements finish, and by a task while the store is
 //! quiet), so other users of a shared pool get it back, and after [`KEEP_FOR`] kept, so the
 //! pool's test and `max_lifetime` still see every connection regularly.
@@ -60,8 +61,9 @@ pub(crate) struct Conns<DB: Database> {
     pool: Pool<DB>,
     /// One permit per connection the store may hold (kept or in use); `None`: it keeps none.
     permits: Option<Semaphore>,
-    /// Where the store queues its writes (SQLite): one more permit, for the queue's holder,
-    /// which then never waits behind reads for a connection while the queue waits for it.
+    /// Where the store queues its writes (SQLite): one of the permits, set aside for the
+    /// queue's holder, which then never waits behind reads for a connection while the
+    /// queue waits for it.
     writer: Option<Semaphore>,
     /// Newest last.
     kept: Mutex<Vec<Kept<DB>>>,

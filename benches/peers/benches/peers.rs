@@ -552,29 +552,25 @@ mod raw_sql {
                 }
 
                 async fn upsert(&self, id: &str) -> Res {
-                    let _write = match &self.writes {
-                        Some(lock) => Some(lock.lock().await),
-                        None => None,
-                    };
-                    sqlx::query(&self.sql[1])
-                        .bind(id)
-                        .bind(&self.payload)
-                        .execute(&mut *self.conn().await?)
-                        .await
-                        .map_err(s)?;
-                    Ok(())
+                    self.write(&self.sql[1], id, Some(&self.payload)).await
                 }
 
                 async fn touch(&self, id: &str) -> Res {
+                    self.write(&self.sql[2], id, None).await
+                }
+
+                /// Runs the write `sql`, binding the id and, where given, the payload (in
+                /// the write queue, where there is one).
+                async fn write(&self, sql: &str, id: &str, payload: Option<&[u8]>) -> Res {
                     let _write = match &self.writes {
                         Some(lock) => Some(lock.lock().await),
                         None => None,
                     };
-                    sqlx::query(&self.sql[2])
-                        .bind(id)
-                        .execute(&mut *self.conn().await?)
-                        .await
-                        .map_err(s)?;
+                    let mut query = sqlx::query(sql).bind(id);
+                    if let Some(payload) = payload {
+                        query = query.bind(payload);
+                    }
+                    query.execute(&mut *self.conn().await?).await.map_err(s)?;
                     Ok(())
                 }
             }

@@ -185,21 +185,19 @@ impl<DB: Database> Conns<DB> {
         std::mem::take(&mut *self.lock())
     }
 
+    /// The kept connections idle too long or kept too long, taken off the stack (dropped by
+    /// the caller, outside the lock, they go back to the pool).
+    fn take_stale(&self, now: Instant) -> Vec<Kept<DB>> {
+        self.lock().extract_if(.., |k| !k.fresh(now)).collect()
+    }
+
     /// Keeps `kept`, whose statement completed, and hands back to the pool what has been
-    /// idle too long (the oldest, at the bottom of the stack).
+    /// idle too long.
     fn keep(self: &Arc<Self>, mut kept: Kept<DB>) {
         let now = Instant::now();
         kept.used = now;
-        let stale = {
-            let mut stack = self.lock();
-            stack.push(kept);
-            let fresh_from = stack
-                .iter()
-                .position(|k| k.fresh(now))
-                .unwrap_or(stack.len());
-            stack.drain(..fresh_from).collect::<Vec<_>>()
-        };
-        drop(stale);
+        self.lock().push(kept);
+        drop(self.take_stale(now));
         if !self.reaping.load(Ordering::Relaxed) {
             self.start_reaping();
         }
@@ -223,21 +221,7 @@ impl<DB: Database> Conns<DB> {
                     drop(conns.take_all());
                     continue;
                 }
-                let now = Instant::now();
-                let stale = {
-                    let mut stack = conns.lock();
-                    let mut stale = Vec::new();
-                    let mut i = 0;
-                    while i < stack.len() {
-                        if stack[i].fresh(now) {
-                            i += 1;
-                        } else {
-                            stale.push(stack.remove(i));
-                        }
-                    }
-                    stale
-                };
-                drop(stale);
+                drop(conns.take_stale(Instant::now()));
             }
         });
     }

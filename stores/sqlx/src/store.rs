@@ -261,7 +261,7 @@ impl<D: Dialect> SqlStore<D> {
 
     /// The connection pool. Statements you run on it share it with the store, which keeps
     /// the connections it used between its own statements (see [`SqlStore::new`]; a store
-    /// from a `connect` constructor may keep all of them while it is busy) and hands each
+    /// from a `connect` constructor may keep all of them but one while it is busy) and hands each
     /// back after a second unused.
     pub fn pool(&self) -> &Pool<D::Db> {
         self.inner.conns.pool()
@@ -397,12 +397,6 @@ impl<D: Dialect> SqlStore<D> {
             now: Some(self.now()),
             owner: record.owner.as_deref(),
         }
-    }
-
-    /// Runs `statement` on a pooled connection, in this process's write queue where the
-    /// dialect has one; rows changed.
-    async fn write(&self, statement: &Statement, values: Values<'_, D::Time>) -> Result<u64> {
-        self.inner.execute(statement, values).await
     }
 
     /// A near-cached read: from the cache, or one `SELECT` that also reads the row's tag.
@@ -597,7 +591,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
                 .await?;
             return Ok(());
         }
-        self.write(&self.inner.sql.set, values).await?;
+        self.inner.execute(&self.inner.sql.set, values).await?;
         Ok(())
     }
 
@@ -606,12 +600,14 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             return Ok(());
         }
         let Some(near) = self.near() else {
-            self.write(&self.inner.sql.destroy, Values::id(id.as_str()))
+            self.inner
+                .execute(&self.inner.sql.destroy, Values::id(id.as_str()))
                 .await?;
             return Ok(());
         };
         let flight = near.cache.begin(id.as_str(), true);
-        self.write(&self.tagged()?.destroy, Values::id(id.as_str()))
+        self.inner
+            .execute(&self.tagged()?.destroy, Values::id(id.as_str()))
             .await?;
         near.announce(id.as_str(), None);
         near.cache.end(flight, None);
@@ -631,7 +627,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
             return self.touch_cached(near, values).await;
         }
         // MySQL connects with CLIENT_FOUND_ROWS: a matched row counts even when unchanged.
-        Ok(self.write(&self.inner.sql.touch, values).await? > 0)
+        Ok(self.inner.execute(&self.inner.sql.touch, values).await? > 0)
     }
 
     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool> {
@@ -683,7 +679,7 @@ impl<D: Dialect> SessionStore for SqlStore<D> {
                 .write_cached(near, &self.tagged()?.update, values, record)
                 .await;
         }
-        Ok(self.write(&self.inner.sql.update, values).await? > 0)
+        Ok(self.inner.execute(&self.inner.sql.update, values).await? > 0)
     }
 
     /// One `SELECT` through the owner index. The owner is checked once more against each

@@ -42,6 +42,16 @@ async fn store() -> PostgresStore {
     store
 }
 
+/// A store from `connect` (its own pool, of sqlx's default size) on a fresh table, not yet
+/// migrated.
+async fn connected() -> PostgresStore {
+    PostgresStore::connect(&url())
+        .await
+        .expect("PostgreSQL unreachable: set POSTGRES_URL")
+        .with_table_name(&random_table())
+        .unwrap()
+}
+
 async fn drop_table(store: &PostgresStore) {
     let sql = match store.schema_name() {
         Some(schema) => format!("DROP SCHEMA \"{schema}\" CASCADE"),
@@ -57,11 +67,7 @@ async fn count(pool: &PgPool, store: &PostgresStore) -> i64 {
 
 #[tokio::test]
 async fn conformance() {
-    let store = PostgresStore::connect(&url())
-        .await
-        .expect("PostgreSQL unreachable: set POSTGRES_URL")
-        .with_table_name(&random_table())
-        .unwrap();
+    let store = connected().await;
     store.migrate().await.unwrap();
     store.migrate().await.expect("migrate is idempotent");
     run(&store, &SuiteOptions::new(Capabilities::ALL)).await;
@@ -105,11 +111,7 @@ async fn conformance_in_own_schema() {
 
 #[tokio::test]
 async fn concurrent_migrations_do_not_collide() {
-    let store = PostgresStore::connect(&url())
-        .await
-        .unwrap()
-        .with_table_name(&random_table())
-        .unwrap();
+    let store = connected().await;
     let all = futures::future::join_all((0..6).map(|_| store.migrate())).await;
     for result in all {
         result.unwrap();
@@ -600,11 +602,7 @@ async fn kept_connections_leave_room_and_go_back() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let store = PostgresStore::connect(&url())
-        .await
-        .unwrap()
-        .with_table_name(&random_table())
-        .unwrap();
+    let store = connected().await;
     store.migrate().await.unwrap();
     let id = new_id();
     store

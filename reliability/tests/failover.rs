@@ -326,6 +326,15 @@ async fn failover_under_load(replica_ack: bool, lagging: bool) {
     // holds the same sessions as the new master once in sync.
     sentinel_script(&["revive", &node_name(port)], down_after);
     let new = rejoins_as_replica(port, master_port);
+    // The sentinels move the other replica to the new master on their own schedule, and it
+    // may still be in its full sync: wait until the new master lists both as online.
+    wait_until("both replicas online at the new master", 60, || {
+        cli(new, &["INFO", "replication"])
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .count()
+            == 2
+    });
     let synced = cli(new, &["WAIT", "2", "10000"]);
     assert_eq!(synced, "2", "both replicas acknowledge the new master");
     assert_eq!(

@@ -10,8 +10,9 @@
 //! clean `pg_stat_database` counters), `MONGODB_URL`, `BENCH_SECS` (per in-process run,
 //! default 3), `WRK_SECS` (per wrk run, default 2), `HTTP_ROUNDS` (wrk runs per variant and
 //! workload, interleaved, default 9), `BENCH_SESSIONS` (memory section, default 1000000),
-//! and, to profile one case, `BENCH_WORKLOADS` and `BENCH_HTTP` (comma lists of workloads
-//! and HTTP variants).
+//! to profile one case, `BENCH_WORKLOADS` and `BENCH_HTTP` (comma lists of workloads and
+//! HTTP variants), and `BENCH_FLOOR_UNINDEXED` (the raw SQL floors without their index on
+//! `expires`).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -493,6 +494,10 @@ impl Lib for RawRedis {
 
 /// The raw SQL floors, on the sqlx that our store and tower-sessions-sqlx-store share: the
 /// same work per request in the fewest statements, neither encoding nor decoding a session.
+/// Each floor's table has the index on `expires` that ours has (it keeps the removal of
+/// expired rows from scanning the table), so that ours ÷ floor measures the client's cost,
+/// not the layout's: the index's upkeep on every write is the server's work (on SQLite the
+/// larger part of a write under load; see BENCHMARKS.md).
 /// Each statement runs on an explicitly acquired connection, the cheapest way to use the
 /// driver's pool (executing on `&Pool` boxes the pool's acquire future into the
 /// statement's).
@@ -501,6 +506,17 @@ mod raw_sql {
     use sqlx::pool::PoolConnection;
 
     use super::{IdGenerator, Lib, Res, Workload, async_trait, s};
+
+    /// The floor's index on `expires` (PostgreSQL and SQLite spell it alike): created, or,
+    /// with `BENCH_FLOOR_UNINDEXED` set, dropped, to measure what its upkeep costs.
+    const EXPIRES_INDEX: [&str; 2] = [
+        "CREATE INDEX IF NOT EXISTS raw_sessions_expires_idx ON raw_sessions (expires)",
+        "DROP INDEX IF EXISTS raw_sessions_expires_idx",
+    ];
+
+    fn unindexed() -> bool {
+        std::env::var_os("BENCH_FLOOR_UNINDEXED").is_some()
+    }
 
     /// One floor: its pool, its statements (`select`, `upsert`, `touch`, each binding the
     /// id first and `upsert` the payload second) and, for SQLite, a lock that serializes
@@ -655,6 +671,10 @@ mod raw_sql {
             .execute(&pool)
             .await
             .map_err(s)?;
+            sqlx::query(EXPIRES_INDEX[usize::from(unindexed())])
+            .execute(&pool)
+            .await
+            .map_err(s)?;
             Ok(Self::with(pool, payload, None, "raw_sessions"))
         }
     }
@@ -683,6 +703,10 @@ mod raw_sql {
             .execute(&pool)
             .await
             .map_err(s)?;
+            sqlx::query(EXPIRES_INDEX[usize::from(unindexed())])
+            .execute(&pool)
+            .await
+            .map_err(s)?;
             Ok(Self::with(
                 pool,
                 payload,
@@ -702,7 +726,12 @@ mod raw_sql {
                 .map_err(s)?;
             sqlx::query(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (id VARBINARY(256) NOT NULL PRIMARY KEY, \
-                 data LONGBLOB NOT NULL, expires DATETIME(6) NOT NULL)"
+                 data LONGBLOB NOT NULL, expires DATETIME(6) NOT NULL{index})",
+                index = if unindexed() {
+                    String::new()
+                } else {
+                    format!(", INDEX {table}_expires_idx (expires)")
+                }
             ))
             .execute(&pool)
             .await
@@ -1030,6 +1059,9 @@ async fn throughput(
     // Libraries are listed backend by backend.
     for group in seeded.chunk_by(|a, b| a.0 == b.0) {
         for w in Workload::MAIN {
+            if !kept("BENCH_WORKLOADS", w.name()) {
+                continue;
+            }
             let mut samples: Vec<Vec<f64>> = vec![Vec::new(); group.len()];
             let mut errors = vec![0u64; group.len()];
             for round in 0..rounds {

@@ -17,6 +17,12 @@
 //! after [`IDLE_FOR`] unused (checked as statements finish, and by a task while the store is
 //! quiet), so other users of a shared pool get it back, and after [`KEEP_FOR`] kept, so the
 //! pool's test and `max_lifetime` still see every connection regularly.
+//!
+//! Where the store queues its writes (SQLite), the queue's holder writes on a connection of
+//! its own, kept apart from the reads' stack: a SQLite connection that starts a transaction
+//! after another connection wrote throws its page cache away, so a writer that only follows
+//! its own writes finds the pages it needs in its cache, and the queue, which every write
+//! waits in, moves faster (measured: BENCHMARKS.md, "SQL stores").
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +73,9 @@ pub(crate) struct Conns<DB: Database> {
     writer: Option<Semaphore>,
     /// Newest last.
     kept: Mutex<Vec<Kept<DB>>>,
+    /// The write queue holder's own connection (with `writer`), kept apart from the reads'
+    /// stack; `None` while a write uses it, or before the first.
+    written: Mutex<Option<Kept<DB>>>,
     /// Whether the task returning idle connections runs.
     reaping: AtomicBool,
 }
@@ -107,6 +116,7 @@ impl<DB: Database> Conns<DB> {
             permits: (readers > 0).then(|| Semaphore::new(readers)),
             writer: writer.then(|| Semaphore::new(1)),
             kept: Mutex::new(Vec::new()),
+            written: Mutex::new(None),
             reaping: AtomicBool::new(false),
         })
     }
@@ -122,11 +132,14 @@ impl<DB: Database> Conns<DB> {
     }
 
     /// As [`Conns::acquire`], for the holder of the store's write queue (`writing`), which
-    /// takes the permit set aside for it where there is one.
+    /// takes the permit and the connection set aside for it where there are (its first
+    /// write, or the first after its connection went back to the pool, takes one as reads
+    /// do, and keeps it).
     pub(crate) async fn acquire_for(
         self: &Arc<Self>,
         writing: bool,
     ) -> Result<Conn<'_, DB>, sqlx::Error> {
+        let own = writing && self.writer.is_some();
         let permits = match &self.writer {
             Some(writer) if writing => Some(writer),
             _ => self.permits.as_ref(),
@@ -136,6 +149,7 @@ impl<DB: Database> Conns<DB> {
                 conns: self,
                 kept: Kept::new(self.pool.acquire().await?),
                 permit: None,
+                own: false,
             });
         };
         let permit = match permits.try_acquire() {
@@ -154,6 +168,20 @@ impl<DB: Database> Conns<DB> {
             return Err(sqlx::Error::PoolClosed);
         }
         let now = Instant::now();
+        if own {
+            let slot = self.writers().take();
+            match slot {
+                Some(kept) if kept.fresh(now) => {
+                    return Ok(Conn {
+                        conns: self,
+                        kept,
+                        permit: Some(permit),
+                        own,
+                    });
+                }
+                stale => drop(stale),
+            }
+        }
         loop {
             let top = self.lock().pop();
             match top {
@@ -162,6 +190,7 @@ impl<DB: Database> Conns<DB> {
                         conns: self,
                         kept,
                         permit: Some(permit),
+                        own,
                     });
                 }
                 // Back to the pool, which tests it on the way.
@@ -173,6 +202,7 @@ impl<DB: Database> Conns<DB> {
             conns: self,
             kept: Kept::new(self.pool.acquire().await?),
             permit: Some(permit),
+            own,
         })
     }
 
@@ -181,22 +211,35 @@ impl<DB: Database> Conns<DB> {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn writers(&self) -> std::sync::MutexGuard<'_, Option<Kept<DB>>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn take_all(&self) -> Vec<Kept<DB>> {
-        std::mem::take(&mut *self.lock())
+        let mut all = std::mem::take(&mut *self.lock());
+        all.extend(self.writers().take());
+        all
     }
 
-    /// The kept connections idle too long or kept too long, taken off the stack (dropped by
-    /// the caller, outside the lock, they go back to the pool).
+    /// The kept connections idle too long or kept too long, taken off the stack and out of
+    /// the writer's place (dropped by the caller, outside the locks, they go back to the
+    /// pool).
     fn take_stale(&self, now: Instant) -> Vec<Kept<DB>> {
-        self.lock().extract_if(.., |k| !k.fresh(now)).collect()
+        let mut stale: Vec<_> = self.lock().extract_if(.., |k| !k.fresh(now)).collect();
+        stale.extend(self.writers().take_if(|k| !k.fresh(now)));
+        stale
     }
 
-    /// Keeps `kept`, whose statement completed, and hands back to the pool what has been
-    /// idle too long.
-    fn keep(self: &Arc<Self>, mut kept: Kept<DB>) {
+    /// Keeps `kept`, whose statement completed (in the writer's place if `own`), and hands
+    /// back to the pool what has been idle too long.
+    fn keep(self: &Arc<Self>, mut kept: Kept<DB>, own: bool) {
         let now = Instant::now();
         kept.used = now;
-        self.lock().push(kept);
+        if own {
+            *self.writers() = Some(kept);
+        } else {
+            self.lock().push(kept);
+        }
         drop(self.take_stale(now));
         if !self.reaping.load(Ordering::Relaxed) {
             self.start_reaping();
@@ -247,6 +290,8 @@ pub(crate) struct Conn<'a, DB: Database> {
     kept: Kept<DB>,
     /// `None` where the store keeps no connection.
     permit: Option<SemaphorePermit<'a>>,
+    /// The write queue holder's connection: kept in its own place, not on the stack.
+    own: bool,
 }
 
 impl<DB: Database> Conn<'_, DB> {
@@ -258,9 +303,10 @@ impl<DB: Database> Conn<'_, DB> {
             conns,
             kept,
             permit,
+            own,
         } = self;
         if permit.is_some() {
-            conns.keep(kept);
+            conns.keep(kept, own);
         }
         drop(permit);
     }

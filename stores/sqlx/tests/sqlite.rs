@@ -446,3 +446,74 @@ async fn unopenable_file_is_unavailable() {
     let err = SqliteStore::connect(&url).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }
+
+/// The write queue's holder writes on a connection of its own while reads run on the
+/// others (a SQLite connection drops its page cache when another one wrote): the rows the
+/// writes changed were changed on one connection, which goes back to the pool once the
+/// store is quiet. (Two are allowed: on a stalled machine the writer's connection may sit
+/// idle long enough to go back, and the next write keeps another.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_run_on_a_connection_of_their_own() {
+    use std::sync::Arc;
+
+    let db = TempDb::new();
+    let store = Arc::new(file_store(&db).await);
+    let record = Arc::new(sample_record(now_ms() + Duration::from_secs(600)));
+    let ids: Arc<Vec<SessionId>> = Arc::new((0..8).map(|_| new_id()).collect());
+    for id in ids.iter() {
+        store.set(id, &record).await.unwrap();
+    }
+    let (tasks, rounds) = (16, 50);
+    let mut busy = tokio::task::JoinSet::new();
+    for t in 0..tasks {
+        let (store, record, ids) = (store.clone(), record.clone(), ids.clone());
+        busy.spawn(async move {
+            for i in 0..rounds {
+                let id = &ids[(t + i) % ids.len()];
+                assert!(store.get(id).await.unwrap().is_some());
+                if i % 2 == 0 {
+                    store.set(id, &record).await.unwrap();
+                } else {
+                    assert!(store.touch(id, record.expires).await.unwrap());
+                }
+            }
+        });
+    }
+    while let Some(done) = busy.join_next().await {
+        done.unwrap();
+    }
+    let writes = (ids.len() + tasks * rounds) as i64;
+
+    let pool = store.pool();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pool.num_idle() < pool.size() as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kept connections not back: {} idle of {}",
+            pool.num_idle(),
+            pool.size()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every connection of the pool at once, each asked how many rows it changed.
+    let mut conns = Vec::new();
+    for _ in 0..pool.size() {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    let mut changed = Vec::new();
+    for conn in &mut conns {
+        let n: i64 = sqlx::query_scalar("SELECT total_changes()")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        changed.push(n);
+    }
+    assert_eq!(changed.iter().sum::<i64>(), writes, "{changed:?}");
+    let writers = changed.iter().filter(|n| **n > 0).count();
+    assert!(
+        writers <= 2,
+        "writes spread over {writers} connections: {changed:?}"
+    );
+    drop(conns);
+    drop_table(&store).await;
+}

@@ -168,22 +168,10 @@ impl<DB: Database> Conns<DB> {
             return Err(sqlx::Error::PoolClosed);
         }
         let now = Instant::now();
-        if own {
-            let slot = self.writers().take();
-            match slot {
-                Some(kept) if kept.fresh(now) => {
-                    return Ok(Conn {
-                        conns: self,
-                        kept,
-                        permit: Some(permit),
-                        own,
-                    });
-                }
-                stale => drop(stale),
-            }
-        }
+        // The writer's own connection first, then the newest on the stack.
+        let mut slot = if own { self.writers().take() } else { None };
         loop {
-            let top = self.lock().pop();
+            let top = slot.take().or_else(|| self.lock().pop());
             match top {
                 Some(kept) if kept.fresh(now) => {
                     return Ok(Conn {
